@@ -1,0 +1,110 @@
+"""From a resolved config to objects: text encoder, datasets, loaders, model, metrics, optimiser."""
+import logging
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from hw_asr import augmentations, batch_sampler, datasets, loss, metric, model, text_encoder
+from hw_asr.config import ConfigError, get_path, lookup, resolve
+from hw_asr.collate_fn import collate_fn
+from hw_asr.trainer import lr_schedulers
+
+logger = logging.getLogger(__name__)
+
+TRAIN_SPLIT = "train"
+
+
+def build_text_encoder(config):
+    spec = config.get("text_encoder", {"type": "CTCCharTextEncoder", "args": {}})
+    return resolve(spec, text_encoder, "text_encoder")
+
+
+def _resolve_nested(spec, where):
+    """Augmentation blocks may contain blocks (``RandomApply``'s ``augmentation``, ``Sequential``'s list)."""
+    args = {}
+    for key, value in (spec.get("args") or {}).items():
+        if isinstance(value, dict) and "type" in value:
+            value = _resolve_nested(value, f"{where}.args.{key}")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) and "type" in v for v in value):
+            value = [_resolve_nested(v, f"{where}.args.{key}.{i}") for i, v in enumerate(value)]
+        args[key] = value
+    return resolve({"type": spec["type"], "args": args}, augmentations, where)
+
+
+def build_wave_augs(config):
+    specs = get_path(config, "augmentations.wave", [])
+    if not specs:
+        return None
+    augs = [_resolve_nested(s, f"augmentations.wave.{i}") for i, s in enumerate(specs)]
+    return augs[0] if len(augs) == 1 else augmentations.Sequential(augs)
+
+
+def build_dataset(config, split, encoder):
+    """All datasets of a split, concatenated; train splits get the wave augmentations."""
+    specs = get_path(config, f"data.{split}.datasets")
+    if not isinstance(specs, list) or not specs:
+        raise ConfigError(f"data.{split}.datasets must be a non-empty list of dataset blocks")
+    wave_augs = build_wave_augs(config) if split == TRAIN_SPLIT else None
+    sample_rate = config.get("sample_rate", 16000)
+    parts = [resolve(s, datasets, f"data.{split}.datasets.{i}", text_encoder=encoder,
+                     sample_rate=sample_rate, wave_augs=wave_augs) for i, s in enumerate(specs)]
+    for i, p in enumerate(parts):
+        if len(p) == 0:
+            raise ConfigError(f"data.{split}.datasets.{i} ({p.describe()}) has no usable utterances")
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def build_dataloader(config, split, dataset, seed=0):
+    cfg = get_path(config, f"data.{split}")
+    train = split == TRAIN_SPLIT
+    sampler_spec = cfg.get("batch_sampler", {"type": "RandomBatchSampler", "args": {
+        "batch_size": get_path(config, f"data.{split}.batch_size"), "shuffle": train, "drop_last": False}})
+    sampler_args = {} if "seed" in sampler_spec.get("args", {}) else {"seed": seed}
+    sampler = resolve(sampler_spec, batch_sampler, f"data.{split}.batch_sampler", dataset, **sampler_args)
+    num_workers = cfg.get("num_workers", 0)
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
+        pin_memory=cfg.get("pin_memory", torch.cuda.is_available()),
+        persistent_workers=cfg.get("persistent_workers", False) and num_workers > 0,
+        prefetch_factor=cfg.get("prefetch_factor", 2) if num_workers > 0 else None)
+    return loader
+
+
+def build_model(config, n_tokens):
+    spec = get_path(config, "arch")
+    args = dict(spec.get("args") or {})
+    frontend = dict(args.get("frontend") or {})
+    target = frontend.setdefault("args", {}) if "type" in frontend else frontend
+    target.setdefault("sample_rate", config.get("sample_rate", 16000))
+    args["frontend"] = frontend
+    return resolve({"type": spec.get("type"), "args": args}, model, "arch", n_tokens=n_tokens)
+
+
+def build_loss(config):
+    return resolve(config.get("loss", {"type": "CTCLoss", "args": {}}), loss, "loss")
+
+
+def build_metrics(config):
+    specs = config.get("metrics", [{"type": "WERMetric", "args": {}}, {"type": "CERMetric", "args": {}}])
+    return [resolve(s, metric, f"metrics.{i}") for i, s in enumerate(specs)]
+
+
+def build_optimizer(config, params):
+    return resolve(get_path(config, "optimizer"), torch.optim, "optimizer", params)
+
+
+def build_lr_scheduler(config, optimizer, total_steps):
+    spec = config.get("lr_scheduler")
+    if not spec:
+        return None
+    spec = {"type": spec.get("type"), "args": dict(spec.get("args") or {})}
+    cls = lookup(spec["type"], [lr_schedulers, torch.optim.lr_scheduler], "lr_scheduler.type")
+    if cls is torch.optim.lr_scheduler.OneCycleLR and not {"total_steps", "epochs"} & set(spec["args"]):
+        spec["args"]["total_steps"] = total_steps
+    if getattr(cls, "needs_total_steps", False):
+        spec["args"].setdefault("total_steps", total_steps)
+    return resolve(spec, [lr_schedulers, torch.optim.lr_scheduler], "lr_scheduler", optimizer)
+
+
+def eval_splits(config):
+    return [s for s in get_path(config, "data") if s != TRAIN_SPLIT]

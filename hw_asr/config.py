@@ -1,0 +1,162 @@
+"""JSON configs: loading, dotted overrides, required keys and registry resolution.
+
+A config is plain JSON. Every pluggable part is a block ``{"type": name, "args": {...}}``
+whose ``type`` is looked up in a package namespace (the registry), e.g. ``hw_asr.model``.
+Nothing in a config is ever evaluated as code.
+"""
+import copy
+import importlib
+import inspect
+import json
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used, with a message that says where and why."""
+
+
+def load_config(path):
+    """Read a JSON config; a syntax error names the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config must be a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
+def _parse_value(raw):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _step(node, key, dotted):
+    """One step of a dotted path: dict key, or list index."""
+    if isinstance(node, list):
+        try:
+            return int(key)
+        except ValueError:
+            raise ConfigError(f"override {dotted!r}: {key!r} indexes a list, use a number") from None
+    if isinstance(node, dict):
+        return key
+    raise ConfigError(f"override {dotted!r}: cannot descend into a {type(node).__name__} at {key!r}")
+
+
+def apply_overrides(cfg, overrides):
+    """Apply ``a.b.c=value`` strings; values parse as JSON, else stay strings.
+
+    Numeric path parts index lists (``data.train.datasets.0.args.limit=8``).
+    Missing dict keys are created, so new options can be added from the command line.
+    """
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        if not all(keys):
+            raise ConfigError(f"override {item!r} has an empty key")
+        node = cfg
+        for key in keys[:-1]:
+            k = _step(node, key, dotted)
+            if isinstance(node, list):
+                if not -len(node) <= k < len(node):
+                    raise ConfigError(f"override {dotted!r}: index {k} out of range")
+                node = node[k]
+            else:
+                node = node.setdefault(k, {})
+        k = _step(node, keys[-1], dotted)
+        if isinstance(node, list) and not -len(node) <= k < len(node):
+            raise ConfigError(f"override {dotted!r}: index {k} out of range")
+        node[k] = _parse_value(raw)
+    return cfg
+
+
+_MISSING = object()
+
+
+def get_path(cfg, dotted, default=_MISSING):
+    """Value at a dotted path; a missing required key is an error naming the path."""
+    node = cfg
+    for key in dotted.split("."):
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            if default is _MISSING:
+                raise ConfigError(f"missing required config key '{dotted}'")
+            return default
+    return node
+
+
+def registry_names(module):
+    """Public classes and functions a registry module exports."""
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [n for n, v in vars(module).items()
+                 if not n.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v))]
+    return sorted(names)
+
+
+def lookup(type_name, modules, where):
+    """Find ``type_name`` in the first registry module that has it."""
+    modules = [importlib.import_module(m) if isinstance(m, str) else m for m in modules]
+    for module in modules:
+        if type_name in registry_names(module):
+            return getattr(module, type_name)
+    known = sorted({n for m in modules for n in registry_names(m)})
+    raise ConfigError(
+        f"{where}: unknown type {type_name!r}; known types in "
+        f"{', '.join(m.__name__ for m in modules)}: {', '.join(known)}")
+
+
+def resolve(spec, modules, where, *args, **extra):
+    """Build the object a ``{"type", "args"}`` block describes.
+
+    ``extra`` keyword arguments are supplied by the framework (e.g. the text
+    encoder for datasets); ``args`` from the config override nothing of them.
+    Argument mistakes are reported against the config path ``where``.
+    """
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f"{where}: expected a block {{\"type\": ..., \"args\": {{...}}}}, got {spec!r}")
+    unknown_keys = set(spec) - {"type", "args"}
+    if unknown_keys:
+        raise ConfigError(f"{where}: unexpected keys {sorted(unknown_keys)} (only 'type' and 'args')")
+    if not isinstance(modules, (list, tuple)):
+        modules = [modules]
+    cls = lookup(spec["type"], modules, f"{where}.type")
+    kwargs = dict(spec.get("args") or {})
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{where}.args must be an object")
+    clash = set(kwargs) & set(extra)
+    if clash:
+        raise ConfigError(f"{where}.args: {sorted(clash)} are set by the framework, remove them")
+    kwargs.update(extra)
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as e:
+            params = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
+            raise ConfigError(f"{where}.args: {e} for {spec['type']} (accepts: {', '.join(params)})") from None
+    return cls(*args, **kwargs)
+
+
+def write_config(cfg, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

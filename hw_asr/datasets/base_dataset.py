@@ -1,0 +1,184 @@
+"""Shared dataset machinery: cached index, validation of rows, filters, item loading.
+
+A subclass only says how to list its corpus: ``_index_signature`` (what, when
+changed, invalidates the cached index) and ``_build_index`` (rows of
+``{"path", "text", "duration"}`` plus the rows it had to skip, with reasons).
+"""
+import hashlib
+import json
+import logging
+import os
+import random
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from hw_asr.audio import AudioError, audio_duration, load_audio
+from hw_asr.text_encoder.base import normalize_text
+
+logger = logging.getLogger(__name__)
+
+MAX_DETAILED_WARNINGS = 20
+MAX_LOAD_RETRIES = 10
+
+
+def cache_dir():
+    return Path(os.environ.get("HW_ASR_CACHE", Path.home() / ".cache" / "hw_asr")).expanduser()
+
+
+def file_signature(path):
+    st = os.stat(path)
+    return [str(path), st.st_mtime_ns, st.st_size]
+
+
+def report_skipped(source, skipped):
+    """One warning per skipped row (the first few) and a count."""
+    for path, reason in skipped[:MAX_DETAILED_WARNINGS]:
+        logger.warning("%s: skipped %s: %s", source, path, reason)
+    if skipped:
+        logger.warning("%s: skipped %d row(s) in all%s", source, len(skipped),
+                       "" if len(skipped) <= MAX_DETAILED_WARNINGS else
+                       f" (first {MAX_DETAILED_WARNINGS} listed)")
+
+
+def probe_row(path, text, duration=None):
+    """Check that a file exists and has a readable header; fill the duration.
+
+    Returns ``(row, None)`` or ``(None, reason)``.
+    """
+    if not Path(path).is_file():
+        return None, "audio file not found"
+    try:
+        header_duration = audio_duration(path)
+    except AudioError as e:
+        return None, str(e).split(": ", 1)[-1]
+    if header_duration <= 0:
+        return None, "audio is empty (0 samples)"
+    if duration is None:
+        duration = header_duration
+    return {"path": str(path), "text": text, "duration": float(duration)}, None
+
+
+class BaseDataset(Dataset):
+    """Items follow the contract in DESIGN.md:
+    ``audio`` float32 [T], ``text``, ``text_encoded`` int64 [L], ``duration``, ``audio_path``.
+
+    Filters: ``max_audio_length`` (seconds), ``max_text_length`` (characters),
+    ``limit`` (a seeded random subset of that many rows).
+    """
+
+    allow_empty_text = False
+
+    def __init__(self, text_encoder=None, sample_rate=16000, limit=None, max_audio_length=None,
+                 max_text_length=None, wave_augs=None, seed=42, use_cache=True):
+        self.text_encoder = text_encoder
+        self.sample_rate = sample_rate
+        self.wave_augs = wave_augs
+        self.name = type(self).__name__
+        rows, skipped = self._load_index(use_cache)
+        rows, more_skipped = self._validate_texts(rows)
+        skipped = skipped + more_skipped
+        report_skipped(self.describe(), skipped)
+        self.skipped = skipped
+        rows = self._filter(rows, max_audio_length, max_text_length)
+        if limit is not None:
+            rows = sorted(rows, key=lambda r: r["path"])
+            random.Random(seed).shuffle(rows)
+            rows = rows[:limit]
+        self.index = rows
+        logger.info("%s: %d utterances, %.1f h", self.describe(), len(rows),
+                    sum(r["duration"] for r in rows) / 3600)
+
+    # ---- to be provided by subclasses -------------------------------------------------
+    def describe(self):
+        return self.name
+
+    def _index_signature(self):
+        """JSON-able value that changes whenever the listed corpus changes; None: no cache."""
+        return None
+
+    def _build_index(self):
+        """Return ``(rows, skipped)``; ``skipped`` is a list of ``(path_or_line, reason)``."""
+        raise NotImplementedError
+
+    # ---- index ------------------------------------------------------------------------
+    def _load_index(self, use_cache):
+        signature = self._index_signature() if use_cache else None
+        if signature is None:
+            return self._build_index()
+        key = hashlib.sha1(json.dumps([self.name, signature]).encode()).hexdigest()[:20]
+        path = cache_dir() / "indexes" / f"{self.name}-{key}.json"
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            if cached.get("signature") == signature:
+                return cached["rows"], [tuple(s) for s in cached["skipped"]]
+        except (OSError, ValueError, KeyError):
+            pass
+        rows, skipped = self._build_index()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"signature": signature, "rows": rows, "skipped": skipped}),
+                           encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as e:
+            logger.warning("could not write index cache %s: %s", path, e)
+        return rows, skipped
+
+    def _validate_texts(self, rows):
+        kept, skipped = [], []
+        normalize = normalize_text if self.text_encoder is None else self.text_encoder.normalize
+        for row in rows:
+            text = normalize(row["text"])
+            if not text and not self.allow_empty_text:
+                skipped.append((row["path"], "empty transcript"))
+                continue
+            if self.text_encoder is not None:
+                unknown = self.text_encoder.unknown_chars(text)
+                if unknown:
+                    skipped.append((row["path"], f"characters {''.join(sorted(unknown))!r} are not in "
+                                                 f"the text encoder's vocabulary: {text!r}"))
+                    continue
+            kept.append({**row, "text": text})
+        return kept, skipped
+
+    def _filter(self, rows, max_audio_length, max_text_length):
+        out = rows
+        if max_audio_length is not None:
+            out = [r for r in out if r["duration"] <= max_audio_length]
+            if len(out) < len(rows):
+                logger.info("%s: %d utterances longer than %.1f s left out",
+                            self.describe(), len(rows) - len(out), max_audio_length)
+        if max_text_length is not None:
+            n = len(out)
+            out = [r for r in out if len(r["text"]) <= max_text_length]
+            if len(out) < n:
+                logger.info("%s: %d transcripts longer than %d characters left out",
+                            self.describe(), n - len(out), max_text_length)
+        return out
+
+    # ---- items ------------------------------------------------------------------------
+    def __len__(self):
+        return len(self.index)
+
+    def load_item(self, i):
+        row = self.index[i]
+        audio = torch.from_numpy(load_audio(row["path"], self.sample_rate))
+        if self.wave_augs is not None:
+            audio = self.wave_augs(audio)
+        item = {"audio": audio, "text": row["text"], "duration": row["duration"], "audio_path": row["path"]}
+        if self.text_encoder is not None:
+            item["text_encoded"] = self.text_encoder.encode_tensor(row["text"])
+        return item
+
+    def __getitem__(self, i):
+        """A file that fails to decode is reported and replaced by the next one."""
+        for attempt in range(MAX_LOAD_RETRIES):
+            j = (i + attempt) % len(self.index)
+            try:
+                return self.load_item(j)
+            except AudioError as e:
+                logger.warning("%s: skipped at load time: %s", self.describe(), e)
+        raise RuntimeError(f"{self.describe()}: {MAX_LOAD_RETRIES} consecutive files failed to load "
+                           f"starting at index {i}; check the data")

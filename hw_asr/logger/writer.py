@@ -1,0 +1,116 @@
+"""Where training numbers go: console, ``metrics.jsonl`` in the run folder, comet-ml.
+
+comet-ml runs online when ``COMET_API_KEY`` is set and offline otherwise
+(an archive in ``<run>/comet/`` to upload later with ``comet upload``), so a
+run never waits on the network.
+"""
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def setup_logging(run_dir=None, level=logging.INFO):
+    """Log to stderr and, with ``run_dir``, to ``<run_dir>/train.log``."""
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8"))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", handlers=handlers, force=True)
+
+
+def _make_comet(run_dir, project_name, run_name, config):
+    try:
+        import comet_ml
+    except ImportError:
+        logger.warning("comet-ml is not installed; logging to metrics.jsonl only")
+        return None
+    quiet = dict(auto_metric_logging=False, auto_param_logging=False, auto_output_logging=False,
+                 log_env_details=False, log_git_metadata=False, log_git_patch=False, log_code=False,
+                 log_env_gpu=False, log_env_host=False, log_env_cpu=False, parse_args=False,
+                 display_summary_level=0)
+    try:
+        if os.environ.get("COMET_API_KEY"):
+            exp = comet_ml.Experiment(project_name=project_name, **quiet)
+        else:
+            offline_dir = Path(run_dir) / "comet"
+            offline_dir.mkdir(parents=True, exist_ok=True)
+            exp = comet_ml.OfflineExperiment(project_name=project_name, offline_directory=str(offline_dir), **quiet)
+        exp.set_name(run_name)
+        exp.log_parameters(_flatten(config))
+        return exp
+    except Exception as e:  # comet must never stop training
+        logger.warning("comet-ml could not start (%s); logging to metrics.jsonl only", e)
+        return None
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list) else v
+    return out
+
+
+class Writer:
+    """One object the trainer talks to. ``enabled=False`` (non-zero ranks) makes every call a no-op."""
+
+    def __init__(self, run_dir, config, visualize="comet", project_name="hw_asr", enabled=True):
+        self.enabled = enabled
+        self.comet = None
+        self.jsonl = None
+        if not enabled:
+            return
+        self.run_dir = Path(run_dir)
+        self.jsonl = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        if visualize == "comet":
+            self.comet = _make_comet(run_dir, project_name, self.run_dir.name, config)
+        elif visualize not in (None, "none"):
+            raise ValueError(f"trainer.visualize must be 'comet' or null, got {visualize!r}")
+
+    def log_scalars(self, step, split, values):
+        if not self.enabled:
+            return
+        row = {"step": step, "split": split, "time": round(time.time(), 3), **values}
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        if self.comet is not None:
+            self.comet.log_metrics(values, prefix=split, step=step)
+
+    def log_spectrogram(self, step, split, feats):
+        if self.comet is not None:
+            import numpy as np
+            img = feats.detach().float().cpu().numpy()
+            img = (img - img.min()) / max(float(img.max() - img.min()), 1e-8)
+            self.comet.log_image(np.flipud(img), name=f"{split}_spectrogram", step=step)
+
+    def log_audio(self, step, split, audio, sample_rate, name):
+        if self.comet is not None:
+            self.comet.log_audio(audio.detach().float().cpu().numpy(), sample_rate=sample_rate,
+                                 file_name=f"{split}_{name}.wav", step=step)
+
+    def log_predictions(self, step, split, rows):
+        """``rows``: dicts with target, prediction(s), WER, CER."""
+        if self.comet is not None and rows:
+            headers = list(rows[0])
+            self.comet.log_table(f"{split}_predictions_step{step}.csv",
+                                 tabular_data=[[r[h] for h in headers] for r in rows], headers=headers)
+
+    def close(self):
+        if self.jsonl is not None:
+            self.jsonl.close()
+            self.jsonl = None
+        if self.comet is not None:
+            try:
+                self.comet.end()
+            except Exception as e:
+                logger.warning("comet-ml did not close cleanly: %s", e)
+            self.comet = None

@@ -1,0 +1,96 @@
+"""Feature extraction on the model's device: log-mel spectrogram with torch.stft."""
+import math
+
+import torch
+from torch import nn
+
+
+def hz_to_mel(freq, scale="htk"):
+    if scale == "htk":
+        return 2595.0 * math.log10(1.0 + freq / 700.0)
+    # Slaney: linear below 1 kHz, logarithmic above
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    return freq / f_sp if freq < min_log_hz else min_log_mel + math.log(freq / min_log_hz) / logstep
+
+
+def mel_to_hz(mels, scale="htk"):
+    if scale == "htk":
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    return torch.where(mels >= min_log_mel, min_log_hz * torch.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+
+
+def mel_filterbank(n_freqs, f_min, f_max, n_mels, sample_rate, scale="htk", norm=None):
+    """Triangular filters ``[n_freqs, n_mels]`` over the STFT bins (same maths as torchaudio's)."""
+    all_freqs = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)
+    m_pts = torch.linspace(hz_to_mel(f_min, scale), hz_to_mel(f_max, scale), n_mels + 2, dtype=torch.float64)
+    f_pts = mel_to_hz(m_pts, scale)
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    fb = torch.clamp(torch.minimum(down, up), min=0.0)
+    if norm == "slaney":
+        fb = fb * (2.0 / (f_pts[2: n_mels + 2] - f_pts[:n_mels])).unsqueeze(0)
+    elif norm is not None:
+        raise ValueError(f"mel norm must be None or 'slaney', got {norm!r}")
+    return fb.float()
+
+
+def lengths_to_mask(lengths, max_len):
+    """``[B, max_len]`` bool mask, True on real frames."""
+    return torch.arange(max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+class LogMelFrontend(nn.Module):
+    """Waves ``[B, T]`` -> log-mel features ``[B, n_mels, F]`` and frame counts ``[B]``.
+
+    ``normalize="per_utterance"`` standardises each mel bin over the real frames
+    of its utterance; padded frames are set to 0 in the output. Always computed
+    in float32, also under autocast. ``pad_mode="constant"`` (zeros around each
+    wave, like the batch padding) makes an utterance's features the same alone
+    and inside a padded batch; ``"reflect"`` matches torchaudio's default.
+    """
+
+    def __init__(self, sample_rate=16000, n_fft=512, win_length=400, hop_length=160, n_mels=80,
+                 f_min=0.0, f_max=None, mel_scale="htk", mel_norm=None, log_eps=2 ** -24,
+                 normalize="per_utterance", center=True, pad_mode="constant"):
+        super().__init__()
+        if normalize not in (None, "per_utterance"):
+            raise ValueError(f"normalize must be None or 'per_utterance', got {normalize!r}")
+        if mel_scale not in ("htk", "slaney"):
+            raise ValueError(f"mel_scale must be 'htk' or 'slaney', got {mel_scale!r}")
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+        self.n_mels, self.log_eps, self.normalize, self.center = n_mels, log_eps, normalize, center
+        self.pad_mode = pad_mode
+        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+        fb = mel_filterbank(n_fft // 2 + 1, f_min, f_max or sample_rate / 2, n_mels, sample_rate, mel_scale, mel_norm)
+        self.register_buffer("filterbank", fb, persistent=False)
+
+    @property
+    def n_features(self):
+        return self.n_mels
+
+    def output_lengths(self, audio_length):
+        if self.center:
+            return audio_length // self.hop_length + 1
+        return (audio_length - self.n_fft) // self.hop_length + 1
+
+    def forward(self, audio, audio_length):
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            spec = torch.stft(audio.float(), self.n_fft, self.hop_length, self.win_length, self.window,
+                              center=self.center, pad_mode=self.pad_mode, return_complex=True)
+            power = spec.real.pow(2) + spec.imag.pow(2)                    # [B, n_freqs, F]
+            mel = torch.matmul(power.transpose(1, 2), self.filterbank).transpose(1, 2)
+            feats = torch.log(mel + self.log_eps)
+            lengths = self.output_lengths(audio_length)
+            mask = lengths_to_mask(lengths, feats.shape[-1]).unsqueeze(1)  # [B, 1, F]
+            if self.normalize == "per_utterance":
+                n = lengths.clamp_min(1).view(-1, 1, 1).to(feats.dtype)
+                mean = (feats * mask).sum(-1, keepdim=True) / n
+                var = ((feats - mean).pow(2) * mask).sum(-1, keepdim=True) / (n - 1).clamp_min(1)
+                feats = (feats - mean) / (var.sqrt() + 1e-5)
+            feats = feats.masked_fill(~mask, 0.0)
+        return feats, lengths

@@ -1,0 +1,1 @@
+"""Command-line tools: ``python -m hw_asr.tools.<name> --help``."""

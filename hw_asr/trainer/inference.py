@@ -1,0 +1,42 @@
+"""Running a model over a loader and decoding: shared by validation and ``test.py``."""
+import contextlib
+
+import torch
+from tqdm import tqdm
+
+
+def move_batch(batch, device):
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def autocast_context(device, amp):
+    """bf16/fp16 autocast on CUDA; a no-op elsewhere (CPU trains in fp32)."""
+    if device.type != "cuda" or amp in (None, "fp32"):
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+
+
+def decode_batch(log_probs, lengths, encoder, decoders):
+    """``{decoder_name: [hypothesis, ...]}`` for each requested decoder."""
+    out = {}
+    for name in decoders:
+        if name == "argmax":
+            out[name] = encoder.ctc_greedy(log_probs, lengths)
+        else:
+            raise ValueError(f"unknown decoder {name!r}; available: argmax")
+    return out
+
+
+@torch.no_grad()
+def predict(model, loader, encoder, decoders, device, amp=None, criterion=None, desc="inference"):
+    """Yield per-batch ``(batch, outputs, hyps, loss)`` in eval mode."""
+    model.eval()
+    for batch in tqdm(loader, desc=desc, leave=False):
+        batch = move_batch(batch, device)
+        with autocast_context(device, amp):
+            outputs = model(**batch)
+        loss = None
+        if criterion is not None and "text_encoded" in batch:
+            loss = criterion(**batch, **outputs)["loss"].item()
+        yield batch, outputs, decode_batch(outputs["log_probs"], outputs["log_probs_length"], encoder, decoders), loss

@@ -1,0 +1,287 @@
+"""The training loop: steps, accumulation, clipping, AMP, validation, checkpoints, resume."""
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from hw_asr.config import ConfigError
+from hw_asr.metric import calc_cer, calc_wer
+from hw_asr.trainer.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hw_asr.trainer.inference import autocast_context, move_batch, predict
+
+logger = logging.getLogger(__name__)
+
+AMP_MODES = ("fp32", "fp16", "bf16")
+
+
+def parse_monitor(monitor):
+    """``"min val_WER (argmax)"`` -> ``("min", "val_WER (argmax)")``; ``"off"`` -> ``("off", None)``."""
+    if monitor in (None, "off"):
+        return "off", None
+    mode, _, key = monitor.partition(" ")
+    if mode not in ("min", "max") or not key:
+        raise ConfigError(f"trainer.monitor must be 'off' or 'min|max <split>_<metric>', got {monitor!r}")
+    return mode, key
+
+
+def load_matching_weights(model, path):
+    """Copy every tensor of ``path``'s model whose name and shape match; report the rest."""
+    state = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(loaded))
+    model.load_state_dict(loaded, strict=False)
+    logger.info("init_weights %s: loaded %d tensors, kept %d freshly initialised%s", path, len(loaded),
+                len(skipped), f": {', '.join(skipped)}" if skipped else "")
+    return loaded, skipped
+
+
+class Trainer:
+    """Trains ``model`` as ``config["trainer"]`` says and writes into ``run_dir``.
+
+    Options (``trainer.*``): ``epochs``, ``len_epoch`` (batches per epoch, default a
+    pass over the data), ``log_step``, ``grad_accum_steps``, ``grad_norm_clip``,
+    ``amp`` (fp32 | fp16 | bf16, CUDA only), ``monitor``, ``early_stop``,
+    ``save_period``, ``init_weights``, ``max_train_predictions``.
+    """
+
+    def __init__(self, model, criterion, metrics, optimizer, lr_scheduler, text_encoder, config, device,
+                 train_loader, eval_loaders, run_dir, writer):
+        self.model, self.criterion, self.metrics = model, criterion, metrics
+        self.optimizer, self.lr_scheduler, self.text_encoder = optimizer, lr_scheduler, text_encoder
+        self.config, self.device, self.run_dir, self.writer = config, device, Path(run_dir), writer
+        self.train_loader, self.eval_loaders = train_loader, eval_loaders
+        cfg = config["trainer"]
+        self.epochs = cfg["epochs"]
+        self.len_epoch = cfg.get("len_epoch") or len(train_loader)
+        self.log_step = cfg.get("log_step", 50)
+        self.accum = cfg.get("grad_accum_steps", 1)
+        if self.len_epoch % self.accum:
+            raise ConfigError(f"trainer.len_epoch ({self.len_epoch}) must be a multiple of "
+                              f"trainer.grad_accum_steps ({self.accum})")
+        self.clip = cfg.get("grad_norm_clip")
+        self.save_period = cfg.get("save_period", 1)
+        self.early_stop = cfg.get("early_stop") or math.inf
+        self.mode, self.monitor_key = parse_monitor(cfg.get("monitor", "off"))
+        self.max_predictions = cfg.get("max_predictions_logged", 10)
+        self.amp = cfg.get("amp", "fp32")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"trainer.amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.amp != "fp32" and device.type != "cuda":
+            logger.warning("trainer.amp=%s needs CUDA; training in fp32 on %s", self.amp, device.type)
+            self.amp = "fp32"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        self.decoders = sorted({m.decoder for m in metrics})
+
+        self.step = 0               # optimiser steps done
+        self.epoch = 0              # epochs completed
+        self.epoch_batches = 0      # batches done inside the current epoch (non-zero after an interruption)
+        self.data_epoch, self.data_batch = 0, 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.not_improved = 0
+        self.skipped_steps = 0
+        self._stop_signal = None
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def state(self):
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "step": self.step, "epoch": self.epoch, "epoch_batches": self.epoch_batches,
+            "data_epoch": self.data_epoch, "data_batch": self.data_batch,
+            "monitor_best": self.best, "not_improved": self.not_improved,
+            "config": self.config, "text_encoder": self.text_encoder.state(), "rng": rng_state(),
+        }
+
+    def save(self, name):
+        path = self.run_dir / name
+        save_checkpoint(self.state(), path)
+        logger.info("saved %s", path)
+        return path
+
+    def resume(self, path):
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        for key in ("step", "epoch", "epoch_batches", "data_epoch", "data_batch", "not_improved"):
+            setattr(self, key, state[key])
+        self.best = state["monitor_best"]
+        set_rng_state(state["rng"])
+        logger.info("resumed from %s: epoch %d, step %d", path, self.epoch, self.step)
+
+    # ---- data -------------------------------------------------------------------------
+    def _train_stream(self):
+        """Endless batches; (data_epoch, data_batch) says where, so a resume continues exactly."""
+        sampler = self.train_loader.batch_sampler
+        while True:
+            sampler.set_epoch(self.data_epoch, self.data_batch)
+            for batch in self.train_loader:
+                self.data_batch += 1
+                yield batch
+            self.data_epoch, self.data_batch = self.data_epoch + 1, 0
+
+    # ---- signals ----------------------------------------------------------------------
+    def _on_signal(self, signum, frame):
+        if self._stop_signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        logger.warning("received %s: finishing this step, saving a checkpoint, then stopping",
+                       signal.Signals(signum).name)
+
+    # ---- training ---------------------------------------------------------------------
+    def train(self):
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._train()
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+
+    def _train(self):
+        stream = self._train_stream()
+        while self.epoch < self.epochs:
+            epoch = self.epoch + 1
+            logs = self._train_epoch(epoch, stream)
+            if logs is None:  # interrupted
+                path = self.save("checkpoint-interrupted.pth")
+                logger.warning("stopped by signal; resume with: python train.py -r %s", path)
+                return
+            for split, loader in self.eval_loaders.items():
+                logs.update(self.evaluate(split, loader))
+            self.writer.log_scalars(self.step, "epoch", {"epoch": epoch, **logs})
+            for k, v in logs.items():
+                logger.info("    %-24s %s", k, f"{v:.4f}" if isinstance(v, float) else v)
+            self.epoch, self.epoch_batches = epoch, 0
+            improved = self._update_monitor(logs)
+            if epoch % self.save_period == 0 or epoch == self.epochs:
+                self.save(f"checkpoint-epoch{epoch}.pth")
+            if improved:
+                self.save("model_best.pth")
+            if self.not_improved >= self.early_stop:
+                logger.info("%s did not improve for %d epochs: early stop", self.monitor_key, self.not_improved)
+                break
+        if self.skipped_steps:
+            logger.warning("%d optimiser steps were skipped for non-finite loss or gradients", self.skipped_steps)
+
+    def _update_monitor(self, logs):
+        if self.mode == "off":
+            return False
+        if self.monitor_key not in logs:
+            raise ConfigError(f"trainer.monitor names {self.monitor_key!r}, which is not logged; "
+                              f"logged: {', '.join(sorted(logs))}")
+        value = logs[self.monitor_key]
+        improved = value < self.best if self.mode == "min" else value > self.best
+        if improved:
+            self.best, self.not_improved = value, 0
+        else:
+            self.not_improved += 1
+        return improved
+
+    def _train_epoch(self, epoch, stream):
+        self.model.train()
+        window_loss, window_n, window_wait, window_start = 0.0, 0, 0.0, time.perf_counter()
+        epoch_loss, epoch_n = 0.0, 0
+        bar = tqdm(total=self.len_epoch, initial=self.epoch_batches, desc=f"epoch {epoch}/{self.epochs}",
+                   leave=False, dynamic_ncols=True)
+        while self.epoch_batches < self.len_epoch:
+            t0 = time.perf_counter()
+            batch = move_batch(next(stream), self.device)
+            window_wait += time.perf_counter() - t0
+            with autocast_context(self.device, self.amp):
+                outputs = self.model(**batch)
+            loss = self.criterion(**batch, **outputs)["loss"]
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                self.scaler.scale(loss / self.accum).backward()
+                value = loss.item()
+                window_loss, window_n = window_loss + value, window_n + 1
+                epoch_loss, epoch_n = epoch_loss + value, epoch_n + 1
+            self.epoch_batches += 1
+            bar.update(1)
+            if self.epoch_batches % self.accum == 0:
+                grad_norm = self._optimizer_step(finite)
+                if self.step % self.log_step == 0:
+                    elapsed = time.perf_counter() - window_start
+                    self._log_train(epoch, batch, outputs, window_loss / max(window_n, 1), grad_norm,
+                                    window_n / max(elapsed, 1e-9), window_wait / max(elapsed, 1e-9))
+                    bar.set_postfix(loss=f"{window_loss / max(window_n, 1):.3f}")
+                    window_loss, window_n, window_wait, window_start = 0.0, 0, 0.0, time.perf_counter()
+                if self._stop_signal is not None:
+                    bar.close()
+                    return None
+        bar.close()
+        return {"train_loss": epoch_loss / epoch_n} if epoch_n else {}
+
+    def _optimizer_step(self, finite):
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip if self.clip else math.inf)
+        if finite and (torch.isfinite(grad_norm) or self.scaler.is_enabled()):
+            self.scaler.step(self.optimizer)  # GradScaler skips steps with inf/nan itself
+        else:
+            self.skipped_steps += 1
+            logger.warning("step %d skipped: non-finite %s", self.step + 1, "loss" if not finite else "gradient")
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        self.step += 1
+        return grad_norm.item()
+
+    def _log_train(self, epoch, batch, outputs, loss, grad_norm, batches_per_s, wait_share):
+        hyps = self.text_encoder.ctc_greedy(outputs["log_probs"].detach(), outputs["log_probs_length"])
+        for m in self.metrics:
+            if m.decoder == "argmax":
+                m.reset()
+                m.update(batch["text"], hyps)
+        values = {"loss": loss, "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"],
+                  "batches_per_s": batches_per_s, "data_wait_share": wait_share, "epoch": epoch,
+                  **{m.name: m.result() for m in self.metrics if m.decoder == "argmax"}}
+        self.writer.log_scalars(self.step, "train", values)
+        metrics_text = " ".join(f"{m.name}={m.result():.3f}" for m in self.metrics if m.decoder == "argmax")
+        logger.info("epoch %d step %d: loss %.4f grad_norm %.2f lr %.2e %s %.2f batch/s data-wait %.0f%%",
+                    epoch, self.step, loss, grad_norm, values["lr"], metrics_text, batches_per_s,
+                    100 * wait_share)
+        if self.writer.comet is not None:
+            with torch.no_grad():
+                feats, _ = self.model.frontend(batch["audio"][:1], batch["audio_length"][:1])
+            self.writer.log_spectrogram(self.step, "train", feats[0])
+            self.writer.log_audio(self.step, "train", batch["audio"][0, : batch["audio_length"][0]],
+                                  self.config.get("sample_rate", 16000), f"step{self.step}")
+            self.writer.log_predictions(self.step, "train", [
+                {"target": t, "prediction": h, "WER": calc_wer(t, h), "CER": calc_cer(t, h)}
+                for t, h in list(zip(batch["text"], hyps))[: self.max_predictions]])
+
+    def evaluate(self, split, loader):
+        """Loss and every metric over the whole split (corpus-level, not per-batch averages)."""
+        for m in self.metrics:
+            m.reset()
+        total_loss, n_batches, rows = 0.0, 0, []
+        for batch, _, hyps, loss in predict(self.model, loader, self.text_encoder, self.decoders, self.device,
+                                            self.amp, self.criterion, desc=f"eval {split}"):
+            for m in self.metrics:
+                m.update(batch["text"], hyps[m.decoder])
+            if loss is not None and math.isfinite(loss):
+                total_loss += loss
+                n_batches += 1
+            if len(rows) < self.max_predictions:
+                rows += [{"target": t, **{f"pred_{d}": hyps[d][i] for d in self.decoders},
+                          "WER": calc_wer(t, hyps[self.decoders[0]][i]), "CER": calc_cer(t, hyps[self.decoders[0]][i])}
+                         for i, t in enumerate(batch["text"])][: self.max_predictions - len(rows)]
+        self.writer.log_predictions(self.step, split, rows)
+        for r in rows[:3]:
+            logger.info("  [%s] target: %s\n  [%s]   pred: %s", split, r["target"], split,
+                        r[f"pred_{self.decoders[0]}"])
+        logs = {f"{split}_loss": total_loss / max(n_batches, 1)}
+        logs.update({f"{split}_{m.name}": m.result() for m in self.metrics})
+        self.model.train()
+        return logs

@@ -1,0 +1,110 @@
+"""Train a CTC speech recogniser from a JSON config.
+
+    python train.py -c configs/one_batch_test.json [key.path=value ...]
+    python train.py -r checkpoints/<run>/checkpoint-epoch10.pth [key.path=value ...]
+    torchrun --nproc_per_node=N train.py -c ...
+"""
+import argparse
+import logging
+import random
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hw_asr.builder import (build_dataloader, build_dataset, build_loss, build_lr_scheduler, build_metrics,
+                            build_model, build_optimizer, build_text_encoder, eval_splits)
+from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, write_config
+from hw_asr.logger import Writer, setup_logging
+from hw_asr.text_encoder import text_encoder_from_state
+from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
+from hw_asr.trainer.trainer import Trainer, load_matching_weights
+
+logger = logging.getLogger("train")
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name):
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def new_run_dir(config):
+    save_dir = Path(get_path(config, "trainer.save_dir", "checkpoints"))
+    name = config.get("name", "run")
+    run_dir = save_dir / f"{name}_{datetime.now():%m%d_%H%M%S}"
+    suffix = 1
+    while run_dir.exists():
+        run_dir = save_dir / f"{name}_{datetime.now():%m%d_%H%M%S}_{suffix}"
+        suffix += 1
+    return run_dir
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", help="config JSON (with -r: replaces the checkpoint's config)")
+    parser.add_argument("-r", "--resume", help="checkpoint to resume from (its run folder is reused)")
+    parser.add_argument("-d", "--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides: trainer.epochs=5 optimizer.args.lr=1e-3")
+    args = parser.parse_args(argv)
+    if not args.config and not args.resume:
+        parser.error("give a config (-c) or a checkpoint to resume (-r)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    resume_state = load_checkpoint(args.resume) if args.resume else None
+    config = load_config(args.config) if args.config else resume_state["config"]
+    config = apply_overrides(config, args.overrides)
+    for key in ("arch", "data.train", "optimizer", "trainer.epochs"):
+        get_path(config, key)
+    seed_everything(config.get("seed", 42))
+
+    run_dir = Path(args.resume).parent if args.resume else new_run_dir(config)
+    setup_logging(run_dir)
+    write_config(config, run_dir / "config.json")
+    logger.info("run folder: %s", run_dir)
+    device = pick_device(args.device or get_path(config, "trainer.device", "auto"))
+
+    encoder = text_encoder_from_state(resume_state["text_encoder"]) if resume_state else build_text_encoder(config)
+    train_set = build_dataset(config, "train", encoder)
+    train_loader = build_dataloader(config, "train", train_set, seed=config.get("seed", 42))
+    eval_loaders = {s: build_dataloader(config, s, build_dataset(config, s, encoder)) for s in eval_splits(config)}
+
+    model = build_model(config, n_tokens=len(encoder)).to(device)
+    logger.info("%s", model)
+    init_weights = get_path(config, "trainer.init_weights", None)
+    if init_weights and not resume_state:
+        load_matching_weights(model, init_weights)
+    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    tcfg = config["trainer"]
+    len_epoch = tcfg.get("len_epoch") or len(train_loader)
+    total_steps = tcfg["epochs"] * len_epoch // tcfg.get("grad_accum_steps", 1)
+    lr_scheduler = build_lr_scheduler(config, optimizer, total_steps)
+    writer = Writer(run_dir, config, visualize=tcfg.get("visualize", "comet"),
+                    project_name=tcfg.get("project_name", "hw_asr"))
+    trainer = Trainer(model, build_loss(config), build_metrics(config), optimizer, lr_scheduler, encoder, config,
+                      device, train_loader, eval_loaders, run_dir, writer)
+    if args.resume:
+        trainer.resume(args.resume)
+    try:
+        trainer.train()
+    finally:
+        writer.close()
+    return run_dir
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
