@@ -38,7 +38,15 @@ def pick_device(name):
 
 
 def new_run_dir(config):
+    """``<save_dir>/<name>_<MMDD_HHMMSS>``, or ``<save_dir>/<trainer.run_name>`` when that is set."""
     save_dir = Path(get_path(config, "trainer.save_dir", "checkpoints"))
+    run_name = get_path(config, "trainer.run_name", None)
+    if run_name:
+        run_dir = save_dir / run_name
+        if list(run_dir.glob("*.pth")):
+            raise ConfigError(f"run folder {run_dir} already holds checkpoints: resume it with "
+                              f"-r {run_dir}/<checkpoint>.pth or choose another trainer.run_name")
+        return run_dir
     name = config.get("name", "run")
     run_dir = save_dir / f"{name}_{datetime.now():%m%d_%H%M%S}"
     suffix = 1

@@ -54,16 +54,20 @@ def build_dataset(config, split, encoder):
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
-def build_dataloader(config, split, dataset, seed=0):
+def build_dataloader(config, split, dataset, seed=0, train=None):
+    """``train`` (default: whether ``split`` is the train split) shuffles the batches."""
     cfg = get_path(config, f"data.{split}")
-    train = split == TRAIN_SPLIT
+    train = split == TRAIN_SPLIT if train is None else train
     sampler_spec = cfg.get("batch_sampler", {"type": "RandomBatchSampler", "args": {
         "batch_size": get_path(config, f"data.{split}.batch_size"), "shuffle": train, "drop_last": False}})
     sampler_args = {} if "seed" in sampler_spec.get("args", {}) else {"seed": seed}
     sampler = resolve(sampler_spec, batch_sampler, f"data.{split}.batch_sampler", dataset, **sampler_args)
     num_workers = cfg.get("num_workers", 0)
+    # A loader of its own generator: creating an iterator then draws no number from the
+    # global RNG, so validation and resumes leave the training random stream unchanged.
     loader = DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
         pin_memory=cfg.get("pin_memory", torch.cuda.is_available()),
         persistent_workers=cfg.get("persistent_workers", False) and num_workers > 0,
         prefetch_factor=cfg.get("prefetch_factor", 2) if num_workers > 0 else None)

@@ -42,10 +42,11 @@ def report_skipped(source, skipped):
                        f" (first {MAX_DETAILED_WARNINGS} listed)")
 
 
-def probe_row(path, text, duration=None):
+def probe_row(path, text, duration=None, where=None):
     """Check that a file exists and has a readable header; fill the duration.
 
-    Returns ``(row, None)`` or ``(None, reason)``.
+    ``where`` (e.g. ``manifest.jsonl:12``) is kept in the row so that later
+    problems with its transcript name that line. Returns ``(row, None)`` or ``(None, reason)``.
     """
     if not Path(path).is_file():
         return None, "audio file not found"
@@ -57,7 +58,10 @@ def probe_row(path, text, duration=None):
         return None, "audio is empty (0 samples)"
     if duration is None:
         duration = header_duration
-    return {"path": str(path), "text": text, "duration": float(duration)}, None
+    row = {"path": str(path), "text": text, "duration": float(duration)}
+    if where is not None:
+        row["where"] = where
+    return row, None
 
 
 class BaseDataset(Dataset):
@@ -131,13 +135,14 @@ class BaseDataset(Dataset):
         normalize = normalize_text if self.text_encoder is None else self.text_encoder.normalize
         for row in rows:
             text = normalize(row["text"])
+            where = f"{row['where']} ({row['path']})" if "where" in row else row["path"]
             if not text and not self.allow_empty_text:
-                skipped.append((row["path"], "empty transcript"))
+                skipped.append((where, "empty transcript"))
                 continue
             if self.text_encoder is not None:
                 unknown = self.text_encoder.unknown_chars(text)
                 if unknown:
-                    skipped.append((row["path"], f"characters {''.join(sorted(unknown))!r} are not in "
+                    skipped.append((where, f"characters {''.join(sorted(unknown))!r} are not in "
                                                  f"the text encoder's vocabulary: {text!r}"))
                     continue
             kept.append({**row, "text": text})

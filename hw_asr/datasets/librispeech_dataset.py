@@ -72,7 +72,7 @@ class LibrispeechDataset(BaseDataset):
                 if not line.strip():
                     continue
                 utt_id, _, text = line.partition(" ")
-                row, reason = probe_row(trans.parent / f"{utt_id}.flac", text)
+                row, reason = probe_row(trans.parent / f"{utt_id}.flac", text, where=f"{trans}:{lineno}")
                 if row is None:
                     skipped.append((f"{trans}:{lineno} ({utt_id}.flac)", reason))
                 else:

@@ -52,7 +52,7 @@ class LJSpeechDataset(BaseDataset):
             if (self.part == "train" and test) or (self.part == "test" and not test):
                 continue
             text = fields[2] if len(fields) > 2 and fields[2].strip() else fields[1]
-            row, reason = probe_row(self.root / "wavs" / f"{utt_id}.wav", text)
+            row, reason = probe_row(self.root / "wavs" / f"{utt_id}.wav", text, where=f"{meta}:{lineno}")
             if row is None:
                 skipped.append((f"{meta}:{lineno} ({utt_id}.wav)", reason))
             else:

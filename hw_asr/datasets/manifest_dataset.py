@@ -38,7 +38,7 @@ def read_manifest(manifest_path):
         duration = entry.get("duration")
         if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
             duration = None  # recomputed from the header
-        row, reason = probe_row(audio, entry["text"], duration)
+        row, reason = probe_row(audio, entry["text"], duration, where)
         if row is None:
             skipped.append((f"{where} ({audio})", reason))
         else:

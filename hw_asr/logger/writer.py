@@ -88,9 +88,11 @@ class Writer:
     def log_spectrogram(self, step, split, feats):
         if self.comet is not None:
             import numpy as np
+            from PIL import Image
             img = feats.detach().float().cpu().numpy()
             img = (img - img.min()) / max(float(img.max() - img.min()), 1e-8)
-            self.comet.log_image(np.flipud(img), name=f"{split}_spectrogram", step=step)
+            img = Image.fromarray((np.flipud(img) * 255).astype(np.uint8))  # low frequencies at the bottom
+            self.comet.log_image(img, name=f"{split}_spectrogram", step=step)
 
     def log_audio(self, step, split, audio, sample_rate, name):
         if self.comet is not None:

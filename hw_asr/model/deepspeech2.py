@@ -8,11 +8,10 @@ normalised linear CTC head. Padded frames are zeroed after every convolution and
 left out of every normalisation, so an utterance's output does not depend on its
 batch neighbours in eval mode.
 """
-import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from hw_asr.model.base_model import CTCModel, lengths_to_mask, masked_apply
+from hw_asr.model.rnn import MaskedBiRNN
 
 
 def _conv_out(size, kernel, stride, padding):
@@ -24,14 +23,10 @@ class RecurrentLayer(nn.Module):
 
     def __init__(self, input_size, hidden, rnn_type, bidirectional, sum_directions, norm, residual, dropout):
         super().__init__()
-        if rnn_type not in ("gru", "lstm"):
-            raise ValueError(f"rnn_type must be 'gru' or 'lstm', got {rnn_type!r}")
         self.norm = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm, None: None}[norm]
         self.norm = self.norm(input_size) if self.norm else None
-        rnn_cls = nn.GRU if rnn_type == "gru" else nn.LSTM
-        self.rnn = rnn_cls(input_size, hidden, batch_first=True, bidirectional=bidirectional)
-        self.sum_directions = bidirectional and sum_directions
-        self.output_size = hidden * (2 if bidirectional and not sum_directions else 1)
+        self.rnn = MaskedBiRNN(input_size, hidden, rnn_type, bidirectional, sum_directions)
+        self.output_size = self.rnn.output_size
         self.residual = residual and self.output_size == input_size
         self.dropout = nn.Dropout(dropout)
 
@@ -39,11 +34,7 @@ class RecurrentLayer(nn.Module):
         inp = x
         if self.norm is not None:
             x = masked_apply(self.norm, x, mask)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        x, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=x.shape[1])
-        if self.sum_directions:
-            x = x.view(*x.shape[:2], 2, -1).sum(2)
-        x = self.dropout(x)
+        x = self.dropout(self.rnn(x, lengths, mask))
         return x + inp if self.residual else x
 
 

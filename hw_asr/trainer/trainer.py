@@ -122,8 +122,10 @@ class Trainer:
     def _train_stream(self):
         """Endless batches; (data_epoch, data_batch) says where, so a resume continues exactly."""
         sampler = self.train_loader.batch_sampler
+        seed = self.config.get("seed", 42)
         while True:
             sampler.set_epoch(self.data_epoch, self.data_batch)
+            self.train_loader.generator.manual_seed(seed + self.data_epoch)  # worker seeds per data epoch
             for batch in self.train_loader:
                 self.data_batch += 1
                 yield batch

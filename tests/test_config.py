@@ -1,0 +1,70 @@
+import pytest
+
+from hw_asr import datasets, model
+from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, resolve
+
+
+def test_invalid_json_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{\n  "a": 1,\n  "b": 2\n  "c": 3\n}\n')
+    with pytest.raises(ConfigError, match=r"bad\.json:4:3"):
+        load_config(path)
+
+
+def test_missing_file_is_clear(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.json")
+
+
+def test_unknown_type_lists_known_names():
+    with pytest.raises(ConfigError) as err:
+        resolve({"type": "DeepSpeech3", "args": {}}, model, "arch")
+    msg = str(err.value)
+    assert "arch.type" in msg and "DeepSpeech3" in msg
+    assert "DeepSpeech2" in msg and "BaselineModel" in msg
+
+
+def test_bad_argument_names_path_and_accepted_args():
+    with pytest.raises(ConfigError) as err:
+        resolve({"type": "BaselineModel", "args": {"hiden": 3}}, model, "arch", n_tokens=5)
+    assert "arch.args" in str(err.value) and "hidden" in str(err.value)
+
+
+def test_missing_required_argument_is_reported():
+    with pytest.raises(ConfigError, match=r"data\.train\.datasets\.0\.args.*manifest_path"):
+        resolve({"type": "ManifestDataset", "args": {}}, datasets, "data.train.datasets.0")
+
+
+def test_missing_required_key_names_path():
+    with pytest.raises(ConfigError, match="'trainer.epochs'"):
+        get_path({"trainer": {}}, "trainer.epochs")
+    assert get_path({"trainer": {}}, "trainer.epochs", 3) == 3
+
+
+def test_overrides_parse_json_else_string():
+    cfg = {"trainer": {"epochs": 1}, "data": {"train": {"datasets": [{"args": {"limit": 1}}]}}}
+    out = apply_overrides(cfg, ["trainer.epochs=5", "trainer.amp=bf16", "trainer.extra={\"a\": [1, 2]}",
+                                "data.train.datasets.0.args.limit=null", "name=run 1"])
+    assert out["trainer"]["epochs"] == 5
+    assert out["trainer"]["amp"] == "bf16"
+    assert out["trainer"]["extra"] == {"a": [1, 2]}
+    assert out["data"]["train"]["datasets"][0]["args"]["limit"] is None
+    assert out["name"] == "run 1"
+    assert cfg["trainer"]["epochs"] == 1, "the original config is not modified"
+
+
+@pytest.mark.parametrize("bad", ["noequals", "a..b=1", "data.train.datasets.x.args=1", "data.train.datasets.9.a=1"])
+def test_bad_overrides_are_errors(bad):
+    cfg = {"data": {"train": {"datasets": [{}]}}}
+    with pytest.raises(ConfigError):
+        apply_overrides(cfg, [bad])
+
+
+def test_block_with_extra_keys_is_rejected():
+    with pytest.raises(ConfigError, match="unexpected keys"):
+        resolve({"type": "BaselineModel", "arg": {}}, model, "arch")
+
+
+def test_framework_args_cannot_be_overridden():
+    with pytest.raises(ConfigError, match="set by the framework"):
+        resolve({"type": "BaselineModel", "args": {"n_tokens": 3}}, model, "arch", n_tokens=5)

@@ -1,0 +1,140 @@
+import json
+import signal
+
+import pytest
+import torch
+
+import test as test_script
+import train as train_script
+from hw_asr.builder import build_model
+from hw_asr.config import load_config
+from hw_asr.text_encoder import CTCCharTextEncoder
+from hw_asr.tools import plot_metrics
+from hw_asr.trainer.checkpoint import load_checkpoint
+from hw_asr.trainer.trainer import Trainer, load_matching_weights
+from tests.conftest import REPO, SAMPLE_MANIFEST
+
+TINY = [
+    "arch.type=BaselineModel",
+    'arch.args={"hidden": 32, "frontend": {"n_mels": 32}, "spec_augment": {"freq_masks": 1, "freq_width": 4, '
+    '"time_masks": 1, "time_width": 5}}',
+    "data.train.batch_size=3", "data.val.batch_size=4",
+    "data.train.datasets.0.args.limit=5",
+    "optimizer.args.lr=0.01",
+    'lr_scheduler={"type": "OneCycleLR", "args": {"max_lr": 0.01, "total_steps": 8, "pct_start": 0.3}}',
+    "trainer.len_epoch=4", "trainer.epochs=2", "trainer.log_step=2", "trainer.save_period=1",
+    "trainer.grad_accum_steps=2", "trainer.monitor=off", "trainer.visualize=null",
+]
+
+
+def run_train(tmp_path, *overrides, config=REPO / "configs" / "one_batch_test.json", resume=None):
+    args = ["-r", str(resume)] if resume else ["-c", str(config)]
+    return train_script.main(args + [f"trainer.save_dir={tmp_path}", *overrides])
+
+
+def epoch_rows(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["split"] == "epoch"]
+
+
+def test_one_batch_overfit(tmp_path):
+    """The README's demo config: loss falls and greedy CER ends below 0.1."""
+    run_dir = run_train(tmp_path, "trainer.epochs=4")
+    rows = epoch_rows(run_dir)
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] / 5
+    assert rows[-1]["val_CER (argmax)"] < 0.1
+    assert (run_dir / "model_best.pth").is_file() and (run_dir / "config.json").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["trainer"]["epochs"] == 4
+    assert list((run_dir / "comet").glob("*.zip")), "comet-ml wrote an offline archive"
+    plot_metrics.main([str(run_dir / "metrics.jsonl"), "-o", str(tmp_path / "curves.png")])
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_resume_continues_the_same_curve(tmp_path):
+    straight = run_train(tmp_path / "a", *TINY)
+    half = run_train(tmp_path / "b", *TINY, "trainer.epochs=1")
+    resumed = run_train(tmp_path / "b", "trainer.epochs=2", resume=half / "checkpoint-epoch1.pth")
+    assert resumed == half
+    assert_same_weights(weights(straight / "checkpoint-epoch2.pth"), weights(resumed / "checkpoint-epoch2.pth"))
+    state = load_checkpoint(resumed / "checkpoint-epoch2.pth")
+    assert state["step"] == 4 and state["epoch"] == 2  # 8 batches, accumulation 2
+
+
+def test_signal_saves_and_resume_mid_epoch_matches(tmp_path, monkeypatch):
+    straight = run_train(tmp_path / "a", *TINY)
+    original = Trainer._optimizer_step
+
+    def interrupt_at_step_3(self, finite):
+        out = original(self, finite)
+        if self.step == 3:
+            self._on_signal(signal.SIGTERM, None)
+        return out
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", interrupt_at_step_3)
+    run_dir = run_train(tmp_path / "b", *TINY)
+    ckpt = run_dir / "checkpoint-interrupted.pth"
+    assert ckpt.is_file() and not (run_dir / "checkpoint-epoch2.pth").exists()
+    assert load_checkpoint(ckpt)["epoch_batches"] == 2  # step 3 = the second step of epoch 2
+    monkeypatch.setattr(Trainer, "_optimizer_step", original)
+    run_train(tmp_path / "b", resume=ckpt)
+    assert_same_weights(weights(straight / "checkpoint-epoch2.pth"), weights(run_dir / "checkpoint-epoch2.pth"))
+
+
+def test_test_py_reproduces_validation_metrics(tmp_path):
+    run_dir = run_train(tmp_path, *TINY)
+    logged = epoch_rows(run_dir)[-1]
+    out = tmp_path / "result.json"
+    result = test_script.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(out), "-b", "3"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    val = result["splits"]["val"]["argmax"]
+    assert val["WER"] == pytest.approx(logged["val_WER (argmax)"], abs=1e-9)
+    assert val["CER"] == pytest.approx(logged["val_CER (argmax)"], abs=1e-9)
+    assert 0 < val["CER"], "a half-trained tiny model makes errors, so the comparison means something"
+    rows = result["utterances"]
+    assert len(rows) == 8 and {"audio_path", "ground_truth", "pred_argmax"} <= rows[0].keys()
+
+    folder = test_script.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(tmp_path / "f.json"),
+                               "-t", str(SAMPLE_MANIFEST.parent / "audio")])
+    assert len(folder["utterances"]) == 16 and folder["decoders"]["argmax"]["WER"] >= 0
+
+
+def test_init_weights_with_new_vocabulary_keeps_encoder_and_resets_head(tmp_path):
+    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1")
+    ckpt = run_dir / "checkpoint-epoch1.pth"
+    config = load_checkpoint(ckpt)["config"]
+    ru = CTCCharTextEncoder("ru")
+    torch.manual_seed(123)
+    model = build_model(config, n_tokens=len(ru))
+    fresh_head = model.head.weight.detach().clone()
+    loaded, skipped = load_matching_weights(model, ckpt)
+    assert set(skipped) == {"head.weight", "head.bias"}
+    source = weights(ckpt)
+    for k in loaded:
+        torch.testing.assert_close(model.state_dict()[k], source[k])
+    assert torch.equal(model.head.weight, fresh_head)
+    assert model.head.weight.shape[0] == 34
+
+
+def test_resume_refuses_a_missing_checkpoint(tmp_path):
+    from hw_asr.trainer.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="not found"):
+        train_script.main(["-r", str(tmp_path / "none.pth")])
+
+
+def test_every_config_builds(tmp_path):
+    """Each shipped config resolves (datasets that need absent corpora are skipped)."""
+    for path in sorted((REPO / "configs").glob("*.json")):
+        cfg = load_config(path)
+        encoder = CTCCharTextEncoder(cfg.get("text_encoder", {}).get("args", {}).get("alphabet", "en"))
+        model = build_model(cfg, n_tokens=len(encoder))
+        assert sum(p.numel() for p in model.parameters()) > 0, path.name
