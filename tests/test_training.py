@@ -138,3 +138,17 @@ def test_every_config_builds(tmp_path):
         encoder = CTCCharTextEncoder(cfg.get("text_encoder", {}).get("args", {}).get("alphabet", "en"))
         model = build_model(cfg, n_tokens=len(encoder))
         assert sum(p.numel() for p in model.parameters()) > 0, path.name
+
+
+def test_sentencepiece_run_and_test_py(tmp_path):
+    from hw_asr.tools import train_sentencepiece
+    spm = train_sentencepiece.main(["-c", str(REPO / "configs" / "one_batch_test.json"), "--vocab-size", "40",
+                                    "-o", str(tmp_path / "spm" / "bpe40")])
+    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1",
+                        f'text_encoder={{"type": "SentencePieceTextEncoder", "args": {{"model_path": "{spm}"}}}}')
+    ckpt = run_dir / "checkpoint-epoch1.pth"
+    spm.unlink()  # the checkpoint alone must be enough
+    state = load_checkpoint(ckpt)
+    assert state["text_encoder"]["type"] == "SentencePieceTextEncoder"
+    result = test_script.main(["-r", str(ckpt), "-o", str(tmp_path / "r.json")])
+    assert len(result["utterances"]) == 8

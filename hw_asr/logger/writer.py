@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def setup_logging(run_dir=None, level=logging.INFO):
 
 
 def _make_comet(run_dir, project_name, run_name, config):
+    os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")  # we log explicitly; no import-order hooks
     try:
         import comet_ml
     except ImportError:
@@ -96,8 +98,10 @@ class Writer:
 
     def log_audio(self, step, split, audio, sample_rate, name):
         if self.comet is not None:
-            self.comet.log_audio(audio.detach().float().cpu().numpy(), sample_rate=sample_rate,
-                                 file_name=f"{split}_{name}.wav", step=step)
+            with warnings.catch_warnings():  # comet first tests whether the array is a file path
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.comet.log_audio(audio.detach().float().cpu().numpy(), sample_rate=sample_rate,
+                                     file_name=f"{split}_{name}.wav", step=step)
 
     def log_predictions(self, step, split, rows):
         """``rows``: dicts with target, prediction(s), WER, CER."""
