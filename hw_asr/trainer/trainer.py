@@ -191,13 +191,16 @@ class Trainer:
     def _train_epoch(self, epoch, stream):
         self.model.train()
         window_loss, window_n, window_wait, window_start = 0.0, 0, 0.0, time.perf_counter()
+        window_audio = 0.0
         epoch_loss, epoch_n = 0.0, 0
+        sample_rate = self.config.get("sample_rate", 16000)
         bar = tqdm(total=self.len_epoch, initial=self.epoch_batches, desc=f"epoch {epoch}/{self.epochs}",
                    leave=False, dynamic_ncols=True)
         while self.epoch_batches < self.len_epoch:
             t0 = time.perf_counter()
             batch = move_batch(next(stream), self.device)
             window_wait += time.perf_counter() - t0
+            window_audio += batch["audio_length"].sum().item() / sample_rate
             with autocast_context(self.device, self.amp):
                 outputs = self.model(**batch)
             loss = self.criterion(**batch, **outputs)["loss"]
@@ -213,10 +216,14 @@ class Trainer:
                 grad_norm = self._optimizer_step(finite)
                 if self.step % self.log_step == 0:
                     elapsed = time.perf_counter() - window_start
-                    self._log_train(epoch, batch, outputs, window_loss / max(window_n, 1), grad_norm,
-                                    window_n / max(elapsed, 1e-9), window_wait / max(elapsed, 1e-9))
+                    self._log_train(epoch, batch, outputs, {
+                        "loss": window_loss / max(window_n, 1), "grad_norm": grad_norm,
+                        "batches_per_s": window_n / max(elapsed, 1e-9),
+                        "audio_s_per_s": window_audio / max(elapsed, 1e-9),
+                        "data_wait_share": window_wait / max(elapsed, 1e-9)})
                     bar.set_postfix(loss=f"{window_loss / max(window_n, 1):.3f}")
                     window_loss, window_n, window_wait, window_start = 0.0, 0, 0.0, time.perf_counter()
+                    window_audio = 0.0
                 if self._stop_signal is not None:
                     bar.close()
                     return None
@@ -239,20 +246,19 @@ class Trainer:
         self.step += 1
         return grad_norm.item()
 
-    def _log_train(self, epoch, batch, outputs, loss, grad_norm, batches_per_s, wait_share):
+    def _log_train(self, epoch, batch, outputs, window):
         hyps = self.text_encoder.ctc_greedy(outputs["log_probs"].detach(), outputs["log_probs_length"])
         for m in self.metrics:
             if m.decoder == "argmax":
                 m.reset()
                 m.update(batch["text"], hyps)
-        values = {"loss": loss, "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"],
-                  "batches_per_s": batches_per_s, "data_wait_share": wait_share, "epoch": epoch,
+        values = {**window, "lr": self.optimizer.param_groups[0]["lr"], "epoch": epoch,
                   **{m.name: m.result() for m in self.metrics if m.decoder == "argmax"}}
         self.writer.log_scalars(self.step, "train", values)
         metrics_text = " ".join(f"{m.name}={m.result():.3f}" for m in self.metrics if m.decoder == "argmax")
-        logger.info("epoch %d step %d: loss %.4f grad_norm %.2f lr %.2e %s %.2f batch/s data-wait %.0f%%",
-                    epoch, self.step, loss, grad_norm, values["lr"], metrics_text, batches_per_s,
-                    100 * wait_share)
+        logger.info("epoch %d step %d: loss %.4f grad_norm %.2f lr %.2e %s %.2f batch/s %.1f audio-s/s "
+                    "data-wait %.0f%%", epoch, self.step, window["loss"], window["grad_norm"], values["lr"],
+                    metrics_text, window["batches_per_s"], window["audio_s_per_s"], 100 * window["data_wait_share"])
         if self.writer.comet is not None:
             with torch.no_grad():
                 feats, _ = self.model.frontend(batch["audio"][:1], batch["audio_length"][:1])
