@@ -15,8 +15,44 @@ class ConfigError(ValueError):
     """A config that cannot be used, with a message that says where and why."""
 
 
-def load_config(path):
-    """Read a JSON config; a syntax error names the file, line and column."""
+def deep_merge(base, override):
+    """``override`` on top of ``base``: dicts merge key by key, anything else replaces.
+
+    A block whose ``type`` differs from the base's replaces it whole (its ``args``
+    belong to another class).
+    """
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and value.get("type", old.get("type")) == old.get("type"):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path, _seen=()):
+    """Read a JSON config; a syntax error names the file, line and column.
+
+    ``"base": "other.json"`` (or a list, merged in order) inherits from other
+    configs, with paths relative to this file; this file's keys win.
+    """
+    cfg = _read_json(path)
+    bases = cfg.pop("base", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: 'base' must be a path or a list of paths")
+    merged = {}
+    here = Path(path).resolve()
+    for base in bases:
+        base_path = (here.parent / base).resolve()
+        if base_path in _seen or base_path == here:
+            raise ConfigError(f"{path}: 'base' {base} includes itself")
+        merged = deep_merge(merged, load_config(base_path, (*_seen, here)))
+    return deep_merge(merged, cfg)
+
+
+def _read_json(path):
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -68,3 +68,29 @@ def test_block_with_extra_keys_is_rejected():
 def test_framework_args_cannot_be_overridden():
     with pytest.raises(ConfigError, match="set by the framework"):
         resolve({"type": "BaselineModel", "args": {"n_tokens": 3}}, model, "arch", n_tokens=5)
+
+
+def test_base_configs_merge_in_order(tmp_path):
+    (tmp_path / "arch").mkdir()
+    (tmp_path / "a.json").write_text('{"name": "a", "trainer": {"epochs": 1, "log_step": 5}, "metrics": [1, 2]}')
+    (tmp_path / "arch" / "m.json").write_text('{"arch": {"type": "M", "args": {"x": 1}}, "trainer": {"epochs": 2}}')
+    (tmp_path / "run.json").write_text('{"base": ["a.json", "arch/m.json"], "name": "run", "metrics": [3],'
+                                       ' "arch": {"args": {"y": 2}}}')
+    cfg = load_config(tmp_path / "run.json")
+    assert cfg == {"name": "run", "trainer": {"epochs": 2, "log_step": 5}, "metrics": [3],
+                   "arch": {"type": "M", "args": {"x": 1, "y": 2}}}
+
+
+def test_base_cycle_is_an_error(tmp_path):
+    (tmp_path / "a.json").write_text('{"base": "b.json"}')
+    (tmp_path / "b.json").write_text('{"base": "a.json"}')
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "a.json")
+
+
+def test_base_block_of_another_type_is_replaced(tmp_path):
+    (tmp_path / "a.json").write_text('{"arch": {"type": "DeepSpeech2", "args": {"rnn_hidden": 8, "frontend": {}}}}')
+    (tmp_path / "b.json").write_text('{"base": "a.json", "arch": {"type": "QuartzNet", "args": {"blocks": 5}}}')
+    (tmp_path / "c.json").write_text('{"base": "a.json", "arch": {"args": {"rnn_layers": 2}}}')
+    assert load_config(tmp_path / "b.json")["arch"] == {"type": "QuartzNet", "args": {"blocks": 5}}
+    assert load_config(tmp_path / "c.json")["arch"]["args"] == {"rnn_hidden": 8, "frontend": {}, "rnn_layers": 2}

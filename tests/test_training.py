@@ -6,7 +6,7 @@ import torch
 
 import test as test_script
 import train as train_script
-from hw_asr.builder import build_model
+from hw_asr.builder import build_lr_scheduler, build_model, build_optimizer, build_text_encoder
 from hw_asr.config import load_config
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.tools import plot_metrics
@@ -132,12 +132,18 @@ def test_resume_refuses_a_missing_checkpoint(tmp_path):
 
 
 def test_every_config_builds(tmp_path):
-    """Each shipped config resolves (datasets that need absent corpora are skipped)."""
-    for path in sorted((REPO / "configs").glob("*.json")):
+    """Each shipped config resolves: text encoder, model, optimiser and schedule."""
+    paths = sorted((REPO / "configs").glob("*.json"))
+    assert len(paths) >= 20
+    for path in paths:
         cfg = load_config(path)
-        encoder = CTCCharTextEncoder(cfg.get("text_encoder", {}).get("args", {}).get("alphabet", "en"))
+        encoder = build_text_encoder(cfg)
         model = build_model(cfg, n_tokens=len(encoder))
-        assert sum(p.numel() for p in model.parameters()) > 0, path.name
+        optimizer = build_optimizer(cfg, model.parameters())
+        build_lr_scheduler(cfg, optimizer, total_steps=100)
+        assert cfg["trainer"]["epochs"] > 0, path.name
+        head_outputs = getattr(model.head, "out_channels", None) or model.head.out_features
+        assert head_outputs == len(encoder), path.name
 
 
 def test_sentencepiece_run_and_test_py(tmp_path):

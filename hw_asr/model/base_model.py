@@ -2,10 +2,10 @@
 import torch
 from torch import nn
 
-from hw_asr.model.frontend import LogMelFrontend, lengths_to_mask
+from hw_asr.model.frontend import LogMelFrontend, SpectrogramFrontend, lengths_to_mask
 from hw_asr.model.spec_augment import SpecAugment
 
-FRONTENDS = {"LogMelFrontend": LogMelFrontend}
+FRONTENDS = {"LogMelFrontend": LogMelFrontend, "SpectrogramFrontend": SpectrogramFrontend}
 
 
 def build_frontend(spec):

@@ -39,17 +39,22 @@ class RecurrentLayer(nn.Module):
 
 
 class DeepSpeech2(CTCModel):
-    """Sizes come from the config: ``rnn_layers`` x ``rnn_hidden`` GRU/LSTM cells."""
+    """Sizes come from the config: ``rnn_layers`` x ``rnn_hidden`` GRU/LSTM cells.
+
+    ``deepspeech2_large`` (configs/arch) is deepspeech.pytorch's shape: 161-bin
+    spectrogram, convs with bias, 5 bidirectional LSTM layers of 1024 with summed
+    directions: 86,618,400 parameters with a 29-symbol vocabulary.
+    """
 
     def __init__(self, n_tokens, frontend=None, spec_augment=None, conv_channels=32, rnn_type="gru",
                  rnn_hidden=512, rnn_layers=5, bidirectional=True, sum_directions=False, rnn_norm="batch",
-                 residual=False, dropout=0.0):
+                 residual=False, dropout=0.0, conv_bias=False):
         super().__init__(n_tokens, frontend, spec_augment)
         c = conv_channels
         self.convs = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(1, c, (41, 11), stride=(2, 2), padding=(20, 5), bias=False),
+            nn.Sequential(nn.Conv2d(1, c, (41, 11), stride=(2, 2), padding=(20, 5), bias=conv_bias),
                           nn.BatchNorm2d(c), nn.Hardtanh(0, 20, inplace=True)),
-            nn.Sequential(nn.Conv2d(c, c, (21, 11), stride=(2, 1), padding=(10, 5), bias=False),
+            nn.Sequential(nn.Conv2d(c, c, (21, 11), stride=(2, 1), padding=(10, 5), bias=conv_bias),
                           nn.BatchNorm2d(c), nn.Hardtanh(0, 20, inplace=True)),
         ])
         freq = _conv_out(_conv_out(self.frontend.n_features, 41, 2, 20), 21, 2, 10)

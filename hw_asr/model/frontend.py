@@ -44,6 +44,17 @@ def lengths_to_mask(lengths, max_len):
     return torch.arange(max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
+def normalize_and_mask(feats, lengths, normalize):
+    """Standardise each feature over an utterance's real frames (optional); zero padded frames."""
+    mask = lengths_to_mask(lengths, feats.shape[-1]).unsqueeze(1)  # [B, 1, F]
+    if normalize == "per_utterance":
+        n = lengths.clamp_min(1).view(-1, 1, 1).to(feats.dtype)
+        mean = (feats * mask).sum(-1, keepdim=True) / n
+        var = ((feats - mean).pow(2) * mask).sum(-1, keepdim=True) / (n - 1).clamp_min(1)
+        feats = (feats - mean) / (var.sqrt() + 1e-5)
+    return feats.masked_fill(~mask, 0.0), lengths
+
+
 class LogMelFrontend(nn.Module):
     """Waves ``[B, T]`` -> log-mel features ``[B, n_mels, F]`` and frame counts ``[B]``.
 
@@ -85,12 +96,38 @@ class LogMelFrontend(nn.Module):
             power = spec.real.pow(2) + spec.imag.pow(2)                    # [B, n_freqs, F]
             mel = torch.matmul(power.transpose(1, 2), self.filterbank).transpose(1, 2)
             feats = torch.log(mel + self.log_eps)
+            return normalize_and_mask(feats, self.output_lengths(audio_length), self.normalize)
+
+
+class SpectrogramFrontend(nn.Module):
+    """Waves -> ``log(1 + |STFT|)`` over linear frequency, ``[B, n_fft // 2 + 1, F]``.
+
+    The input of deepspeech.pytorch's DeepSpeech2 (20 ms Hamming window, 10 ms hop:
+    161 bins at 16 kHz). Per-utterance normalisation and masking as in ``LogMelFrontend``.
+    """
+
+    def __init__(self, sample_rate=16000, n_fft=320, win_length=320, hop_length=160, window="hamming",
+                 normalize="per_utterance", center=True, pad_mode="constant"):
+        super().__init__()
+        if normalize not in (None, "per_utterance"):
+            raise ValueError(f"normalize must be None or 'per_utterance', got {normalize!r}")
+        windows = {"hamming": torch.hamming_window, "hann": torch.hann_window}
+        if window not in windows:
+            raise ValueError(f"window must be one of {sorted(windows)}, got {window!r}")
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+        self.normalize, self.center, self.pad_mode = normalize, center, pad_mode
+        self.register_buffer("window", windows[window](win_length), persistent=False)
+
+    @property
+    def n_features(self):
+        return self.n_fft // 2 + 1
+
+    output_lengths = LogMelFrontend.output_lengths
+
+    def forward(self, audio, audio_length):
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            spec = torch.stft(audio.float(), self.n_fft, self.hop_length, self.win_length, self.window,
+                              center=self.center, pad_mode=self.pad_mode, return_complex=True)
+            feats = torch.log1p(spec.abs())
             lengths = self.output_lengths(audio_length)
-            mask = lengths_to_mask(lengths, feats.shape[-1]).unsqueeze(1)  # [B, 1, F]
-            if self.normalize == "per_utterance":
-                n = lengths.clamp_min(1).view(-1, 1, 1).to(feats.dtype)
-                mean = (feats * mask).sum(-1, keepdim=True) / n
-                var = ((feats - mean).pow(2) * mask).sum(-1, keepdim=True) / (n - 1).clamp_min(1)
-                feats = (feats - mean) / (var.sqrt() + 1e-5)
-            feats = feats.masked_fill(~mask, 0.0)
-        return feats, lengths
+            return normalize_and_mask(feats, lengths, self.normalize)

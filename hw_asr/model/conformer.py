@@ -1,0 +1,147 @@
+"""Conformer: A. Gulati et al., "Conformer: Convolution-augmented Transformer for Speech
+Recognition", Interspeech 2020 (arXiv:2005.08100), with a CTC head as NeMo's Conformer-CTC.
+
+Convolutional subsampling by 4 (two 3x3 convolutions of stride 2), then layers of
+    half-step feed-forward -> multi-head self-attention -> convolution module
+    -> half-step feed-forward -> LayerNorm,
+each sub-module pre-normed and residual. The attention uses relative positions
+(Transformer-XL, Dai et al. 2019: content and position terms with the learnt biases
+u and v), or absolute sinusoids added after subsampling with ``pos_encoding="abs"``.
+The convolution module is pointwise (2x, GLU) -> depthwise -> batch/layer norm ->
+Swish -> pointwise. Presets S/M/L (configs/arch) follow NeMo's Conformer-CTC sizes.
+"""
+import math
+
+import torch
+from torch import nn
+
+from hw_asr.model.base_model import CTCModel, lengths_to_mask
+from hw_asr.model.transformer_parts import FeedForward, SinusoidalPositions, sinusoids, zero_padding
+
+
+class ConvSubsampling(nn.Module):
+    """Two Conv2d(3x3, stride 2) + ReLU over (time, frequency), then Linear to ``dim``."""
+
+    def __init__(self, in_features, dim, channels):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        freq = (in_features + 1) // 2
+        freq = (freq + 1) // 2
+        self.proj = nn.Linear(channels * freq, dim)
+
+    def forward(self, feats, lengths):
+        x = feats.transpose(1, 2).unsqueeze(1)                          # [B, 1, T, F]
+        for conv in (self.conv1, self.conv2):
+            lengths = (lengths - 1) // 2 + 1
+            x = torch.relu(conv(x))
+            x = x * lengths_to_mask(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
+        b, c, t, f = x.shape
+        return self.proj(x.transpose(1, 2).reshape(b, t, c * f)), lengths
+
+
+class RelPositionMultiHeadAttention(nn.Module):
+    """Self-attention whose scores are content (q + u) . k plus position (q + v) . W p(i - j)."""
+
+    def __init__(self, dim, heads, dropout=0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.d_k = heads, dim // heads
+        self.q, self.k, self.v, self.out = (nn.Linear(dim, dim) for _ in range(4))
+        self.pos = nn.Linear(dim, dim, bias=False)
+        self.pos_bias_u = nn.Parameter(torch.zeros(heads, self.d_k))
+        self.pos_bias_v = nn.Parameter(torch.zeros(heads, self.d_k))
+        nn.init.xavier_uniform_(self.pos_bias_u)
+        nn.init.xavier_uniform_(self.pos_bias_v)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, mask):
+        b, t, _ = x.shape
+        split = lambda y: y.view(b, -1, self.heads, self.d_k).transpose(1, 2)  # noqa: E731  [B, H, T, d_k]
+        q = self.q(x).view(b, t, self.heads, self.d_k)
+        k, v = split(self.k(x)), split(self.v(x))
+        # sinusoids of the relative distances t-1, ..., -(t-1): column c of the position scores is distance t-1-c
+        rel = sinusoids(torch.arange(t - 1, -t, -1, device=x.device), self.heads * self.d_k)
+        p = self.pos(rel.to(x.dtype)).view(2 * t - 1, self.heads, self.d_k).transpose(0, 1)  # [H, 2t-1, d_k]
+        content = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))  # [B, H, T, T]
+        position = torch.matmul((q + self.pos_bias_v).transpose(1, 2), p.transpose(-2, -1))  # [B, H, T, 2T-1]
+        i = torch.arange(t, device=x.device)
+        index = (t - 1 - i[:, None] + i[None, :]).expand(b, self.heads, t, t)  # distance i - j
+        scores = (content + position.gather(-1, index)) / math.sqrt(self.d_k)
+        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        attn = self.dropout(torch.softmax(scores, dim=-1))
+        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, t, -1)
+        return self.out(out)
+
+
+class AbsPositionMultiHeadAttention(nn.Module):
+    """Plain multi-head self-attention (positions were added to the input)."""
+
+    def __init__(self, dim, heads, dropout=0.0):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+
+    def forward(self, x, mask):
+        return self.attn(x, x, x, key_padding_mask=~mask, need_weights=False)[0]
+
+
+class ConvolutionModule(nn.Module):
+    def __init__(self, dim, kernel, norm="batch", dropout=0.0):
+        super().__init__()
+        if norm not in ("batch", "layer"):
+            raise ValueError(f"conv_norm must be 'batch' or 'layer', got {norm!r}")
+        self.pre_norm = nn.LayerNorm(dim)
+        self.pointwise1 = nn.Conv1d(dim, 2 * dim, 1)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, padding=(kernel - 1) // 2, groups=dim)
+        self.norm = nn.BatchNorm1d(dim) if norm == "batch" else nn.LayerNorm(dim)
+        self.pointwise2 = nn.Conv1d(dim, dim, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, mask):
+        y = nn.functional.glu(self.pointwise1(self.pre_norm(x).transpose(1, 2)), dim=1)
+        y = self.depthwise(y * mask[:, None, :].to(y.dtype))
+        y = self.norm(y) if isinstance(self.norm, nn.BatchNorm1d) else self.norm(y.transpose(1, 2)).transpose(1, 2)
+        y = self.pointwise2(nn.functional.silu(y))
+        return self.dropout(y.transpose(1, 2))
+
+
+class ConformerLayer(nn.Module):
+    def __init__(self, dim, heads, ff_mult, kernel, pos_encoding, conv_norm, dropout):
+        super().__init__()
+        self.ff1 = FeedForward(dim, ff_mult * dim, dropout)
+        self.attn_norm = nn.LayerNorm(dim)
+        attn_cls = RelPositionMultiHeadAttention if pos_encoding == "rel" else AbsPositionMultiHeadAttention
+        self.attn = attn_cls(dim, heads, dropout)
+        self.conv = ConvolutionModule(dim, kernel, conv_norm, dropout)
+        self.ff2 = FeedForward(dim, ff_mult * dim, dropout)
+        self.final_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, mask):
+        x = x + 0.5 * self.ff1(x)
+        x = x + self.dropout(self.attn(self.attn_norm(x), mask))
+        x = x + self.conv(x, mask)
+        x = x + 0.5 * self.ff2(x)
+        return zero_padding(self.final_norm(x), mask)
+
+
+class Conformer(CTCModel):
+    def __init__(self, n_tokens, dim=176, layers=16, heads=4, ff_mult=4, kernel=31, subsampling_channels=None,
+                 pos_encoding="rel", conv_norm="batch", dropout=0.1, frontend=None, spec_augment=None):
+        super().__init__(n_tokens, frontend, spec_augment)
+        if pos_encoding not in ("rel", "abs"):
+            raise ValueError(f"pos_encoding must be 'rel' or 'abs', got {pos_encoding!r}")
+        self.subsampling = ConvSubsampling(self.frontend.n_features, dim, subsampling_channels or dim)
+        self.positions = SinusoidalPositions(dim, dropout) if pos_encoding == "abs" else nn.Dropout(dropout)
+        self.layers = nn.ModuleList([ConformerLayer(dim, heads, ff_mult, kernel, pos_encoding, conv_norm, dropout)
+                                     for _ in range(layers)])
+        self.head = nn.Linear(dim, n_tokens)
+
+    def encode(self, feats, lengths):
+        x, lengths = self.subsampling(feats, lengths)
+        mask = lengths_to_mask(lengths, x.shape[1])
+        x = zero_padding(self.positions(x), mask)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.head(x), lengths

@@ -1,0 +1,56 @@
+"""Pieces shared by the attention encoders (Conformer, E-Branchformer)."""
+import math
+
+import torch
+from torch import nn
+
+
+def sinusoids(positions, dim):
+    """``[len(positions), dim]`` sinusoids of Vaswani et al. (2017) for (possibly negative) positions."""
+    positions = positions.float().unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) * (-math.log(10000.0) / dim))
+    table = torch.zeros(positions.shape[0], dim, device=positions.device)
+    table[:, 0::2] = torch.sin(positions * div)
+    table[:, 1::2] = torch.cos(positions * div)
+    return table
+
+
+def sinusoid_table(length, dim, device=None):
+    """Sinusoids for positions 0 .. length-1."""
+    return sinusoids(torch.arange(length, device=device), dim)
+
+
+class SinusoidalPositions(nn.Module):
+    """Adds ``pe[t]`` to frame ``t`` (the same for every utterance of a batch).
+
+    The table is a non-persistent buffer (no parameters, nothing in checkpoints)
+    and grows when a longer input arrives.
+    """
+
+    def __init__(self, dim, dropout=0.0, max_len=5000):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("table", sinusoid_table(max_len, dim), persistent=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        if x.shape[1] > self.table.shape[0]:
+            self.table = sinusoid_table(x.shape[1], self.dim, x.device)
+        return self.dropout(x + self.table[: x.shape[1]].to(x.dtype))
+
+
+class FeedForward(nn.Module):
+    """LayerNorm -> Linear -> Swish -> Dropout -> Linear -> Dropout (the macaron halves)."""
+
+    def __init__(self, dim, hidden, dropout=0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def zero_padding(x, mask):
+    """``x [B, T, C]`` with frames where ``mask [B, T]`` is False set to 0."""
+    return x * mask.unsqueeze(-1).to(x.dtype)

@@ -1,0 +1,117 @@
+"""Architectures at their published sizes, and small versions of each that must learn."""
+import json
+
+import pytest
+import torch
+
+import train as train_script
+from hw_asr.builder import build_model, build_text_encoder
+from hw_asr.config import load_config
+from hw_asr.model import Conformer, EBranchformer, QuartzNet
+from tests.conftest import REPO
+from tests.test_model import padded_batch
+
+
+def trainable(module):
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def preset(name):
+    cfg = load_config(REPO / "configs" / "arch" / f"{name}.json")
+    return build_model(cfg, n_tokens=len(build_text_encoder(cfg)))
+
+
+@pytest.mark.parametrize("name,total,head", [
+    ("quartznet_5x5", 6_713_181, 29_725),
+    ("quartznet_15x5", 18_924_381, 29_725),
+    ("quartznet_5x5_ru", 6_708_096 + 34_850, 34_850),
+    ("ebranchformer_golos", 9_986_850, 8_738),
+    ("conformer_s", 12_977_741, 5_133),
+    ("conformer_m", 30_512_925, 7_453),
+    ("conformer_l", 121_450_013, 14_877),
+    ("deepspeech2_large", 86_618_400, 29_696),
+    ("deepspeech2_gru800", 41_187_968, 23_200),
+])
+def test_preset_parameter_counts(name, total, head):
+    model = preset(name)
+    assert trainable(model) == total
+    assert trainable(model.head) == head
+
+
+def test_ebranchformer_positions_are_a_buffer_that_varies_over_time():
+    model = preset("ebranchformer_golos")
+    assert not any("table" in n for n, _ in model.named_parameters())
+    assert "positions.table" not in model.state_dict()
+    table = model.positions.table
+    assert not torch.allclose(table[0], table[1])
+    x = torch.zeros(2, 3, 256)
+    out = model.positions.eval()(x)
+    torch.testing.assert_close(out[0], out[1])  # the same for every utterance of a batch
+    assert not torch.allclose(out[0, 0], out[0, 1])  # different for every frame
+
+
+SMALL = {
+    "quartznet_s2": lambda: QuartzNet(29, blocks=5, repeat=1, frontend={"n_mels": 32}),
+    "quartznet_s4": lambda: QuartzNet(34, blocks=5, repeat=2, c1_stride=4, conv_bias=True, frontend={"n_mels": 32}),
+    "conformer_rel": lambda: Conformer(29, dim=32, heads=4, layers=2, kernel=7, frontend={"n_mels": 32}),
+    "conformer_abs_ln": lambda: Conformer(29, dim=32, heads=2, layers=2, kernel=7, pos_encoding="abs",
+                                          conv_norm="layer", frontend={"n_mels": 32}),
+    "ebranchformer": lambda: EBranchformer(34, dim=32, heads=4, layers=2, ffn_units=64, cgmlp_units=64,
+                                           frontend={"n_mels": 32}),
+}
+FRAMES = lambda n: n // 160 + 1  # noqa: E731
+EXPECTED_LENGTHS = {
+    "quartznet_s2": lambda n: (FRAMES(n) - 1) // 2 + 1,
+    "quartznet_s4": lambda n: (FRAMES(n) - 1) // 4 + 1,
+    "conformer_rel": lambda n: ((FRAMES(n) - 1) // 2) // 2 + 1,
+    "conformer_abs_ln": lambda n: ((FRAMES(n) - 1) // 2) // 2 + 1,
+    "ebranchformer": lambda n: -(-FRAMES(n) // 4),
+}
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_output_lengths_for_odd_inputs(name):
+    model = SMALL[name]().eval()
+    lengths = [16001, 3333, 1601, 161]
+    out = model(*padded_batch(lengths))
+    assert out["log_probs_length"].tolist() == [EXPECTED_LENGTHS[name](n) for n in lengths]
+    assert out["log_probs"].shape[1] == max(out["log_probs_length"])
+    assert out["log_probs"].shape[2] == model.n_tokens
+    torch.testing.assert_close(out["log_probs"].exp().sum(-1), torch.ones(out["log_probs"].shape[:2]))
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_padding_invariance(name):
+    torch.manual_seed(0)
+    model = SMALL[name]()
+    model.train()
+    model(*padded_batch([32000, 20000, 8000], seed=1))  # move batch-norm statistics off their init
+    model.eval()
+    audio, lengths = padded_batch([64000, 7001], seed=2)
+    batched = model(audio, lengths)
+    alone = model(audio[1:, :7001], lengths[1:])
+    n = alone["log_probs_length"][0]
+    assert batched["log_probs_length"][1] == n
+    torch.testing.assert_close(batched["log_probs"][1, :n], alone["log_probs"][0], atol=1e-4, rtol=0)
+
+
+OVERFIT = {
+    "quartznet": ('{"type": "QuartzNet", "args": {"blocks": 5, "repeat": 1, "frontend": {"n_mels": 64}}}', 3),
+    "conformer": ('{"type": "Conformer", "args": {"dim": 96, "heads": 4, "layers": 2, "kernel": 15, "dropout": 0.0, '
+                  '"frontend": {"n_mels": 64}}}', 4),
+    "ebranchformer": ('{"type": "EBranchformer", "args": {"dim": 96, "heads": 4, "layers": 2, "ffn_units": 192, '
+                      '"cgmlp_units": 192, "dropout": 0.0, "frontend": {"n_mels": 64}}}', 4),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", OVERFIT)
+def test_one_batch_overfit_small(tmp_path, name):
+    arch, epochs = OVERFIT[name]
+    run_dir = train_script.main(["-c", str(REPO / "configs" / "one_batch_test.json"), f"trainer.save_dir={tmp_path}",
+                                 f"arch={arch}", f"trainer.epochs={epochs}", "optimizer.args.lr=2e-3",
+                                 "trainer.visualize=null"])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs_logged = [r for r in rows if r["split"] == "epoch"]
+    assert epochs_logged[-1]["val_loss"] < epochs_logged[0]["val_loss"] / 3
+    assert epochs_logged[-1]["val_CER (argmax)"] < 0.1
