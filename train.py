@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from hw_asr.builder import (build_dataloader, build_dataset, build_loss, build_lr_scheduler, build_metrics,
-                            build_model, build_optimizer, build_text_encoder, eval_splits)
+                            build_model, build_optimizer, build_text_encoder, eval_splits, validate_config)
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, write_config
 from hw_asr.logger import Writer, setup_logging
 from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
-from hw_asr.trainer.trainer import Trainer, load_matching_weights
+from hw_asr.trainer.trainer import NonFiniteLossError, Trainer, load_matching_weights
 
 logger = logging.getLogger("train")
 
@@ -56,10 +56,24 @@ def new_run_dir(config):
     return run_dir
 
 
+def latest_checkpoint(path):
+    """``path`` itself, or for a run folder its newest complete checkpoint (after a crash, say)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for stale in path.glob(".*.pth.tmp*"):  # left by a process killed while writing
+        stale.unlink(missing_ok=True)
+    candidates = [p for p in path.glob("checkpoint-*.pth")]
+    if not candidates:
+        raise CheckpointError(f"no checkpoint-*.pth in {path} to resume from")
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", help="config JSON (with -r: replaces the checkpoint's config)")
-    parser.add_argument("-r", "--resume", help="checkpoint to resume from (its run folder is reused)")
+    parser.add_argument("-r", "--resume", help="checkpoint to resume from, or a run folder (its newest "
+                                               "checkpoint); the run folder is reused")
     parser.add_argument("-d", "--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
     parser.add_argument("overrides", nargs="*", help="dotted overrides: trainer.epochs=5 optimizer.args.lr=1e-3")
     args = parser.parse_args(argv)
@@ -70,14 +84,16 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    resume_state = load_checkpoint(args.resume) if args.resume else None
+    resume_path = latest_checkpoint(args.resume) if args.resume else None
+    resume_state = load_checkpoint(resume_path) if resume_path else None
     config = load_config(args.config) if args.config else resume_state["config"]
     config = apply_overrides(config, args.overrides)
-    for key in ("arch", "data.train", "optimizer", "trainer.epochs"):
-        get_path(config, key)
+    if resume_state:
+        config["trainer"].pop("init_weights", None)  # the checkpoint already holds the weights
+    validate_config(config)
     seed_everything(config.get("seed", 42))
 
-    run_dir = Path(args.resume).parent if args.resume else new_run_dir(config)
+    run_dir = resume_path.parent if resume_path else new_run_dir(config)
     setup_logging(run_dir)
     write_config(config, run_dir / "config.json")
     logger.info("run folder: %s", run_dir)
@@ -102,8 +118,8 @@ def main(argv=None):
                     project_name=tcfg.get("project_name", "hw_asr"))
     trainer = Trainer(model, build_loss(config), build_metrics(config), optimizer, lr_scheduler, encoder, config,
                       device, train_loader, eval_loaders, run_dir, writer)
-    if args.resume:
-        trainer.resume(args.resume)
+    if resume_path:
+        trainer.resume(resume_path)
     try:
         trainer.train()
     finally:
@@ -114,5 +130,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError) as e:
         sys.exit(f"error: {e}")

@@ -112,3 +112,53 @@ def build_lr_scheduler(config, optimizer, total_steps):
 
 def eval_splits(config):
     return [s for s in get_path(config, "data") if s != TRAIN_SPLIT]
+
+
+def _check_types(spec, modules, where):
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f"{where}: expected a block {{\"type\": ..., \"args\": {{...}}}}")
+    lookup(spec["type"], modules, f"{where}.type")
+
+
+def validate_config(config):
+    """Check a training config before anything is built: every ``type`` resolves, the
+    required keys exist, splits list datasets and the files it names exist."""
+    from pathlib import Path
+    for key in ("arch", "data.train", "optimizer", "trainer.epochs"):
+        get_path(config, key)
+    _check_types(config.get("text_encoder", {"type": "CTCCharTextEncoder"}), [text_encoder], "text_encoder")
+    _check_types(config["arch"], [model], "arch")
+    _check_types(config.get("loss", {"type": "CTCLoss"}), [loss], "loss")
+    _check_types(config["optimizer"], [torch.optim], "optimizer")
+    if config.get("lr_scheduler"):
+        _check_types(config["lr_scheduler"], [lr_schedulers, torch.optim.lr_scheduler], "lr_scheduler")
+    for i, spec in enumerate(config.get("metrics", [])):
+        _check_types(spec, [metric], f"metrics.{i}")
+
+    def check_augs(spec, where):
+        _check_types(spec, [augmentations], where)
+        for key, value in (spec.get("args") or {}).items():
+            nested = value if isinstance(value, list) else [value]
+            for j, v in enumerate(nested):
+                if isinstance(v, dict) and "type" in v:
+                    check_augs(v, f"{where}.args.{key}" + (f".{j}" if isinstance(value, list) else ""))
+
+    for i, spec in enumerate(get_path(config, "augmentations.wave", [])):
+        check_augs(spec, f"augmentations.wave.{i}")
+    for split, cfg in config["data"].items():
+        specs = get_path(config, f"data.{split}.datasets")
+        if not isinstance(specs, list) or not specs:
+            raise ConfigError(f"data.{split}.datasets must be a non-empty list of dataset blocks")
+        for i, spec in enumerate(specs):
+            _check_types(spec, [datasets], f"data.{split}.datasets.{i}")
+            manifest = (spec.get("args") or {}).get("manifest_path")
+            for m in ([manifest] if isinstance(manifest, str) else manifest or []):
+                if not Path(m).is_file():
+                    raise ConfigError(f"data.{split}.datasets.{i}.args.manifest_path: file not found: {m}")
+        if "batch_sampler" in cfg:
+            _check_types(cfg["batch_sampler"], [batch_sampler], f"data.{split}.batch_sampler")
+        elif "batch_size" not in cfg:
+            raise ConfigError(f"missing required config key 'data.{split}.batch_size'")
+    init = get_path(config, "trainer.init_weights", None)
+    if init and not Path(init).is_file():
+        raise ConfigError(f"trainer.init_weights: checkpoint not found: {init}")

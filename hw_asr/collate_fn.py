@@ -18,6 +18,7 @@ def collate_fn(items):
         "text": [it["text"] for it in items],
         "audio_path": [it["audio_path"] for it in items],
         "duration": [it["duration"] for it in items],
+        "load_failures": [path for it in items for path in it.get("load_failures", ())],
     }
     if all("text_encoded" in it for it in items):
         text_length = torch.tensor([len(it["text_encoded"]) for it in items], dtype=torch.long)

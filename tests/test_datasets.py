@@ -98,8 +98,9 @@ def test_index_is_cached_and_invalidated(manifest_dir, monkeypatch):
     ManifestDataset(manifest_dir / "manifest.jsonl", text_encoder=EN)
     ManifestDataset(manifest_dir / "manifest.jsonl", text_encoder=EN)
     assert len(calls) == 1, "second start reads the cached index"
+    write_audio(manifest_dir / "wavs" / "u3.wav")
     with open(manifest_dir / "manifest.jsonl", "a") as f:
-        f.write(json.dumps({"audio_filepath": "wavs/u0.wav", "text": "again"}) + "\n")
+        f.write(json.dumps({"audio_filepath": "wavs/u3.wav", "text": "again"}) + "\n")
     ds = ManifestDataset(manifest_dir / "manifest.jsonl", text_encoder=EN)
     assert len(calls) == 2 and len(ds) == 4
 

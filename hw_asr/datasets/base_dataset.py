@@ -131,7 +131,7 @@ class BaseDataset(Dataset):
         return rows, skipped
 
     def _validate_texts(self, rows):
-        kept, skipped = [], []
+        kept, skipped, seen = [], [], {}
         normalize = normalize_text if self.text_encoder is None else self.text_encoder.normalize
         for row in rows:
             text = normalize(row["text"])
@@ -145,6 +145,10 @@ class BaseDataset(Dataset):
                     skipped.append((where, f"characters {''.join(sorted(unknown))!r} are not in "
                                                  f"the text encoder's vocabulary: {text!r}"))
                     continue
+            if row["path"] in seen:
+                skipped.append((where, f"duplicate: the same audio file as {seen[row['path']]}"))
+                continue
+            seen[row["path"]] = row.get("where", row["path"])
             kept.append({**row, "text": text})
         return kept, skipped
 
@@ -178,12 +182,17 @@ class BaseDataset(Dataset):
         return item
 
     def __getitem__(self, i):
-        """A file that fails to decode is reported and replaced by the next one."""
+        """A file that fails to decode is reported and replaced by the next one;
+        the item's ``load_failures`` lists the files it replaced (the trainer counts them)."""
+        failures = []
         for attempt in range(MAX_LOAD_RETRIES):
             j = (i + attempt) % len(self.index)
             try:
-                return self.load_item(j)
+                item = self.load_item(j)
+                item["load_failures"] = failures
+                return item
             except AudioError as e:
                 logger.warning("%s: skipped at load time: %s", self.describe(), e)
+                failures.append(self.index[j]["path"])
         raise RuntimeError(f"{self.describe()}: {MAX_LOAD_RETRIES} consecutive files failed to load "
                            f"starting at index {i}; check the data")

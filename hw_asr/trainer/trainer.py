@@ -18,6 +18,10 @@ logger = logging.getLogger(__name__)
 AMP_MODES = ("fp32", "fp16", "bf16")
 
 
+class NonFiniteLossError(RuntimeError):
+    """Too many optimiser steps in a row had a non-finite loss or gradient."""
+
+
 def parse_monitor(monitor):
     """``"min val_WER (argmax)"`` -> ``("min", "val_WER (argmax)")``; ``"off"`` -> ``("off", None)``."""
     if monitor in (None, "off"):
@@ -46,7 +50,9 @@ class Trainer:
     Options (``trainer.*``): ``epochs``, ``len_epoch`` (batches per epoch, default a
     pass over the data), ``log_step``, ``grad_accum_steps``, ``grad_norm_clip``,
     ``amp`` (fp32 | fp16 | bf16, CUDA only), ``monitor``, ``early_stop``,
-    ``save_period``, ``init_weights``, ``max_train_predictions``.
+    ``save_period``, ``keep_last`` (periodic checkpoints kept, besides the best and the
+    last), ``max_nonfinite_steps`` (consecutive skipped steps before the run stops),
+    ``init_weights``, ``max_predictions_logged``.
     """
 
     def __init__(self, model, criterion, metrics, optimizer, lr_scheduler, text_encoder, config, device,
@@ -65,6 +71,8 @@ class Trainer:
                               f"trainer.grad_accum_steps ({self.accum})")
         self.clip = cfg.get("grad_norm_clip")
         self.save_period = cfg.get("save_period", 1)
+        self.keep_last = cfg.get("keep_last", 3)
+        self.max_nonfinite_steps = cfg.get("max_nonfinite_steps", 25)
         self.early_stop = cfg.get("early_stop") or math.inf
         self.mode, self.monitor_key = parse_monitor(cfg.get("monitor", "off"))
         self.max_predictions = cfg.get("max_predictions_logged", 10)
@@ -83,7 +91,10 @@ class Trainer:
         self.data_epoch, self.data_batch = 0, 0
         self.best = math.inf if self.mode == "min" else -math.inf
         self.not_improved = 0
-        self.skipped_steps = 0
+        self.skipped_steps = 0       # optimiser steps skipped for non-finite loss/gradients
+        self.consecutive_skips = 0
+        self.oom_batches = 0         # batches skipped for running out of device memory
+        self.load_failures = 0       # files replaced at load time
         self._stop_signal = None
 
     # ---- checkpoints ------------------------------------------------------------------
@@ -166,13 +177,30 @@ class Trainer:
             improved = self._update_monitor(logs)
             if epoch % self.save_period == 0 or epoch == self.epochs:
                 self.save(f"checkpoint-epoch{epoch}.pth")
+                self._remove_old_checkpoints()
             if improved:
                 self.save("model_best.pth")
             if self.not_improved >= self.early_stop:
                 logger.info("%s did not improve for %d epochs: early stop", self.monitor_key, self.not_improved)
                 break
+        self._report_skips()
+
+    def _report_skips(self):
         if self.skipped_steps:
             logger.warning("%d optimiser steps were skipped for non-finite loss or gradients", self.skipped_steps)
+        if self.oom_batches:
+            logger.warning("%d batches were skipped for running out of device memory", self.oom_batches)
+        if self.load_failures:
+            logger.warning("%d audio files failed to load and were replaced by the next file", self.load_failures)
+
+    def _remove_old_checkpoints(self):
+        """Keep the newest ``keep_last`` periodic checkpoints (``model_best.pth`` is separate)."""
+        if not self.keep_last:
+            return
+        periodic = sorted(self.run_dir.glob("checkpoint-epoch*.pth"),
+                          key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")))
+        for old in periodic[: -self.keep_last]:
+            old.unlink(missing_ok=True)
 
     def _update_monitor(self, logs):
         if self.mode == "off":
@@ -196,24 +224,24 @@ class Trainer:
         sample_rate = self.config.get("sample_rate", 16000)
         bar = tqdm(total=self.len_epoch, initial=self.epoch_batches, desc=f"epoch {epoch}/{self.epochs}",
                    leave=False, dynamic_ncols=True)
+        step_ok = True
         while self.epoch_batches < self.len_epoch:
             t0 = time.perf_counter()
             batch = move_batch(next(stream), self.device)
             window_wait += time.perf_counter() - t0
             window_audio += batch["audio_length"].sum().item() / sample_rate
-            with autocast_context(self.device, self.amp):
-                outputs = self.model(**batch)
-            loss = self.criterion(**batch, **outputs)["loss"]
-            finite = bool(torch.isfinite(loss))
-            if finite:
-                self.scaler.scale(loss / self.accum).backward()
-                value = loss.item()
+            self._count_load_failures(batch)
+            outputs, value = self._forward_backward(batch)
+            if value is not None:
                 window_loss, window_n = window_loss + value, window_n + 1
                 epoch_loss, epoch_n = epoch_loss + value, epoch_n + 1
+            elif outputs is not None:
+                step_ok = False  # a non-finite loss spoils the whole accumulated step
             self.epoch_batches += 1
             bar.update(1)
             if self.epoch_batches % self.accum == 0:
-                grad_norm = self._optimizer_step(finite)
+                grad_norm = self._optimizer_step(step_ok)
+                step_ok = True
                 if self.step % self.log_step == 0:
                     elapsed = time.perf_counter() - window_start
                     self._log_train(epoch, batch, outputs, {
@@ -230,23 +258,72 @@ class Trainer:
         bar.close()
         return {"train_loss": epoch_loss / epoch_n} if epoch_n else {}
 
-    def _optimizer_step(self, finite):
+    def _count_load_failures(self, batch):
+        failures = batch.get("load_failures") or []
+        self.load_failures += len(failures)
+
+    def _forward_backward(self, batch):
+        """Forward and backward of one batch: ``(outputs, loss value)``.
+
+        A non-finite loss gives ``(outputs, None)`` and no backward. Running out of
+        device memory frees what it can, logs the batch size and gives ``(None, None)``.
+        """
+        try:
+            with autocast_context(self.device, self.amp):
+                outputs = self.model(**batch)
+            loss = self.criterion(**batch, **outputs)["loss"]
+            if not torch.isfinite(loss):
+                return outputs, None
+            self.scaler.scale(loss / self.accum).backward()
+            return outputs, loss.item()
+        except torch.OutOfMemoryError:
+            outputs = loss = None  # noqa: F841  (drop references before freeing)
+            self.oom_batches += 1
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            b, t = batch["audio"].shape
+            logger.warning("out of memory on a batch of %d utterances x %d samples (%.1f s of audio in all); "
+                           "batch skipped", b, t, batch["audio_length"].sum().item() / self.config.get("sample_rate", 16000))
+            return None, None
+
+    def _optimizer_step(self, step_ok):
+        """Clip, step (unless the loss or gradients are not finite), schedule. Returns the gradient norm."""
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip if self.clip else math.inf)
-        if finite and (torch.isfinite(grad_norm) or self.scaler.is_enabled()):
-            self.scaler.step(self.optimizer)  # GradScaler skips steps with inf/nan itself
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip if self.clip else math.inf) if params \
+            else torch.tensor(float("nan"))
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        if step_ok and params and (torch.isfinite(grad_norm) or self.scaler.is_enabled()):
+            self.scaler.step(self.optimizer)  # GradScaler skips steps with inf/nan gradients itself
+            skipped = False
         else:
-            self.skipped_steps += 1
-            logger.warning("step %d skipped: non-finite %s", self.step + 1, "loss" if not finite else "gradient")
-        self.scaler.update()
+            skipped = bool(params) or not step_ok
+            if skipped:
+                logger.warning("step %d skipped: non-finite %s", self.step + 1,
+                               "loss" if not step_ok else "gradient")
+        if params:
+            self.scaler.update()
+        if scale is not None and self.scaler.get_scale() < scale:
+            skipped = True  # the scaler found inf/nan gradients and skipped the step
         self.optimizer.zero_grad(set_to_none=True)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
         self.step += 1
+        self.skipped_steps += skipped
+        self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
+        if self.max_nonfinite_steps and self.consecutive_skips >= self.max_nonfinite_steps:
+            path = self.save("checkpoint-nonfinite.pth")
+            raise NonFiniteLossError(
+                f"{self.consecutive_skips} optimiser steps in a row had a non-finite loss or gradient "
+                f"(step {self.step}); the weights are those of the last good step, saved in {path}. "
+                f"Lower the learning rate, clip gradients (trainer.grad_norm_clip) or check the data, then "
+                f"resume with: python train.py -r {path}")
         return grad_norm.item()
 
     def _log_train(self, epoch, batch, outputs, window):
+        if outputs is None:  # the logged batch was skipped (out of memory)
+            self.writer.log_scalars(self.step, "train", {**window, "epoch": epoch})
+            return
         hyps = self.text_encoder.ctc_greedy(outputs["log_probs"].detach(), outputs["log_probs_length"])
         for m in self.metrics:
             if m.decoder == "argmax":
