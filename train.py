@@ -20,6 +20,8 @@ from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, w
 from hw_asr.logger import Writer, setup_logging
 from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
+from hw_asr.trainer.distributed import broadcast_object, init_distributed
+from hw_asr.trainer.distributed import cleanup as cleanup_distributed
 from hw_asr.trainer.trainer import NonFiniteLossError, Trainer, load_matching_weights
 
 logger = logging.getLogger("train")
@@ -29,12 +31,6 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def pick_device(name):
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def new_run_dir(config):
@@ -91,13 +87,26 @@ def main(argv=None):
     if resume_state:
         config["trainer"].pop("init_weights", None)  # the checkpoint already holds the weights
     validate_config(config)
-    seed_everything(config.get("seed", 42))
+    dist_info = init_distributed(args.device or get_path(config, "trainer.device", "auto"))
+    try:
+        return _train(args, config, resume_path, resume_state, dist_info)
+    finally:
+        cleanup_distributed()
 
-    run_dir = resume_path.parent if resume_path else new_run_dir(config)
-    setup_logging(run_dir)
-    write_config(config, run_dir / "config.json")
-    logger.info("run folder: %s", run_dir)
-    device = pick_device(args.device or get_path(config, "trainer.device", "auto"))
+
+def _train(args, config, resume_path, resume_state, dist_info):
+    device = dist_info.device
+    # the same seed on every rank would give every rank the same augmentation draws;
+    # model weights are the same anyway (DDP copies rank 0's at start)
+    seed_everything(config.get("seed", 42) + dist_info.rank)
+    run_dir = resume_path.parent if resume_path else None
+    if run_dir is None:
+        run_dir = broadcast_object(new_run_dir(config) if dist_info.is_main else None)
+    setup_logging(run_dir if dist_info.is_main else None,
+                  level=logging.INFO if dist_info.is_main else logging.WARNING)
+    if dist_info.is_main:
+        write_config(config, run_dir / "config.json")
+    logger.info("run folder: %s (%d process%s)", run_dir, dist_info.world_size, "es" * (dist_info.world_size > 1))
 
     encoder = text_encoder_from_state(resume_state["text_encoder"]) if resume_state else build_text_encoder(config)
     train_set = build_dataset(config, "train", encoder)
@@ -111,13 +120,18 @@ def main(argv=None):
         load_matching_weights(model, init_weights)
     optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     tcfg = config["trainer"]
+    if dist_info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tcfg.get("compile"):
+        model = torch.compile(model, dynamic=True)
     len_epoch = tcfg.get("len_epoch") or len(train_loader)
     total_steps = tcfg["epochs"] * len_epoch // tcfg.get("grad_accum_steps", 1)
     lr_scheduler = build_lr_scheduler(config, optimizer, total_steps)
     writer = Writer(run_dir, config, visualize=tcfg.get("visualize", "comet"),
-                    project_name=tcfg.get("project_name", "hw_asr"))
+                    project_name=tcfg.get("project_name", "hw_asr"), enabled=dist_info.is_main)
     trainer = Trainer(model, build_loss(config), build_metrics(config), optimizer, lr_scheduler, encoder, config,
-                      device, train_loader, eval_loaders, run_dir, writer)
+                      device, train_loader, eval_loaders, run_dir, writer, dist_info)
     if resume_path:
         trainer.resume(resume_path)
     try:

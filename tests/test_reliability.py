@@ -140,13 +140,13 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch, caplog):
     original = Trainer._forward_backward
     calls = {"n": 0}
 
-    def nan_every_third(self, batch):
+    def nan_every_third(self, batch, sync=True):
         calls["n"] += 1
         if calls["n"] % 3 == 0:
             with torch.no_grad():
                 outputs = self.model(**batch)
             return outputs, None  # what a non-finite loss gives
-        return original(self, batch)
+        return original(self, batch, sync)
 
     monkeypatch.setattr(Trainer, "_forward_backward", nan_every_third)
     run_dir = run_train(tmp_path, *TINY, "trainer.grad_accum_steps=1")
@@ -159,11 +159,11 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch, caplog):
 def test_run_stops_after_k_nonfinite_steps_with_last_good_weights(tmp_path, monkeypatch):
     original = Trainer._forward_backward
 
-    def nan_after_two(self, batch):
+    def nan_after_two(self, batch, sync=True):
         if self.step >= 2:
             with torch.no_grad():
                 return self.model(**batch), None  # what a non-finite loss gives
-        return original(self, batch)
+        return original(self, batch, sync)
 
     good = {}
     original_step = Trainer._optimizer_step
@@ -188,7 +188,7 @@ def test_out_of_memory_skips_the_batch_and_goes_on(tmp_path, monkeypatch):
     original = Trainer._forward_backward
     calls = {"n": 0}
 
-    def oom_once(self, batch):
+    def oom_once(self, batch, sync=True):
         calls["n"] += 1
         if calls["n"] == 2:
             model_forward = self.model.forward
@@ -197,10 +197,10 @@ def test_out_of_memory_skips_the_batch_and_goes_on(tmp_path, monkeypatch):
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             self.model.forward = raise_oom
             try:
-                return original(self, batch)
+                return original(self, batch, sync)
             finally:
                 self.model.forward = model_forward
-        return original(self, batch)
+        return original(self, batch, sync)
 
     monkeypatch.setattr(Trainer, "_forward_backward", oom_once)
     run_dir = run_train(tmp_path, *TINY, "trainer.grad_accum_steps=1")

@@ -54,10 +54,10 @@ def weights(path):
     return load_checkpoint(path)["model"]
 
 
-def assert_same_weights(a, b):
+def assert_same_weights(a, b, atol=1e-6):
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=atol, msg=k)
 
 
 def test_resume_continues_the_same_curve(tmp_path):

@@ -1,36 +1,155 @@
-"""Batch samplers registry: which utterances form each batch.
+"""Batch samplers registry: which utterances form each batch, and on which rank.
 
 Every sampler has ``set_epoch(epoch, start_batch=0)`` so that a resumed run
-continues with exactly the batches it would have seen.
+continues with exactly the batches it would have seen, and shards across
+``world_size`` ranks (default: the running torch.distributed group) so that every
+rank gets the same number of batches and no utterance goes to two ranks.
 """
+import random
+
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import ConcatDataset, Sampler
 
-__all__ = ["RandomBatchSampler"]
+__all__ = ["RandomBatchSampler", "LengthBucketSampler"]
 
 
-class RandomBatchSampler(Sampler):
-    """Fixed-size batches of a seeded random permutation (or in order with ``shuffle=False``)."""
+def dataset_durations(dataset):
+    """Durations (seconds) of every item, from the datasets' indexes (no audio is read)."""
+    if isinstance(dataset, ConcatDataset):
+        return [d for part in dataset.datasets for d in dataset_durations(part)]
+    return [row["duration"] for row in dataset.index]
 
-    def __init__(self, dataset, batch_size, shuffle=True, drop_last=False, seed=0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.n = len(dataset)
-        if self.n == 0:
-            raise ValueError("cannot sample batches from an empty dataset")
-        self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
+
+def _world(rank, world_size):
+    if world_size is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+    if not 0 <= (rank or 0) < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    return rank or 0, world_size
+
+
+class _EpochSampler(Sampler):
+    def __init__(self, seed, rank, world_size):
+        self.seed = seed
+        self.rank, self.world_size = _world(rank, world_size)
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch, start_batch=0):
         self.epoch, self.start_batch = epoch, start_batch
 
-    def __len__(self):
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+    def rank_batches(self):
+        """This rank's batches of the current epoch."""
+        raise NotImplementedError
 
     def __iter__(self):
+        yield from self.rank_batches()[self.start_batch:]
+
+    def __len__(self):
+        return len(self.rank_batches())
+
+
+class RandomBatchSampler(_EpochSampler):
+    """Fixed-size batches of a seeded random permutation (in order with ``shuffle=False``).
+
+    ``batch_size`` is per rank: a global batch is ``batch_size * world_size``
+    consecutive items of the permutation and rank ``r`` takes the ``r``-th slice, so
+    N ranks with batch ``b`` see the same global batches as one process with ``N * b``.
+    In training (``drop_last``) an incomplete last global batch is dropped; in
+    evaluation it is split as evenly as the ranks allow, so every item is seen once.
+    """
+
+    def __init__(self, dataset, batch_size, shuffle=True, drop_last=False, seed=0, rank=None, world_size=None):
+        super().__init__(seed, rank, world_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.n = len(dataset)
+        if self.n == 0:
+            raise ValueError("cannot sample batches from an empty dataset")
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.drop_last = drop_last or (shuffle and self.world_size > 1)  # equal batch counts for training
+
+    def rank_batches(self):
         if self.shuffle:
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         else:
             order = list(range(self.n))
-        for b in range(self.start_batch, len(self)):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+        size = self.batch_size * self.world_size
+        batches = []
+        for start in range(0, self.n, size):
+            chunk = order[start:start + size]
+            if len(chunk) < size and self.drop_last:
+                break
+            per_rank = -(-len(chunk) // self.world_size)
+            mine = chunk[self.rank * per_rank:(self.rank + 1) * per_rank]
+            if mine:
+                batches.append(mine)
+        return batches
+
+
+class LengthBucketSampler(_EpochSampler):
+    """Batches of utterances of similar duration.
+
+    Utterances are sorted by duration and cut into ``num_buckets`` buckets; each
+    epoch the order inside every bucket is shuffled (seed + epoch) and batches are
+    filled along the buckets from short to long, either of ``batch_size`` utterances or, with
+    ``max_batch_seconds``, as many as fit when every utterance is padded to the
+    longest of its batch. The batch order is then shuffled and every rank takes
+    every ``world_size``-th batch (the few batches beyond a multiple of
+    ``world_size`` wait for another epoch).
+    """
+
+    def __init__(self, dataset, max_batch_seconds=None, batch_size=None, num_buckets=60, shuffle=True, seed=0,
+                 rank=None, world_size=None):
+        super().__init__(seed, rank, world_size)
+        if (max_batch_seconds is None) == (batch_size is None):
+            raise ValueError("give exactly one of max_batch_seconds or batch_size")
+        self.durations = dataset_durations(dataset)
+        if not self.durations:
+            raise ValueError("cannot sample batches from an empty dataset")
+        if max_batch_seconds is not None and max(self.durations) > max_batch_seconds:
+            raise ValueError(f"the longest utterance ({max(self.durations):.1f} s) does not fit max_batch_seconds="
+                             f"{max_batch_seconds}; raise it or set the dataset's max_audio_length")
+        self.max_batch_seconds, self.batch_size = max_batch_seconds, batch_size
+        self.num_buckets, self.shuffle = max(1, num_buckets), shuffle
+        by_length = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], i))
+        n = len(by_length)
+        edges = [round(k * n / self.num_buckets) for k in range(self.num_buckets + 1)]
+        self.buckets = [by_length[a:b] for a, b in zip(edges, edges[1:]) if b > a]
+
+    def _fill(self, indices):
+        batches, batch, longest = [], [], 0.0
+        for i in indices:
+            d = self.durations[i]
+            if self.batch_size is not None:
+                full = len(batch) == self.batch_size
+            else:
+                full = batch and (len(batch) + 1) * max(longest, d) > self.max_batch_seconds
+            if full:
+                batches.append(batch)
+                batch, longest = [], 0.0
+            batch.append(i)
+            longest = max(longest, d)
+        if batch:
+            batches.append(batch)
+        return batches
+
+    def all_batches(self):
+        """Every batch of the epoch, before sharding."""
+        rng = random.Random(self.seed + self.epoch)
+        order = []
+        for bucket in self.buckets:  # shortest bucket first; a batch may span two neighbours
+            bucket = list(bucket)
+            if self.shuffle:
+                rng.shuffle(bucket)
+            order += bucket
+        batches = self._fill(order)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def rank_batches(self):
+        batches = self.all_batches()
+        usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
+        return batches[self.rank:usable:self.world_size]

@@ -1,4 +1,5 @@
 """The training loop: steps, accumulation, clipping, AMP, validation, checkpoints, resume."""
+import contextlib
 import logging
 import math
 import signal
@@ -11,6 +12,7 @@ from tqdm import tqdm
 from hw_asr.config import ConfigError
 from hw_asr.metric import calc_cer, calc_wer
 from hw_asr.trainer.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hw_asr.trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, any_rank
 from hw_asr.trainer.inference import autocast_context, move_batch, predict
 
 logger = logging.getLogger(__name__)
@@ -53,11 +55,17 @@ class Trainer:
     ``save_period``, ``keep_last`` (periodic checkpoints kept, besides the best and the
     last), ``max_nonfinite_steps`` (consecutive skipped steps before the run stops),
     ``init_weights``, ``max_predictions_logged``.
+
+    Under torchrun ``model`` is wrapped in DistributedDataParallel: every rank trains
+    on its shard, metrics are summed over ranks, and only rank 0 writes files.
     """
 
     def __init__(self, model, criterion, metrics, optimizer, lr_scheduler, text_encoder, config, device,
-                 train_loader, eval_loaders, run_dir, writer):
+                 train_loader, eval_loaders, run_dir, writer, dist_info=None):
         self.model, self.criterion, self.metrics = model, criterion, metrics
+        raw = getattr(model, "_orig_mod", model)  # under torch.compile
+        self.raw_model = raw.module if isinstance(raw, torch.nn.parallel.DistributedDataParallel) else raw
+        self.dist = dist_info or DistInfo(device=device)
         self.optimizer, self.lr_scheduler, self.text_encoder = optimizer, lr_scheduler, text_encoder
         self.config, self.device, self.run_dir, self.writer = config, device, Path(run_dir), writer
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
@@ -98,27 +106,31 @@ class Trainer:
         self._stop_signal = None
 
     # ---- checkpoints ------------------------------------------------------------------
-    def state(self):
+    def state(self, rng_states):
         return {
-            "model": self.model.state_dict(),
+            "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "step": self.step, "epoch": self.epoch, "epoch_batches": self.epoch_batches,
             "data_epoch": self.data_epoch, "data_batch": self.data_batch,
             "monitor_best": self.best, "not_improved": self.not_improved,
-            "config": self.config, "text_encoder": self.text_encoder.state(), "rng": rng_state(),
+            "config": self.config, "text_encoder": self.text_encoder.state(),
+            "rng": rng_states[0], "rng_per_rank": rng_states,
         }
 
     def save(self, name):
+        """Called on every rank (the RNG states of all ranks are gathered); rank 0 writes."""
         path = self.run_dir / name
-        save_checkpoint(self.state(), path)
-        logger.info("saved %s", path)
+        rng_states = all_gather_object(rng_state())
+        if self.dist.is_main:
+            save_checkpoint(self.state(rng_states), path)
+            logger.info("saved %s", path)
         return path
 
     def resume(self, path):
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
+        self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -126,7 +138,8 @@ class Trainer:
         for key in ("step", "epoch", "epoch_batches", "data_epoch", "data_batch", "not_improved"):
             setattr(self, key, state[key])
         self.best = state["monitor_best"]
-        set_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank") or []
+        set_rng_state(per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else state["rng"])
         logger.info("resumed from %s: epoch %d, step %d", path, self.epoch, self.step)
 
     # ---- data -------------------------------------------------------------------------
@@ -195,7 +208,7 @@ class Trainer:
 
     def _remove_old_checkpoints(self):
         """Keep the newest ``keep_last`` periodic checkpoints (``model_best.pth`` is separate)."""
-        if not self.keep_last:
+        if not self.keep_last or not self.dist.is_main:
             return
         periodic = sorted(self.run_dir.glob("checkpoint-epoch*.pth"),
                           key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")))
@@ -231,7 +244,7 @@ class Trainer:
             window_wait += time.perf_counter() - t0
             window_audio += batch["audio_length"].sum().item() / sample_rate
             self._count_load_failures(batch)
-            outputs, value = self._forward_backward(batch)
+            outputs, value = self._forward_backward(batch, sync=(self.epoch_batches + 1) % self.accum == 0)
             if value is not None:
                 window_loss, window_n = window_loss + value, window_n + 1
                 epoch_loss, epoch_n = epoch_loss + value, epoch_n + 1
@@ -244,15 +257,17 @@ class Trainer:
                 step_ok = True
                 if self.step % self.log_step == 0:
                     elapsed = time.perf_counter() - window_start
+                    loss_sum, loss_n = all_reduce_sum([window_loss, window_n], self.device)
                     self._log_train(epoch, batch, outputs, {
-                        "loss": window_loss / max(window_n, 1), "grad_norm": grad_norm,
+                        "loss": loss_sum / max(loss_n, 1), "grad_norm": grad_norm,
                         "batches_per_s": window_n / max(elapsed, 1e-9),
                         "audio_s_per_s": window_audio / max(elapsed, 1e-9),
                         "data_wait_share": window_wait / max(elapsed, 1e-9)})
                     bar.set_postfix(loss=f"{window_loss / max(window_n, 1):.3f}")
                     window_loss, window_n, window_wait, window_start = 0.0, 0, 0.0, time.perf_counter()
                     window_audio = 0.0
-                if self._stop_signal is not None:
+                stop = self._stop_signal is not None
+                if any_rank(stop, self.device) if self.dist.enabled else stop:
                     bar.close()
                     return None
         bar.close()
@@ -262,29 +277,36 @@ class Trainer:
         failures = batch.get("load_failures") or []
         self.load_failures += len(failures)
 
-    def _forward_backward(self, batch):
+    def _forward_backward(self, batch, sync=True):
         """Forward and backward of one batch: ``(outputs, loss value)``.
 
         A non-finite loss gives ``(outputs, None)`` and no backward. Running out of
         device memory frees what it can, logs the batch size and gives ``(None, None)``.
+        Under DDP the ranks agree first: if any rank cannot go on, none runs backward;
+        ``sync=False`` (inside an accumulation window) skips the gradient all-reduce.
         """
+        outputs = loss = None
         try:
             with autocast_context(self.device, self.amp):
                 outputs = self.model(**batch)
             loss = self.criterion(**batch, **outputs)["loss"]
-            if not torch.isfinite(loss):
-                return outputs, None
-            self.scaler.scale(loss / self.accum).backward()
-            return outputs, loss.item()
         except torch.OutOfMemoryError:
-            outputs = loss = None  # noqa: F841  (drop references before freeing)
+            outputs = loss = None
             self.oom_batches += 1
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             b, t = batch["audio"].shape
             logger.warning("out of memory on a batch of %d utterances x %d samples (%.1f s of audio in all); "
                            "batch skipped", b, t, batch["audio_length"].sum().item() / self.config.get("sample_rate", 16000))
-            return None, None
+        ok = loss is not None and bool(torch.isfinite(loss))
+        if self.dist.enabled:
+            ok = not any_rank(not ok, self.device)
+        if not ok:
+            return outputs, None
+        no_sync = self.model.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
+        with no_sync:
+            self.scaler.scale(loss / self.accum).backward()
+        return outputs, loss.item()
 
     def _optimizer_step(self, step_ok):
         """Clip, step (unless the loss or gradients are not finite), schedule. Returns the gradient norm."""
@@ -321,6 +343,8 @@ class Trainer:
         return grad_norm.item()
 
     def _log_train(self, epoch, batch, outputs, window):
+        if not self.dist.is_main:
+            return
         if outputs is None:  # the logged batch was skipped (out of memory)
             self.writer.log_scalars(self.step, "train", {**window, "epoch": epoch})
             return
@@ -338,7 +362,7 @@ class Trainer:
                     metrics_text, window["batches_per_s"], window["audio_s_per_s"], 100 * window["data_wait_share"])
         if self.writer.comet is not None:
             with torch.no_grad():
-                feats, _ = self.model.frontend(batch["audio"][:1], batch["audio_length"][:1])
+                feats, _ = self.raw_model.frontend(batch["audio"][:1], batch["audio_length"][:1])
             self.writer.log_spectrogram(self.step, "train", feats[0])
             self.writer.log_audio(self.step, "train", batch["audio"][0, : batch["audio_length"][0]],
                                   self.config.get("sample_rate", 16000), f"step{self.step}")
@@ -351,7 +375,7 @@ class Trainer:
         for m in self.metrics:
             m.reset()
         total_loss, n_batches, rows = 0.0, 0, []
-        for batch, _, hyps, loss in predict(self.model, loader, self.text_encoder, self.decoders, self.device,
+        for batch, _, hyps, loss in predict(self.raw_model, loader, self.text_encoder, self.decoders, self.device,
                                             self.amp, self.criterion, desc=f"eval {split}"):
             for m in self.metrics:
                 m.update(batch["text"], hyps[m.decoder])
@@ -362,10 +386,16 @@ class Trainer:
                 rows += [{"target": t, **{f"pred_{d}": hyps[d][i] for d in self.decoders},
                           "WER": calc_wer(t, hyps[self.decoders[0]][i]), "CER": calc_cer(t, hyps[self.decoders[0]][i])}
                          for i, t in enumerate(batch["text"])][: self.max_predictions - len(rows)]
+        sums = all_reduce_sum([total_loss, n_batches, *[x for m in self.metrics for x in (m.errors, m.total)]],
+                              self.device)
+        total_loss, n_batches = sums[0], sums[1]
+        for i, m in enumerate(self.metrics):
+            m.errors, m.total = sums[2 + 2 * i], sums[3 + 2 * i]
         self.writer.log_predictions(self.step, split, rows)
-        for r in rows[:3]:
-            logger.info("  [%s] target: %s\n  [%s]   pred: %s", split, r["target"], split,
-                        r[f"pred_{self.decoders[0]}"])
+        if self.dist.is_main:
+            for r in rows[:3]:
+                logger.info("  [%s] target: %s\n  [%s]   pred: %s", split, r["target"], split,
+                            r[f"pred_{self.decoders[0]}"])
         logs = {f"{split}_loss": total_loss / max(n_batches, 1)}
         logs.update({f"{split}_{m.name}": m.result() for m in self.metrics})
         self.model.train()

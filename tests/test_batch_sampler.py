@@ -1,0 +1,117 @@
+import random
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import ConcatDataset
+
+from hw_asr.batch_sampler import LengthBucketSampler, RandomBatchSampler, dataset_durations
+
+
+class FakeDataset:
+    def __init__(self, durations):
+        self.index = [{"duration": d} for d in durations]
+
+    def __len__(self):
+        return len(self.index)
+
+
+def durations(n, seed=0):
+    rng = random.Random(seed)
+    return [round(rng.uniform(1.0, 20.0), 2) for _ in range(n)]
+
+
+def epoch_indices(sampler, epoch):
+    sampler.set_epoch(epoch)
+    return [i for batch in sampler for i in batch]
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 200), budget=st.floats(20.0, 120.0), buckets=st.integers(1, 40), seed=st.integers(0, 5))
+def test_bucket_sampler_covers_every_index_once_within_budget(n, budget, buckets, seed):
+    ds = FakeDataset(durations(n, seed))
+    sampler = LengthBucketSampler(ds, max_batch_seconds=budget, num_buckets=buckets, seed=seed)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert sorted(i for b in batches for i in b) == list(range(n))
+        for b in batches:
+            assert len(b) * max(ds.index[i]["duration"] for i in b) <= budget
+
+
+def test_fixed_size_bucketing_and_determinism():
+    ds = FakeDataset(durations(103))
+    a = LengthBucketSampler(ds, batch_size=8, seed=3)
+    b = LengthBucketSampler(ds, batch_size=8, seed=3)
+    assert epoch_indices(a, 0) == epoch_indices(b, 0)
+    assert epoch_indices(a, 0) != epoch_indices(a, 1), "buckets are reshuffled every epoch"
+    assert epoch_indices(a, 0) != epoch_indices(LengthBucketSampler(ds, batch_size=8, seed=4), 0)
+    a.set_epoch(0)
+    sizes = [len(batch) for batch in a]
+    assert sizes.count(8) == 12 and sorted(sizes)[0] == 7
+
+
+def test_bucketing_reduces_padding():
+    ds = FakeDataset(durations(400))
+    d = [r["duration"] for r in ds.index]
+
+    def padding(sampler):
+        sampler.set_epoch(0)
+        cost = [len(b) * max(d[i] for i in b) for b in sampler]
+        return 1 - sum(d) / sum(cost)
+
+    assert padding(LengthBucketSampler(ds, batch_size=16)) < 0.05 < 0.2 < padding(RandomBatchSampler(ds, 16))
+
+
+@pytest.mark.parametrize("make", [
+    lambda ds, r, w: LengthBucketSampler(ds, max_batch_seconds=60, rank=r, world_size=w, seed=1),
+    lambda ds, r, w: LengthBucketSampler(ds, batch_size=5, rank=r, world_size=w, seed=1),
+    lambda ds, r, w: RandomBatchSampler(ds, 4, rank=r, world_size=w, seed=1),
+])
+@pytest.mark.parametrize("world", [2, 3])
+def test_shards_are_disjoint_and_equal_in_length(make, world):
+    ds = FakeDataset(durations(97))
+    shards = []
+    for rank in range(world):
+        sampler = make(ds, rank, world)
+        sampler.set_epoch(2)
+        shards.append(list(sampler))
+    assert len({len(s) for s in shards}) == 1, "every rank gets the same number of batches"
+    seen = [i for s in shards for b in s for i in b]
+    assert len(seen) == len(set(seen)), "no utterance goes to two ranks"
+    assert len(seen) >= 97 - 3 * 20
+
+
+def test_random_sampler_matches_one_process_with_the_global_batch():
+    ds = FakeDataset(durations(40))
+    one = RandomBatchSampler(ds, 4, seed=7, world_size=1, rank=0)
+    two = [RandomBatchSampler(ds, 2, seed=7, world_size=2, rank=r) for r in range(2)]
+    one.set_epoch(1)
+    for s in two:
+        s.set_epoch(1)
+    for global_batch, *parts in zip(one, *two):
+        assert global_batch == [i for p in parts for i in p]
+
+
+def test_eval_sharding_covers_everything_once():
+    ds = FakeDataset(durations(11))
+    shards = [list(RandomBatchSampler(ds, 4, shuffle=False, rank=r, world_size=3)) for r in range(3)]
+    assert sorted(i for s in shards for b in s for i in b) == list(range(11))
+
+
+def test_resume_position_and_errors():
+    ds = FakeDataset(durations(30))
+    s = LengthBucketSampler(ds, batch_size=4, seed=0)
+    s.set_epoch(5)
+    full = list(s)
+    s.set_epoch(5, start_batch=3)
+    assert list(s) == full[3:]
+    with pytest.raises(ValueError, match="exactly one"):
+        LengthBucketSampler(ds)
+    with pytest.raises(ValueError, match="does not fit"):
+        LengthBucketSampler(ds, max_batch_seconds=5.0)
+    with pytest.raises(ValueError, match="outside world_size"):
+        RandomBatchSampler(ds, 2, rank=2, world_size=2)
+
+
+def test_durations_of_concatenated_datasets():
+    assert dataset_durations(ConcatDataset([FakeDataset([1.0, 2.0]), FakeDataset([3.0])])) == [1.0, 2.0, 3.0]

@@ -1,0 +1,51 @@
+"""torchrun with 2 CPU processes (gloo) against one process with the same global batch."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_training import TINY, assert_same_weights, run_train, weights
+
+NO_AUG = [o for o in TINY if not o.startswith("arch")] + [
+    'arch={"type": "BaselineModel", "args": {"hidden": 32, "frontend": {"n_mels": 32}}}',
+    "data.train.datasets.0.args.limit=8", "trainer.len_epoch=4", "trainer.epochs=2",
+    'lr_scheduler={"type": "WarmupLR", "args": {"warmup_steps": 2, "decay": "constant"}}',
+]
+
+
+def epoch_rows(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["split"] == "epoch"]
+
+
+def torchrun(tmp_path, *overrides, resume=None):
+    args = ["-r", str(resume)] if resume else ["-c", str(REPO / "configs" / "one_batch_test.json")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args,
+           f"trainer.save_dir={tmp_path}", *overrides]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_one_process(tmp_path):
+    single = run_train(tmp_path / "one", *NO_AUG, "data.train.batch_size=2", "trainer.grad_accum_steps=2")
+    torchrun(tmp_path / "two", *NO_AUG, "data.train.batch_size=1", "trainer.grad_accum_steps=2",
+             "trainer.run_name=ddp")
+    ddp_dir = tmp_path / "two" / "ddp"
+    assert sorted(p.name for p in ddp_dir.glob("*.pth")) == ["checkpoint-epoch1.pth", "checkpoint-epoch2.pth"]
+    # gradients are summed in another order across processes; Adam magnifies the last bits a little
+    assert_same_weights(weights(single / "checkpoint-epoch2.pth"), weights(ddp_dir / "checkpoint-epoch2.pth"),
+                        atol=1e-4)
+    one, two = epoch_rows(single), epoch_rows(ddp_dir)
+    for a, b in zip(one, two):
+        assert a["val_WER (argmax)"] == pytest.approx(b["val_WER (argmax)"])
+        assert a["val_CER (argmax)"] == pytest.approx(b["val_CER (argmax)"])
+    assert len((ddp_dir / "metrics.jsonl").read_text().splitlines()) == len(
+        (single / "metrics.jsonl").read_text().splitlines()), "only rank 0 writes"
+
+    # resume the 2-process run from its checkpoint for one more epoch
+    torchrun(tmp_path / "two", "trainer.epochs=3", resume=ddp_dir / "checkpoint-epoch2.pth")
+    assert (ddp_dir / "checkpoint-epoch3.pth").is_file()
