@@ -1,8 +1,10 @@
-"""Parameters, inference speed and training step time of every architecture preset.
+"""Parameters, inference speed, training step time and peak memory of every architecture preset.
 
     python benchmarks/models.py [--presets quartznet_5x5 conformer_s ...] [--seconds 10] [--device cpu]
 
-For each preset in ``configs/arch``:
+Each preset runs in a process of its own. For each preset in ``configs/arch``:
+  * peak memory of one training step: the growth of the process's peak resident
+    memory (CPU) or the peak allocated CUDA memory during the first training step;
   * inference real-time factor as audio seconds processed per wall second, eval mode,
     no gradients, on ``--seconds``-long random-noise utterances at batch 1 and batch 16;
   * one training step (forward, CTC loss, backward, AdamW step) on a fixed batch of
@@ -10,7 +12,10 @@ For each preset in ``configs/arch``:
 Each figure is the median of ``--repeats`` runs after one warm-up run.
 """
 import argparse
+import json
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,13 +50,6 @@ def measure(name, args, device):
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sr = 16000
     row = {"preset": name, "params": params}
-    model.eval()
-    for batch in (1, 16):
-        audio = torch.randn(batch, int(args.seconds * sr), device=device) * 0.1
-        lengths = torch.full((batch,), audio.shape[1], device=device)
-        with torch.no_grad():
-            t = timed(lambda: model(audio, lengths), args.repeats, sync)
-        row[f"rtf_b{batch}"] = batch * args.seconds / t
     model.train()
     criterion = CTCLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -68,7 +66,23 @@ def measure(name, args, device):
         loss.backward()
         optimizer.step()
 
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        row["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step()
+        row["peak_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     row["train_step_s"] = timed(step, args.repeats, sync)
+    model.eval()
+    for batch in (1, 16):
+        audio = torch.randn(batch, int(args.seconds * sr), device=device) * 0.1
+        lengths = torch.full((batch,), audio.shape[1], device=device)
+        with torch.no_grad():
+            t = timed(lambda: model(audio, lengths), args.repeats, sync)
+        row[f"rtf_b{batch}"] = batch * args.seconds / t
     return row
 
 
@@ -80,17 +94,25 @@ def main(argv=None):
     parser.add_argument("--train-seconds", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process: one preset
+    args, _ = parser.parse_known_args(argv)
     torch.manual_seed(0)
     device = torch.device(args.device)
+    if args.one:
+        print(json.dumps(measure(args.presets[0], args, device)))
+        return
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; inference on "
           f"{args.seconds:g} s utterances; training step on {args.train_batch} x {args.train_seconds:g} s\n")
-    print("| preset | parameters | RTF batch 1 (audio s / s) | RTF batch 16 (audio s / s) | train step (s) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| preset | parameters | RTF batch 1 (audio s / s) | RTF batch 16 (audio s / s) | train step (s) "
+          "| train step peak memory (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name in args.presets:
-        r = measure(name, args, device)
-        print(f"| {name} | {r['params']:,} | {r['rtf_b1']:.1f} | {r['rtf_b16']:.1f} | {r['train_step_s']:.2f} |",
-              flush=True)
+        cmd = [sys.executable, __file__, "--one", "--presets", name, "--seconds", str(args.seconds),
+               "--train-batch", str(args.train_batch), "--train-seconds", str(args.train_seconds),
+               "--repeats", str(args.repeats), "--device", args.device]
+        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        print(f"| {name} | {r['params']:,} | {r['rtf_b1']:.1f} | {r['rtf_b16']:.1f} | {r['train_step_s']:.2f} "
+              f"| {r['peak_mib']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,13 @@ def deep_merge(base, override):
     """``override`` on top of ``base``: dicts merge key by key, anything else replaces.
 
     A block whose ``type`` differs from the base's replaces it whole (its ``args``
-    belong to another class).
+    belong to another class). ``null`` removes an inherited key.
     """
     out = copy.deepcopy(base)
     for key, value in override.items():
+        if value is None and key in out:
+            del out[key]
+            continue
         old = out.get(key)
         if isinstance(value, dict) and isinstance(old, dict) and value.get("type", old.get("type")) == old.get("type"):
             out[key] = deep_merge(out[key], value)

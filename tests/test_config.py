@@ -94,3 +94,9 @@ def test_base_block_of_another_type_is_replaced(tmp_path):
     (tmp_path / "c.json").write_text('{"base": "a.json", "arch": {"args": {"rnn_layers": 2}}}')
     assert load_config(tmp_path / "b.json")["arch"] == {"type": "QuartzNet", "args": {"blocks": 5}}
     assert load_config(tmp_path / "c.json")["arch"]["args"] == {"rnn_hidden": 8, "frontend": {}, "rnn_layers": 2}
+
+
+def test_null_removes_an_inherited_key(tmp_path):
+    (tmp_path / "a.json").write_text('{"data": {"train": {"x": 1}, "val": {"y": 2}}, "keep": 1}')
+    (tmp_path / "b.json").write_text('{"base": "a.json", "data": {"val": null, "val_crowd": {"z": 3}}}')
+    assert load_config(tmp_path / "b.json") == {"data": {"train": {"x": 1}, "val_crowd": {"z": 3}}, "keep": 1}
