@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from hw_asr.builder import build_dataloader, build_dataset, build_model, eval_splits
+from hw_asr.builder import build_dataloader, build_dataset, build_decoders, build_model, eval_splits
 from hw_asr.config import ConfigError, apply_overrides, load_config
 from hw_asr.datasets import CustomDirAudioDataset
 from hw_asr.logger import setup_logging
@@ -61,7 +61,7 @@ def evaluate(model, encoder, loaders, decoders, device):
                 row = {"split": split, "audio_path": path, "ground_truth": batch["text"][i]}
                 for d in decoders:
                     row[f"pred_{d}"] = hyps[d][i]
-                    if batch["text"][i]:
+                    if batch["text"][i] and hyps[d][i] is not None:
                         row[f"wer_{d}"] = calc_wer(batch["text"][i], hyps[d][i])
                         row[f"cer_{d}"] = calc_cer(batch["text"][i], hyps[d][i])
                 rows.append(row)
@@ -87,14 +87,15 @@ def main(argv=None):
     src.add_argument("-c", "--config", help="JSON whose 'data' splits are evaluated")
     parser.add_argument("-b", "--batch-size", type=int, default=8)
     parser.add_argument("-d", "--device", default="auto")
-    parser.add_argument("--decoders", default="argmax", help="comma-separated decoders (default: argmax)")
+    parser.add_argument("--decoders", default="all",
+                        help="comma-separated decoder names: argmax and those under 'decoders' in the checkpoint's "
+                             "config (or -c); default: all of them")
     parser.add_argument("overrides", nargs="*", help="dotted overrides applied to the evaluation config")
     args = parser.parse_args(argv)
     setup_logging()
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     model, encoder, config = load_model(args.resume, device)
-    decoders = [d.strip() for d in args.decoders.split(",") if d.strip()]
     sample_rate = config.get("sample_rate", 16000)
 
     if args.test_data_folder:
@@ -112,6 +113,10 @@ def main(argv=None):
         data_cfg["data"][split]["batch_size"] = args.batch_size
         data_cfg["data"][split].pop("batch_sampler", None)
     loaders = {s: build_dataloader(data_cfg, s, ds, train=False) for s, ds in datasets.items()}
+    decoder_cfg = apply_overrides({"decoders": data_cfg.get("decoders", config.get("decoders")) or {}},
+                                  [o for o in args.overrides if o.startswith("decoders")])
+    names = None if args.decoders == "all" else [d.strip() for d in args.decoders.split(",") if d.strip()]
+    decoders = build_decoders(decoder_cfg, encoder, names)
     result = {"checkpoint": str(args.resume), **evaluate(model, encoder, loaders, decoders, device)}
     write_json_atomic(result, args.output)
     for d, m in result["decoders"].items():

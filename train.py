@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw_asr.builder import (build_dataloader, build_dataset, build_loss, build_lr_scheduler, build_metrics,
-                            build_model, build_optimizer, build_text_encoder, eval_splits, validate_config)
+from hw_asr.builder import (build_dataloader, build_dataset, build_decoders, build_loss, build_lr_scheduler,
+                            build_metrics, build_model, build_optimizer, build_text_encoder, eval_splits,
+                            validate_config)
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, write_config
 from hw_asr.logger import Writer, setup_logging
 from hw_asr.text_encoder import text_encoder_from_state
@@ -130,8 +131,10 @@ def _train(args, config, resume_path, resume_state, dist_info):
     lr_scheduler = build_lr_scheduler(config, optimizer, total_steps)
     writer = Writer(run_dir, config, visualize=tcfg.get("visualize", "comet"),
                     project_name=tcfg.get("project_name", "hw_asr"), enabled=dist_info.is_main)
-    trainer = Trainer(model, build_loss(config), build_metrics(config), optimizer, lr_scheduler, encoder, config,
+    metrics = build_metrics(config)
+    trainer = Trainer(model, build_loss(config), metrics, optimizer, lr_scheduler, encoder, config,
                       device, train_loader, eval_loaders, run_dir, writer, dist_info)
+    trainer.decoders = build_decoders(config, encoder, {m.decoder for m in metrics})
     if resume_path:
         trainer.resume(resume_path)
     try:

@@ -93,6 +93,22 @@ def build_metrics(config):
     return [resolve(s, metric, f"metrics.{i}") for i, s in enumerate(specs)]
 
 
+def build_decoders(config, encoder, names=None):
+    """``{"argmax": None, name: decoder, ...}`` from the config's ``decoders`` block
+    (only ``names`` when given; ``argmax`` is always there)."""
+    from hw_asr.text_encoder import decoders as decoder_registry
+    specs = config.get("decoders") or {}
+    wanted = set(specs) if names is None else set(names) - {"argmax"}
+    missing = wanted - set(specs)
+    if missing:
+        raise ConfigError(f"decoder(s) {sorted(missing)} are used but not defined under 'decoders' "
+                          f"(defined: {sorted(specs) or 'none'}; 'argmax' needs no definition)")
+    out = {"argmax": None}
+    for name in sorted(wanted):
+        out[name] = resolve(specs[name], decoder_registry, f"decoders.{name}", encoder)
+    return out
+
+
 def build_optimizer(config, params):
     return resolve(get_path(config, "optimizer"), torch.optim, "optimizer", params)
 
@@ -134,6 +150,13 @@ def validate_config(config):
         _check_types(config["lr_scheduler"], [lr_schedulers, torch.optim.lr_scheduler], "lr_scheduler")
     for i, spec in enumerate(config.get("metrics", [])):
         _check_types(spec, [metric], f"metrics.{i}")
+    from hw_asr.text_encoder import decoders as decoder_registry
+    for name, spec in (config.get("decoders") or {}).items():
+        _check_types(spec, [decoder_registry], f"decoders.{name}")
+    used = {(s.get("args") or {}).get("decoder", "argmax") for s in config.get("metrics", [])}
+    undefined = used - {"argmax"} - set(config.get("decoders") or {})
+    if undefined:
+        raise ConfigError(f"metrics use decoder(s) {sorted(undefined)} not defined under 'decoders'")
 
     def check_augs(spec, where):
         _check_types(spec, [augmentations], where)

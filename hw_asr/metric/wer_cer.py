@@ -48,7 +48,7 @@ class _CorpusErrorRate:
         raise NotImplementedError
 
     def update(self, refs, hyps):
-        pairs = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
+        pairs = [(r, h) for r, h in zip(refs, hyps) if r.strip() and h is not None]
         if pairs:
             errors, total = self._edits([r for r, _ in pairs], [h for _, h in pairs])
             self.errors += errors

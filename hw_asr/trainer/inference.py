@@ -18,20 +18,26 @@ def autocast_context(device, amp):
 
 
 def decode_batch(log_probs, lengths, encoder, decoders):
-    """``{decoder_name: [hypothesis, ...]}`` for each requested decoder."""
+    """``{decoder_name: [hypothesis, ...]}``; ``decoders`` maps names to decoder objects,
+    ``"argmax"`` (greedy) needs none."""
     out = {}
-    for name in decoders:
+    for name, decoder in decoders.items():
         if name == "argmax":
             out[name] = encoder.ctc_greedy(log_probs, lengths)
         else:
-            raise ValueError(f"unknown decoder {name!r}; available: argmax")
+            out[name] = decoder.decode_batch(log_probs, lengths)
     return out
 
 
 @torch.no_grad()
-def predict(model, loader, encoder, decoders, device, amp=None, criterion=None, desc="inference"):
-    """Yield per-batch ``(batch, outputs, hyps, loss)`` in eval mode."""
+def predict(model, loader, encoder, decoders, device, amp=None, criterion=None, desc="inference", beam_subset=None):
+    """Yield per-batch ``(batch, outputs, hyps, loss)`` in eval mode.
+
+    With ``beam_subset``, decoders other than argmax only run on the first that many
+    utterances (their hypotheses are None for the rest).
+    """
     model.eval()
+    seen = 0
     for batch in tqdm(loader, desc=desc, leave=False):
         batch = move_batch(batch, device)
         with autocast_context(device, amp):
@@ -39,4 +45,15 @@ def predict(model, loader, encoder, decoders, device, amp=None, criterion=None, 
         loss = None
         if criterion is not None and "text_encoded" in batch:
             loss = criterion(**batch, **outputs)["loss"].item()
-        yield batch, outputs, decode_batch(outputs["log_probs"], outputs["log_probs_length"], encoder, decoders), loss
+        n = len(batch["text"])
+        active = {k: v for k, v in decoders.items() if k == "argmax" or beam_subset is None or seen < beam_subset}
+        hyps = decode_batch(outputs["log_probs"], outputs["log_probs_length"], encoder, active)
+        if beam_subset is not None:
+            keep = max(0, min(n, beam_subset - seen))
+            for k in hyps:
+                if k != "argmax":
+                    hyps[k] = hyps[k][:keep] + [None] * (n - keep)
+        for k in decoders:
+            hyps.setdefault(k, [None] * n)
+        seen += n
+        yield batch, outputs, hyps, loss

@@ -91,7 +91,8 @@ class Trainer:
             logger.warning("trainer.amp=%s needs CUDA; training in fp32 on %s", self.amp, device.type)
             self.amp = "fp32"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
-        self.decoders = sorted({m.decoder for m in metrics})
+        self.decoders = {"argmax": None}  # set by train.py from the config's "decoders" block
+        self.beam_subset = cfg.get("beam_subset")
 
         self.step = 0               # optimiser steps done
         self.epoch = 0              # epochs completed
@@ -376,7 +377,8 @@ class Trainer:
             m.reset()
         total_loss, n_batches, rows = 0.0, 0, []
         for batch, _, hyps, loss in predict(self.raw_model, loader, self.text_encoder, self.decoders, self.device,
-                                            self.amp, self.criterion, desc=f"eval {split}"):
+                                            self.amp, self.criterion, desc=f"eval {split}",
+                                            beam_subset=self.beam_subset):
             for m in self.metrics:
                 m.update(batch["text"], hyps[m.decoder])
             if loss is not None and math.isfinite(loss):
@@ -384,7 +386,7 @@ class Trainer:
                 n_batches += 1
             if len(rows) < self.max_predictions:
                 rows += [{"target": t, **{f"pred_{d}": hyps[d][i] for d in self.decoders},
-                          "WER": calc_wer(t, hyps[self.decoders[0]][i]), "CER": calc_cer(t, hyps[self.decoders[0]][i])}
+                          "WER": calc_wer(t, hyps["argmax"][i]), "CER": calc_cer(t, hyps["argmax"][i])}
                          for i, t in enumerate(batch["text"])][: self.max_predictions - len(rows)]
         sums = all_reduce_sum([total_loss, n_batches, *[x for m in self.metrics for x in (m.errors, m.total)]],
                               self.device)
@@ -394,8 +396,7 @@ class Trainer:
         self.writer.log_predictions(self.step, split, rows)
         if self.dist.is_main:
             for r in rows[:3]:
-                logger.info("  [%s] target: %s\n  [%s]   pred: %s", split, r["target"], split,
-                            r[f"pred_{self.decoders[0]}"])
+                logger.info("  [%s] target: %s\n  [%s]   pred: %s", split, r["target"], split, r["pred_argmax"])
         logs = {f"{split}_loss": total_loss / max(n_batches, 1)}
         logs.update({f"{split}_{m.name}": m.result() for m in self.metrics})
         self.model.train()

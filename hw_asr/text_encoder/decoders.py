@@ -1,0 +1,293 @@
+"""CTC decoders beyond greedy: our prefix beam search, pyctcdecode and flashlight-text.
+
+Every decoder is built with the text encoder, ``decoder(log_probs [T, V] numpy,
+length) -> [(text, score), ...]`` returns an n-best list, and ``decode_batch``
+decodes a batch. Configs name them under ``decoders``:
+
+    "decoders": {"beam": {"type": "PrefixBeamSearchDecoder", "args": {"beam_size": 50}},
+                 "beam_lm": {"type": "PyCTCDecodeDecoder", "args": {"lm_path": "data/lm/4gram.bin",
+                                                                     "alpha": 0.5, "beta": 1.0}}}
+
+and metrics refer to a decoder by that name (``{"type": "WERMetric", "args": {"decoder": "beam_lm"}}``).
+"""
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from hw_asr.text_encoder.base import BLANK_INDEX
+
+__all__ = ["PrefixBeamSearchDecoder", "PyCTCDecodeDecoder", "FlashlightDecoder", "KenLMWordLM"]
+
+LN10 = math.log(10.0)
+
+
+class KenLMWordLM:
+    """Word n-gram LM (ARPA or KenLM binary) as natural-log probabilities of word sequences."""
+
+    def __init__(self, path):
+        import kenlm
+        self.path = str(path)
+        self.model = kenlm.Model(self.path)
+        self.score = lru_cache(maxsize=200_000)(self._score)
+
+    def _score(self, words, final=False):
+        """ln P(words) from the sentence start; ``final`` adds the end of sentence."""
+        return self.model.score(" ".join(words), bos=True, eos=final) * LN10
+
+
+def _word_boundaries(encoder):
+    """Which tokens complete the previous word: the space (chars) or pieces starting with ``▁`` (BPE)."""
+    vocab = encoder.vocab
+    if " " in vocab:
+        return {vocab.index(" ")}, False
+    return {i for i, piece in enumerate(vocab) if piece.startswith("\u2581")}, True
+
+
+class PrefixBeamSearchDecoder:
+    """CTC prefix beam search (Hannun et al. 2014, "First-pass large vocabulary continuous
+    speech recognition using bi-directional recurrent DNNs") in log space.
+
+    Each prefix keeps the probability of its alignments ending in blank and in its
+    last token; equal prefixes reached in different ways are merged. Per frame only
+    tokens among the ``token_top_k`` most likely and above ``token_min_logp`` are
+    tried. With ``lm`` (a KenLM word model path or any object with
+    ``score(words, final) -> ln p``), prefixes are ranked by
+    ``ln p_ctc + alpha * ln p_lm(words) + beta * len(words)``, the LM scoring each
+    word when the next word starts (and the last at the end).
+    """
+
+    def __init__(self, text_encoder, beam_size=50, token_top_k=20, token_min_logp=-12.0, lm=None, alpha=0.5,
+                 beta=1.0, n_best=1):
+        self.encoder = text_encoder
+        self.beam_size, self.token_top_k, self.token_min_logp = beam_size, token_top_k, token_min_logp
+        self.lm = KenLMWordLM(lm) if isinstance(lm, str) else lm
+        self.alpha, self.beta, self.n_best = alpha, beta, n_best
+        self.boundaries, self.bpe = _word_boundaries(text_encoder)
+
+    # ---- language model of a prefix ------------------------------------------------------
+    def _words(self, prefix, final):
+        text = self.encoder.decode(list(prefix))
+        words = tuple(text.split())
+        if final:
+            return words
+        # the last word may still grow unless the prefix ends in a boundary (char vocab)
+        ends_in_boundary = not self.bpe and prefix and prefix[-1] in self.boundaries
+        return words if ends_in_boundary else words[:-1]
+
+    def _lm_score(self, prefix, final=False):
+        if self.lm is None or (self.alpha == 0 and self.beta == 0):
+            return 0.0
+        words = self._words(prefix, final)
+        lm = self.lm.score(words, final) if words or final else 0.0
+        return self.alpha * lm + self.beta * len(words)
+
+    # ---- search --------------------------------------------------------------------------
+    def search(self, log_probs, length=None):
+        """Label sequences of the final beam, best first: ``[(token ids, ln p_ctc, score), ...]``
+        where score adds the LM terms."""
+        lp = np.asarray(log_probs, dtype=np.float64)[: length if length is not None else len(log_probs)]
+        neg_inf = -np.inf
+        # beams: prefix -> [ln p ending in blank, ln p ending in last token]
+        beams = {(): [0.0, neg_inf]}
+        lm_cache = {(): self._lm_score(())}
+        for t in range(lp.shape[0]):
+            frame = lp[t]
+            order = np.argsort(frame)[::-1][: self.token_top_k]
+            tokens = [int(c) for c in order if c != BLANK_INDEX and frame[c] >= self.token_min_logp]
+            prefixes = list(beams)
+            pb = np.array([beams[p][0] for p in prefixes])
+            pnb = np.array([beams[p][1] for p in prefixes])
+            total = np.logaddexp(pb, pnb)
+            new = {}
+
+            def add(prefix, b, nb):
+                if prefix in new:
+                    old = new[prefix]
+                    old[0], old[1] = np.logaddexp(old[0], b), np.logaddexp(old[1], nb)
+                else:
+                    new[prefix] = [b, nb]
+
+            # stay: emit blank, or repeat the last token (collapsed)
+            stay_b = total + frame[BLANK_INDEX]
+            for k, prefix in enumerate(prefixes):
+                stay_nb = pnb[k] + frame[prefix[-1]] if prefix else neg_inf
+                add(prefix, stay_b[k], stay_nb)
+            if tokens:
+                tok = np.array(tokens)
+                last = np.array([p[-1] if p else -1 for p in prefixes])
+                # extending with the token just emitted needs a blank in between
+                ext = np.where(last[:, None] == tok[None, :], pb[:, None], total[:, None]) + frame[tok][None, :]
+                flat = ext.ravel()
+                keep = min(flat.size, 2 * self.beam_size)
+                best = np.argpartition(-flat, keep - 1)[:keep] if keep < flat.size else np.arange(flat.size)
+                for idx in best:
+                    k, j = divmod(int(idx), len(tokens))
+                    if flat[idx] == neg_inf:
+                        continue
+                    add(prefixes[k] + (tokens[j],), neg_inf, flat[idx])
+            for prefix in new:
+                if prefix not in lm_cache:
+                    lm_cache[prefix] = self._lm_score(prefix)
+            ranked = sorted(new.items(), key=lambda kv: np.logaddexp(*kv[1]) + lm_cache[kv[0]], reverse=True)
+            beams = dict(ranked[: self.beam_size])
+        results = []
+        for prefix, (b, nb) in beams.items():
+            ctc = float(np.logaddexp(b, nb))
+            results.append((prefix, ctc, ctc + (self._lm_score(prefix, final=True) if self.lm is not None else 0.0)))
+        return sorted(results, key=lambda r: r[2], reverse=True)
+
+    def __call__(self, log_probs, length=None):
+        """n-best ``[(text, score), ...]``."""
+        merged = {}
+        for prefix, _, score in self.search(log_probs, length):
+            merged.setdefault(self.encoder.decode(list(prefix)), score)  # one text may have several spellings
+        return list(merged.items())[: self.n_best] if self.n_best else list(merged.items())
+
+    def decode_batch(self, log_probs, lengths):
+        lp = log_probs.detach().float().cpu().numpy()
+        return [self(lp[i], int(n))[0][0] for i, n in enumerate(lengths.tolist())]
+
+
+class PyCTCDecodeDecoder:
+    """pyctcdecode's beam search, with a KenLM word model (``lm_path``: ARPA or binary) or none.
+
+    ``unigrams_path`` (one word per line) lets it favour known words; word or BPE
+    vocabularies are detected from the encoder. ``num_processes`` > 1 decodes a
+    batch with a process pool.
+    """
+
+    def __init__(self, text_encoder, beam_size=50, lm_path=None, unigrams_path=None, alpha=0.5, beta=1.0,
+                 num_processes=1, token_min_logp=-12.0):
+        from pyctcdecode import build_ctcdecoder
+        self.encoder = text_encoder
+        labels = ["" if i == BLANK_INDEX else piece for i, piece in enumerate(text_encoder.vocab)]
+        unigrams = None
+        if unigrams_path:
+            with open(unigrams_path, encoding="utf-8") as f:
+                unigrams = [w.strip() for w in f if w.strip()]
+        self.decoder = build_ctcdecoder(labels, kenlm_model_path=lm_path, unigrams=unigrams, alpha=alpha, beta=beta)
+        self.beam_size, self.num_processes, self.token_min_logp = beam_size, num_processes, token_min_logp
+
+    def __call__(self, log_probs, length=None):
+        lp = np.asarray(log_probs, dtype=np.float32)[: length if length is not None else len(log_probs)]
+        beams = self.decoder.decode_beams(lp, beam_width=self.beam_size, token_min_logp=self.token_min_logp)
+        return [(" ".join(b[0].split()), float(b[-1])) for b in beams]
+
+    def decode_batch(self, log_probs, lengths):
+        lp = log_probs.detach().float().cpu().numpy()
+        items = [lp[i, :n] for i, n in enumerate(lengths.tolist())]
+        if self.num_processes > 1 and len(items) > 1:
+            import multiprocessing
+            with multiprocessing.get_context("fork").Pool(self.num_processes) as pool:
+                texts = self.decoder.decode_batch(pool, items, beam_width=self.beam_size,
+                                                  token_min_logp=self.token_min_logp)
+        else:
+            texts = [self.decoder.decode(x, beam_width=self.beam_size, token_min_logp=self.token_min_logp)
+                     for x in items]
+        return [" ".join(t.split()) for t in texts]
+
+
+class FlashlightDecoder:
+    """flashlight-text's compiled beam search.
+
+    With ``lm_path`` (a KenLM word model) it uses the lexicon decoder: words are
+    spelled with the encoder's tokens (the LM's vocabulary, or ``lexicon_words``),
+    so only known words come out. Without an LM it runs lexicon-free. Character
+    vocabularies use the space as word separator; sentencepiece vocabularies ``▁``.
+    """
+
+    def __init__(self, text_encoder, beam_size=50, lm_path=None, lexicon_words=None, alpha=0.5, beta=1.0,
+                 token_top_k=20, beam_threshold=25.0, unk_score=float("-inf"), sil_score=0.0):
+        from flashlight.lib.text.decoder import (CriterionType, LexiconDecoder, LexiconDecoderOptions,
+                                                 LexiconFreeDecoder, LexiconFreeDecoderOptions, SmearingMode, Trie,
+                                                 ZeroLM)
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import Dictionary, create_word_dict
+        self.encoder = text_encoder
+        vocab = list(text_encoder.vocab)
+        bounds, bpe = _word_boundaries(text_encoder)
+        self.separator = " " if not bpe else "\u2581"
+        tokens = Dictionary()
+        for piece in vocab:
+            tokens.add_entry(piece if piece != " " else "|")
+        self.sil = tokens.get_index("|") if not bpe else -1
+        self.blank = BLANK_INDEX
+        if lm_path:
+            words = lexicon_words or self._lm_vocabulary(lm_path)
+            lexicon = {w: [self._spell(w)] for w in words if self._spell(w) is not None}
+            spelled = {w: [[tokens.get_entry(i) for i in sp] for sp in spellings] for w, spellings in lexicon.items()}
+            self.word_dict = create_word_dict({**spelled, "<unk>": [[]]})  # it sets <unk> as the default word
+            lm = KenLM(str(lm_path), self.word_dict)
+            trie = Trie(len(vocab), self.sil)
+            start = lm.start(False)
+            for word, spellings in lexicon.items():
+                idx = self.word_dict.get_index(word)
+                _, score = lm.score(start, idx)
+                for spelling in spellings:
+                    trie.insert(spelling, idx, score)
+            trie.smear(SmearingMode.MAX)
+            opts = LexiconDecoderOptions(beam_size=beam_size, beam_size_token=token_top_k,
+                                         beam_threshold=beam_threshold, lm_weight=alpha, word_score=beta,
+                                         unk_score=unk_score, sil_score=sil_score, log_add=False,
+                                         criterion_type=CriterionType.CTC)
+            self.decoder = LexiconDecoder(opts, trie, lm, self.sil, self.blank, self.word_dict.get_index("<unk>"),
+                                          [], False)
+            self.lexicon = True
+        else:
+            opts = LexiconFreeDecoderOptions(beam_size=beam_size, beam_size_token=token_top_k,
+                                             beam_threshold=beam_threshold, lm_weight=0.0, sil_score=sil_score,
+                                             log_add=False, criterion_type=CriterionType.CTC)
+            self.decoder = LexiconFreeDecoder(opts, ZeroLM(), self.sil, self.blank, [])
+            self.lexicon = False
+
+    @staticmethod
+    def _lm_vocabulary(lm_path):
+        path = str(lm_path)
+        unigrams = path.rsplit(".", 1)[0] + ".unigrams.txt"
+        import os
+        if os.path.isfile(unigrams):
+            with open(unigrams, encoding="utf-8") as f:
+                return [w.strip() for w in f if w.strip()]
+        if path.endswith(".arpa"):
+            words, in_unigrams = [], False
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("\\1-grams:"):
+                        in_unigrams = True
+                    elif line.startswith("\\2-grams:") or line.startswith("\\end\\"):
+                        break
+                    elif in_unigrams and line.strip():
+                        words.append(line.split("\t")[1].strip())
+            return [w for w in words if w not in ("<s>", "</s>", "<unk>")]
+        raise ValueError(f"the lexicon decoder needs the LM's words: give lexicon_words or put {unigrams} beside it")
+
+    def _spell(self, word):
+        if self.separator == " ":
+            ids = []
+            for ch in word:
+                if ch not in self.encoder.char2ind:
+                    return None
+                ids.append(self.encoder.char2ind[ch])
+            return ids + [self.sil]
+        ids = self.encoder.encode(word)
+        return ids if ids else None
+
+    def __call__(self, log_probs, length=None):
+        import torch
+        lp = torch.as_tensor(np.ascontiguousarray(
+            np.asarray(log_probs, dtype=np.float32)[: length if length is not None else len(log_probs)]))
+        results = self.decoder.decode(lp.data_ptr(), lp.shape[0], lp.shape[1])
+        out = []
+        for r in results:
+            if self.lexicon:
+                text = " ".join(self.word_dict.get_entry(w) for w in r.words if w >= 0)
+            else:
+                ids = [i for i in r.tokens if 0 <= i < len(self.encoder.vocab)]  # -1 pads the ends
+                text = self.encoder.decode(self.encoder.ctc_collapse(ids))
+            out.append((" ".join(text.split()), float(r.score)))
+        return out
+
+    def decode_batch(self, log_probs, lengths):
+        lp = log_probs.detach().float().cpu().numpy()
+        return [self(lp[i], int(n))[0][0] for i, n in enumerate(lengths.tolist())]
