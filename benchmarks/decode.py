@@ -1,0 +1,77 @@
+"""Decoders side by side on the log-probs of a trained checkpoint: WER and utterances/s.
+
+    python benchmarks/decode.py -r checkpoints/<run>/model_best.pth --lm data/lm/mini_librispeech_4gram.bin \\
+        [--split val] [--beams 50 100] [--alpha 0.5] [--beta 1.0] [--limit N]
+
+The model runs once over the split; every decoder then decodes the same stored
+log-probs in this process (one core), and its time is the wall time of decoding
+alone. Rows: greedy, our prefix beam search (no LM, and with the LM), pyctcdecode
+(no LM, LM) and flashlight-text (no LM, LM) at each beam width.
+"""
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hw_asr.metric import CERMetric, WERMetric  # noqa: E402
+from hw_asr.text_encoder.decoders import FlashlightDecoder, PrefixBeamSearchDecoder, PyCTCDecodeDecoder  # noqa: E402
+from hw_asr.tools.tune_lm import collect_log_probs  # noqa: E402
+from test import load_model  # noqa: E402
+
+
+def run(name, decode, items):
+    start = time.perf_counter()
+    hyps = [decode(lp) for lp, _ in items]
+    elapsed = time.perf_counter() - start
+    wer, cer = WERMetric(), CERMetric()
+    refs = [ref for _, ref in items]
+    wer.update(refs, hyps)
+    cer.update(refs, hyps)
+    return name, wer.result(), cer.result(), len(items) / elapsed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-r", "--resume", required=True)
+    parser.add_argument("--lm", required=True, help="KenLM word model (.bin or .arpa) with <name>.unigrams.txt")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--beams", type=int, nargs="+", default=[50, 100])
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--skip-own-lm", action="store_true", help="leave out our beam search with the LM (slow)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    model, encoder, config = load_model(args.resume, torch.device("cpu"))
+    items = collect_log_probs(model, encoder, config, args.split, torch.device("cpu"), args.limit)
+    unigrams = str(Path(args.lm).with_suffix("")) + ".unigrams.txt"
+    ab = dict(alpha=args.alpha, beta=args.beta)
+    rows = [run("greedy", lambda lp: encoder.decode(encoder.ctc_collapse(lp.argmax(-1).tolist())), items)]
+    for beam in args.beams:
+        own = PrefixBeamSearchDecoder(encoder, beam_size=beam)
+        rows.append(run(f"own beam {beam}", lambda lp: own(lp)[0][0], items))
+        if not args.skip_own_lm:
+            own_lm = PrefixBeamSearchDecoder(encoder, beam_size=beam, lm=args.lm, **ab)
+            rows.append(run(f"own beam {beam} + LM", lambda lp: own_lm(lp)[0][0], items))
+        pyc = PyCTCDecodeDecoder(encoder, beam_size=beam)
+        rows.append(run(f"pyctcdecode {beam}", lambda lp: pyc(lp)[0][0], items))
+        pyc_lm = PyCTCDecodeDecoder(encoder, beam_size=beam, lm_path=args.lm, unigrams_path=unigrams, **ab)
+        rows.append(run(f"pyctcdecode {beam} + LM", lambda lp: pyc_lm(lp)[0][0], items))
+        fl = FlashlightDecoder(encoder, beam_size=beam)
+        rows.append(run(f"flashlight {beam}", lambda lp: fl(lp)[0][0], items))
+        fl_lm = FlashlightDecoder(encoder, beam_size=beam, lm_path=args.lm, **ab)
+        rows.append(run(f"flashlight {beam} + LM (lexicon)", lambda lp: fl_lm(lp)[0][0], items))
+    print(f"\n{args.resume}: {len(items)} utterances of {args.split}; LM {args.lm}; alpha {args.alpha}, "
+          f"beta {args.beta}; 1 thread\n")
+    print("| decoder | WER | CER | utterances/s |\n|---|---:|---:|---:|")
+    for name, wer, cer, speed in rows:
+        print(f"| {name} | {wer:.4f} | {cer:.4f} | {speed:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Gather text for an offline word language model: a config's training transcripts plus
+public-domain English from Debian packages. Never reads evaluation splits.
+
+    python -m hw_asr.tools.make_lm_corpus -c configs/deepspeech2_mini_librispeech.json \\
+        --sources transcripts bible fortunes gcide -o data/lm/mini_librispeech_corpus.txt
+
+Sources: ``transcripts`` (the ``train`` split of the config), ``bible`` (King James
+Bible, Debian ``bible-kjv``), ``fortunes`` (Debian ``fortunes``), ``gcide`` (the GNU
+Collaborative International Dictionary of English, Debian ``dict-gcide``; its
+definitions and quotations). Missing packages are installed with apt-get when run
+as root; otherwise the command says what to install. Output: one normalised
+sentence per line.
+"""
+import argparse
+import gzip
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from hw_asr.text_encoder.base import normalize_text
+
+PACKAGES = {"bible": "bible-kjv", "fortunes": "fortunes", "gcide": "dict-gcide"}
+SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+
+
+def ensure_package(source):
+    package = PACKAGES[source]
+    present = subprocess.run(["dpkg", "-s", package], capture_output=True).returncode == 0
+    if present:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        sys.exit(f"source {source!r} needs the Debian package {package}: apt-get install {package}")
+    subprocess.run(["apt-get", "install", "-y", "-q", package], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def bible_lines():
+    out = subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        yield line.split(" ", 1)[1] if " " in line else line  # drop the "Ge1:1" reference
+
+
+def fortunes_lines():
+    for path in sorted(Path("/usr/share/games/fortunes").glob("*")):
+        if path.suffix in (".dat", ".u8") or path.is_dir():
+            continue
+        for block in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
+            yield " ".join(block.split())
+
+
+def gcide_lines():
+    text = gzip.open("/usr/share/dictd/gcide.dict.dz", "rt", encoding="utf-8", errors="replace").read()
+    for paragraph in text.split("\n\n"):
+        paragraph = re.sub(r"\\[^\\]*\\", " ", paragraph)   # pronunciations \Ab*di"ca\
+        paragraph = re.sub(r"\[[^\]]*\]", " ", paragraph)   # etymologies [L. ...]
+        paragraph = re.sub(r"\{[^}]*\}", " ", paragraph)
+        yield " ".join(paragraph.split())
+
+
+def transcript_lines(config_path, split="train"):
+    from hw_asr.builder import build_dataset
+    from hw_asr.config import load_config
+    if split != "train":
+        sys.exit("only the train split's transcripts may go into the LM")
+    dataset = build_dataset(load_config(config_path), split, None)
+    for part in getattr(dataset, "datasets", [dataset]):
+        for row in part.index:
+            yield row["text"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", help="config whose train split's transcripts are used")
+    parser.add_argument("--sources", nargs="+", default=["transcripts", "bible", "fortunes", "gcide"],
+                        choices=["transcripts", "bible", "fortunes", "gcide"])
+    parser.add_argument("--transcript-repeat", type=int, default=10,
+                        help="write each training transcript this many times (in-domain weight)")
+    parser.add_argument("-o", "--output", required=True)
+    args = parser.parse_args(argv)
+    if "transcripts" in args.sources and not args.config:
+        parser.error("the transcripts source needs -c CONFIG")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".part")
+    counts = {}
+    with open(tmp, "w", encoding="utf-8") as f:
+        for source in args.sources:
+            if source == "transcripts":
+                lines = (t for t in transcript_lines(args.config) for _ in range(args.transcript_repeat))
+            else:
+                ensure_package(source)
+                lines = {"bible": bible_lines, "fortunes": fortunes_lines, "gcide": gcide_lines}[source]()
+            n = 0
+            for line in lines:
+                for sentence in SENTENCE_END.split(line):
+                    sentence = normalize_text(sentence)
+                    if len(sentence.split()) >= 2 and not re.search(r"[^a-z' ]", sentence):
+                        f.write(sentence + "\n")
+                        n += 1
+            counts[source] = n
+    os.replace(tmp, out)
+    print(f"wrote {out}: " + ", ".join(f"{k} {v} sentences" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+import json
+import subprocess
+
+import pytest
+
+from hw_asr.tools import build_lm, tune_lm
+from tests.test_decoders import ARPA
+from tests.test_training import TINY, run_train
+
+
+def test_tune_lm_grid_searches_and_writes_the_best_pair(tmp_path):
+    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1")
+    arpa = tmp_path / "tiny.arpa"
+    arpa.write_text(ARPA)
+    out = tmp_path / "tuned.json"
+    alpha, beta = tune_lm.main([
+        "-r", str(run_dir / "checkpoint-epoch1.pth"), "--decoder", "beam_lm", "--alpha", "0", "0.5",
+        "--beta", "0", "1", "-o", str(out),
+        f'decoders={{"beam_lm": {{"type": "PrefixBeamSearchDecoder", "args": {{"beam_size": 4, "lm": "{arpa}"}}}}}}'])
+    tuned = json.loads(out.read_text())
+    assert tuned["decoders"]["beam_lm"]["args"]["alpha"] == alpha in (0.0, 0.5)
+    assert tuned["decoders"]["beam_lm"]["args"]["beta"] == beta in (0.0, 1.0)
+    assert tuned["data"]["val"], "the written config is complete"
+
+
+def test_lm_corpus_never_takes_evaluation_transcripts(tmp_path):
+    from hw_asr.tools import make_lm_corpus
+    with pytest.raises(SystemExit, match="only the train split"):
+        list(make_lm_corpus.transcript_lines("configs/one_batch_test.json", split="val"))
+
+
+@pytest.mark.slow
+def test_build_lm_makes_arpa_binary_and_unigrams(tmp_path):
+    """Builds KenLM's lmplz once if needed (apt + compile, a few minutes on a fresh machine)."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("The cat sat on the mat.\nThe dog sat on the log!\nA cat and a dog.\n" * 3)
+    arpa, binary, unigrams = build_lm.build_lm([text], tmp_path / "lm" / "tiny", order=3)
+    assert arpa.read_text().startswith("\n\\data\\") or "\\data\\" in arpa.read_text()[:50]
+    assert "ngram 3=" in arpa.read_text()
+    assert set(unigrams.read_text().split()) == {"the", "cat", "sat", "on", "mat", "dog", "log", "a", "and"}
+    import kenlm
+    model = kenlm.Model(str(binary))
+    assert model.score("the cat sat on the mat") > model.score("mat the on sat cat the")
+    assert not list(tmp_path.glob("lm/*.part"))
+
+
+def test_download_artifacts_verifies_sha256_and_keeps_no_partial_file(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "3-gram.pruned.1e-7.arpa.gz").write_bytes(b"three")
+    (src / "4-gram.arpa.gz").write_bytes(b"four")
+    (src / "librispeech-vocab.txt").write_bytes(b"vocab")
+    import hashlib
+    sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(src.iterdir()))
+    env = {"HW_ASR_ARTIFACTS_BASE": f"file://{src}", "HW_ASR_ARTIFACTS_SHA256": sums, "PATH": "/usr/bin:/bin"}
+    dest = tmp_path / "lm"
+    ok = subprocess.run(["bash", "download_artifacts.sh", str(dest)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert (dest / "4-gram.arpa.gz").read_bytes() == b"four"
+    (src / "4-gram.arpa.gz").write_bytes(b"tampered")
+    (dest / "4-gram.arpa.gz").unlink()
+    bad = subprocess.run(["bash", "download_artifacts.sh", str(dest)], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "sha256 mismatch" in bad.stderr
+    assert not (dest / "4-gram.arpa.gz").exists() and not list(dest.glob("*.part"))
+    offline = subprocess.run(["bash", "download_artifacts.sh", str(tmp_path / "x")], capture_output=True, text=True,
+                             env={**env, "HW_ASR_ARTIFACTS_BASE": "file:///nonexistent"})
+    assert offline.returncode != 0 and "by hand" in offline.stderr
