@@ -325,8 +325,8 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(tmp_path):
         for ckpt in run_dir.glob("checkpoint-*.pth"):
             load_checkpoint(ckpt)  # every checkpoint on disk is complete
     while not (run_dir / f"checkpoint-epoch{epochs}.pth").exists():
-        subprocess.run([*base_cmd, "-r", str(run_dir)], cwd=REPO, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = [*base_cmd, "-r", str(run_dir)] if list(run_dir.glob("checkpoint-*.pth")) else start
+        subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert kills == 10, "every kill landed before the run could finish"
     assert_same_weights(weights(reference / f"checkpoint-epoch{epochs}.pth"),
                         weights(run_dir / f"checkpoint-epoch{epochs}.pth"))
