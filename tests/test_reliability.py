@@ -23,7 +23,7 @@ from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
 from hw_asr.trainer.trainer import NonFiniteLossError, Trainer
-from tests.conftest import REPO, SAMPLE_MANIFEST, tone
+from tests.conftest import REPO, tone
 from tests.test_training import TINY, assert_same_weights, run_train, weights
 
 EN = CTCCharTextEncoder()

@@ -1,5 +1,4 @@
 """Loss registry: ``{"type": "CTCLoss", "args": {}}``."""
-import torch
 from torch import nn
 
 from hw_asr.text_encoder.base import BLANK_INDEX

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hw_asr.model.base_model import CTCModel, lengths_to_mask
-from hw_asr.model.transformer_parts import FeedForward, SinusoidalPositions, sinusoids, zero_padding
+from hw_asr.model.transformer_parts import FeedForward, SinusoidalPositions, run_encoder, sinusoids, zero_padding
 
 
 class ConvSubsampling(nn.Module):
@@ -139,9 +139,5 @@ class Conformer(CTCModel):
         self.head = nn.Linear(dim, n_tokens)
 
     def encode(self, feats, lengths):
-        x, lengths = self.subsampling(feats, lengths)
-        mask = lengths_to_mask(lengths, x.shape[1])
-        x = zero_padding(self.positions(x), mask)
-        for layer in self.layers:
-            x = layer(x, mask)
+        x, lengths = run_encoder(self.subsampling, self.positions, self.layers, feats, lengths)
         return self.head(x), lengths

@@ -17,8 +17,8 @@ per frame (not per batch index).
 import torch
 from torch import nn
 
-from hw_asr.model.base_model import CTCModel, lengths_to_mask
-from hw_asr.model.transformer_parts import FeedForward, SinusoidalPositions, zero_padding
+from hw_asr.model.base_model import CTCModel
+from hw_asr.model.transformer_parts import FeedForward, SinusoidalPositions, run_encoder, zero_padding
 
 
 class StackingSubsampling(nn.Module):
@@ -110,9 +110,5 @@ class EBranchformer(CTCModel):
         self.head = nn.Conv1d(dim, n_tokens, 1)
 
     def encode(self, feats, lengths):
-        x, lengths = self.subsampling(feats, lengths)
-        mask = lengths_to_mask(lengths, x.shape[1])
-        x = zero_padding(self.positions(x), mask)
-        for layer in self.layers:
-            x = layer(x, mask)
+        x, lengths = run_encoder(self.subsampling, self.positions, self.layers, feats, lengths)
         return self.head(x.transpose(1, 2)).transpose(1, 2), lengths

@@ -4,6 +4,8 @@ import math
 import torch
 from torch import nn
 
+from hw_asr.model.frontend import lengths_to_mask
+
 
 def sinusoids(positions, dim):
     """``[len(positions), dim]`` sinusoids of Vaswani et al. (2017) for (possibly negative) positions."""
@@ -54,3 +56,13 @@ class FeedForward(nn.Module):
 def zero_padding(x, mask):
     """``x [B, T, C]`` with frames where ``mask [B, T]`` is False set to 0."""
     return x * mask.unsqueeze(-1).to(x.dtype)
+
+
+def run_encoder(subsampling, positions, layers, feats, lengths):
+    """Subsample, add positions, run the layers with the padding mask: ``(x [B, T', D], lengths)``."""
+    x, lengths = subsampling(feats, lengths)
+    mask = lengths_to_mask(lengths, x.shape[1])
+    x = zero_padding(positions(x), mask)
+    for layer in layers:
+        x = layer(x, mask)
+    return x, lengths
