@@ -184,3 +184,42 @@ def test_decode_batch_and_registry(arpa):
     assert decoders["beam"].decode_batch(lp, torch.tensor([lp.shape[1], 10])) == ["the cat sat", "the c"]
     with pytest.raises(ConfigError, match="not defined under 'decoders'"):
         build_decoders(config, EN, ["argmax", "fast"])
+
+
+@pytest.fixture(scope="module")
+def tiny_causal_lm(tmp_path_factory):
+    """A randomly initialised 1-layer GPT-2 with a word-level tokenizer, saved locally (no download)."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    words = ["<pad>", "<s>", "<unk>", "the", "cat", "kat", "sat", "mat"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>",
+                                                pad_token="<pad>")
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=len(words), n_embd=16, n_layer=1,
+                                                                 n_head=2, n_positions=16))
+    path = tmp_path_factory.mktemp("tiny_gpt2")
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return str(path)
+
+
+def test_causal_lm_rescoring_reranks_the_nbest(tiny_causal_lm):
+    from hw_asr.text_encoder.decoders import CausalLMRescorer, NBestRescoringDecoder
+    rescorer = CausalLMRescorer(tiny_causal_lm)
+    texts = ["the cat sat", "the kat sat", "the cat mat"]
+    lm = rescorer.log_probs(texts)
+    assert lm == pytest.approx(rescorer.log_probs(texts[::-1])[::-1], abs=1e-4), "padding does not change scores"
+    assert all(v < 0 for v in lm)
+    base = {"type": "PrefixBeamSearchDecoder", "args": {"beam_size": 16}}
+    lp = ambiguous_cat(EN)
+    plain = NBestRescoringDecoder(EN, base, rescorer, weight=0.0)(lp)
+    assert plain[0][0] == "the kat sat"
+    heavy = NBestRescoringDecoder(EN, base, rescorer, weight=1000.0)(lp)
+    by_lm = sorted(heavy, key=lambda r: r[1], reverse=True)
+    lm_scores = dict(zip([t for t, _ in heavy], rescorer.log_probs([t for t, _ in heavy])))
+    assert [t for t, _ in by_lm] == sorted(lm_scores, key=lm_scores.get, reverse=True)
+    decoder = build_decoders({"decoders": {"rescored": {"type": "NBestRescoringDecoder", "args": {
+        "decoder": base, "lm_path": tiny_causal_lm, "weight": 0.0}}}}, EN)["rescored"]
+    assert decoder.decode_batch(torch.tensor(lp)[None], torch.tensor([lp.shape[0]])) == ["the kat sat"]
