@@ -44,7 +44,7 @@ def test_prefix_beam_search_equals_exhaustive_enumeration(T, V, seed):
     enc = CTCCharTextEncoder(" abc"[: V - 1]) if V > 2 else CTCCharTextEncoder(" ")
     probs = exhaustive(lp)
     best_label, best_logp = max(probs.items(), key=lambda kv: kv[1])
-    decoder = PrefixBeamSearchDecoder(enc, beam_size=10 ** 4, token_top_k=V, token_min_logp=-np.inf)
+    decoder = PrefixBeamSearchDecoder(enc, beam_size=10 ** 4, token_top_k=V, token_min_logp=-np.inf, max_extensions=0)
     results = decoder.search(lp)
     label, logp, _ = results[0]
     assert logp == pytest.approx(best_logp, abs=1e-9)
@@ -67,7 +67,7 @@ def test_wide_beam_is_never_worse_than_greedy_in_model_score(seed):
     rng = np.random.default_rng(seed)
     lp = torch.tensor(rng.normal(size=(30, len(EN))) * 3).log_softmax(-1).numpy()
     greedy = collapse(lp.argmax(-1).tolist())
-    wide = PrefixBeamSearchDecoder(EN, beam_size=256, token_top_k=len(EN), token_min_logp=-np.inf)
+    wide = PrefixBeamSearchDecoder(EN, beam_size=256, token_top_k=len(EN), token_min_logp=-np.inf, max_extensions=0)
     label, logp, _ = wide.search(lp)[0]
     assert ctc_logp(lp, list(label)) >= ctc_logp(lp, list(greedy)) - 1e-6
     # a beam keeps a lower bound of each prefix's probability (pruned alignments are lost)

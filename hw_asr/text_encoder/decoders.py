@@ -52,34 +52,42 @@ class PrefixBeamSearchDecoder:
     Each prefix keeps the probability of its alignments ending in blank and in its
     last token; equal prefixes reached in different ways are merged. Per frame only
     tokens among the ``token_top_k`` most likely and above ``token_min_logp`` are
-    tried. With ``lm`` (a KenLM word model path or any object with
+    tried, and only the ``max_extensions`` best extensions (default 2 x beam) are
+    merged into the next beam. With ``lm`` (a KenLM word model path or any object with
     ``score(words, final) -> ln p``), prefixes are ranked by
     ``ln p_ctc + alpha * ln p_lm(words) + beta * len(words)``, the LM scoring each
     word when the next word starts (and the last at the end).
     """
 
     def __init__(self, text_encoder, beam_size=50, token_top_k=20, token_min_logp=-12.0, lm=None, alpha=0.5,
-                 beta=1.0, n_best=1):
+                 beta=1.0, n_best=1, max_extensions=None):
         self.encoder = text_encoder
         self.beam_size, self.token_top_k, self.token_min_logp = beam_size, token_top_k, token_min_logp
+        # extensions considered per frame before merging (None: 2 x beam_size; 0: all)
+        self.max_extensions = 2 * beam_size if max_extensions is None else max_extensions
         self.lm = KenLMWordLM(lm) if isinstance(lm, str) else lm
         self.alpha, self.beta, self.n_best = alpha, beta, n_best
         self.boundaries, self.bpe = _word_boundaries(text_encoder)
 
     # ---- language model of a prefix ------------------------------------------------------
-    def _words(self, prefix, final):
-        text = self.encoder.decode(list(prefix))
-        words = tuple(text.split())
-        if final:
-            return words
-        # the last word may still grow unless the prefix ends in a boundary (char vocab)
-        ends_in_boundary = not self.bpe and prefix and prefix[-1] in self.boundaries
-        return words if ends_in_boundary else words[:-1]
+    def _extend_words(self, state, token):
+        """(completed words, partial word) after appending ``token``: O(1) per extension."""
+        words, partial = state
+        piece = self.encoder.vocab[token]
+        if token in self.boundaries:
+            if partial:
+                words = words + (partial,)
+            partial = piece[1:] if self.bpe else ""
+        else:
+            partial = partial + piece
+        return words, partial
 
-    def _lm_score(self, prefix, final=False):
-        if self.lm is None or (self.alpha == 0 and self.beta == 0):
+    def _lm_score(self, state, final=False):
+        if self.lm is None:
             return 0.0
-        words = self._words(prefix, final)
+        words, partial = state
+        if final and partial:
+            words = words + (partial,)
         lm = self.lm.score(words, final) if words or final else 0.0
         return self.alpha * lm + self.beta * len(words)
 
@@ -89,9 +97,11 @@ class PrefixBeamSearchDecoder:
         where score adds the LM terms."""
         lp = np.asarray(log_probs, dtype=np.float64)[: length if length is not None else len(log_probs)]
         neg_inf = -np.inf
+        use_lm = self.lm is not None and (self.alpha != 0 or self.beta != 0)
         # beams: prefix -> [ln p ending in blank, ln p ending in last token]
         beams = {(): [0.0, neg_inf]}
-        lm_cache = {(): self._lm_score(())}
+        words = {(): ((), "")}           # prefix -> (completed words, partial word)
+        lm_score = {(): 0.0}
         for t in range(lp.shape[0]):
             frame = lp[t]
             order = np.argsort(frame)[::-1][: self.token_top_k]
@@ -120,22 +130,26 @@ class PrefixBeamSearchDecoder:
                 # extending with the token just emitted needs a blank in between
                 ext = np.where(last[:, None] == tok[None, :], pb[:, None], total[:, None]) + frame[tok][None, :]
                 flat = ext.ravel()
-                keep = min(flat.size, 2 * self.beam_size)
+                keep = min(flat.size, self.max_extensions or flat.size)
                 best = np.argpartition(-flat, keep - 1)[:keep] if keep < flat.size else np.arange(flat.size)
                 for idx in best:
                     k, j = divmod(int(idx), len(tokens))
                     if flat[idx] == neg_inf:
                         continue
-                    add(prefixes[k] + (tokens[j],), neg_inf, flat[idx])
-            for prefix in new:
-                if prefix not in lm_cache:
-                    lm_cache[prefix] = self._lm_score(prefix)
-            ranked = sorted(new.items(), key=lambda kv: np.logaddexp(*kv[1]) + lm_cache[kv[0]], reverse=True)
+                    prefix = prefixes[k] + (tokens[j],)
+                    add(prefix, neg_inf, flat[idx])
+                    if prefix not in words:
+                        words[prefix] = self._extend_words(words[prefixes[k]], tokens[j])
+                        lm_score[prefix] = self._lm_score(words[prefix]) if use_lm else 0.0
+            ranked = sorted(new.items(), key=lambda kv: np.logaddexp(*kv[1]) + lm_score[kv[0]], reverse=True)
             beams = dict(ranked[: self.beam_size])
+            if len(words) > 50 * self.beam_size:  # forget prefixes that fell out of the beam
+                words = {p: words[p] for p in beams}
+                lm_score = {p: lm_score[p] for p in beams}
         results = []
         for prefix, (b, nb) in beams.items():
             ctc = float(np.logaddexp(b, nb))
-            results.append((prefix, ctc, ctc + (self._lm_score(prefix, final=True) if self.lm is not None else 0.0)))
+            results.append((prefix, ctc, ctc + (self._lm_score(words[prefix], final=True) if use_lm else 0.0)))
         return sorted(results, key=lambda r: r[2], reverse=True)
 
     def __call__(self, log_probs, length=None):
