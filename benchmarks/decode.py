@@ -35,7 +35,8 @@ def run(name, decode, items):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("-r", "--resume", required=True)
     parser.add_argument("--lm", required=True, help="KenLM word model (.bin or .arpa) with <name>.unigrams.txt")
     parser.add_argument("--split", default="val")
@@ -43,7 +44,9 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--skip-own-lm", action="store_true", help="leave out our beam search with the LM (slow)")
+    parser.add_argument("--skip-own-lm", action="store_true", help="leave out our beam search with the LM")
+    parser.add_argument("--only-own", action="store_true", help="only greedy and our beam search")
+    parser.add_argument("--skip-own", action="store_true", help="leave out our beam search (pure Python, slowest)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -53,11 +56,14 @@ def main(argv=None):
     ab = dict(alpha=args.alpha, beta=args.beta)
     rows = [run("greedy", lambda lp: encoder.decode(encoder.ctc_collapse(lp.argmax(-1).tolist())), items)]
     for beam in args.beams:
-        own = PrefixBeamSearchDecoder(encoder, beam_size=beam)
-        rows.append(run(f"own beam {beam}", lambda lp: own(lp)[0][0], items))
-        if not args.skip_own_lm:
-            own_lm = PrefixBeamSearchDecoder(encoder, beam_size=beam, lm=args.lm, **ab)
-            rows.append(run(f"own beam {beam} + LM", lambda lp: own_lm(lp)[0][0], items))
+        if not args.skip_own:
+            own = PrefixBeamSearchDecoder(encoder, beam_size=beam)
+            rows.append(run(f"own beam {beam}", lambda lp: own(lp)[0][0], items))
+            if not args.skip_own_lm:
+                own_lm = PrefixBeamSearchDecoder(encoder, beam_size=beam, lm=args.lm, **ab)
+                rows.append(run(f"own beam {beam} + LM", lambda lp: own_lm(lp)[0][0], items))
+        if args.only_own:
+            continue
         pyc = PyCTCDecodeDecoder(encoder, beam_size=beam)
         rows.append(run(f"pyctcdecode {beam}", lambda lp: pyc(lp)[0][0], items))
         pyc_lm = PyCTCDecodeDecoder(encoder, beam_size=beam, lm_path=args.lm, unigrams_path=unigrams, **ab)
