@@ -1,5 +1,6 @@
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -51,6 +52,20 @@ def test_prefix_beam_search_equals_exhaustive_enumeration(T, V, seed):
     assert probs[label] == pytest.approx(best_logp, abs=1e-9)
     for lab, lp_ctc, _ in results:  # every prefix's probability is exact, not only the best
         assert lp_ctc == pytest.approx(probs[lab], abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(T=st.integers(1, 8), seed=st.integers(0, 10 ** 6), n=st.integers(0, 4))
+def test_exact_ctc_label_probability_matches_torch(T, seed, n):
+    from hw_asr.text_encoder.decoders import ctc_label_logp
+    rng = np.random.default_rng(seed)
+    lp = torch.tensor(rng.normal(size=(T, 5))).log_softmax(-1).numpy()
+    label = [int(c) for c in rng.integers(1, 5, size=n)]
+    expected = ctc_logp(lp, label)
+    if math.isfinite(expected):
+        assert ctc_label_logp(lp, label) == pytest.approx(expected, abs=1e-6)
+    else:
+        assert ctc_label_logp(lp, label) == -np.inf
 
 
 def ctc_logp(lp, label):

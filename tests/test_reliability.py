@@ -312,11 +312,21 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(tmp_path):
     rng = random.Random(1234)
     kills = 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    metrics = run_dir / "metrics.jsonl"
+
+    def logged_epochs():
+        return metrics.read_text().count('"split": "epoch"') if metrics.exists() else 0
+
     while kills < 10:
         has_ckpt = list(run_dir.glob("checkpoint-*.pth"))
         cmd = [*base_cmd, "-r", str(run_dir)] if has_ckpt else start
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 7.0))
+        # a random moment: after 0-2 more logged epochs, then up to half a second more
+        target = logged_epochs() + rng.randint(0, 2)
+        deadline = time.time() + 120
+        while logged_epochs() < target and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is not None:
             break  # finished before the kill
         proc.kill()

@@ -37,6 +37,28 @@ class KenLMWordLM:
         return self.model.score(" ".join(words), bos=True, eos=final) * LN10
 
 
+def ctc_label_logp(log_probs, label):
+    """Exact ln P(label | log_probs) by the CTC forward algorithm (numpy, blank = 0)."""
+    lp = np.asarray(log_probs, dtype=np.float64)
+    ext = [BLANK_INDEX]
+    for c in label:
+        ext += [c, BLANK_INDEX]
+    ext = np.array(ext)
+    alpha = np.full(len(ext), -np.inf)
+    alpha[0] = lp[0, ext[0]]
+    if len(ext) > 1:
+        alpha[1] = lp[0, ext[1]]
+    skip = np.zeros(len(ext), dtype=bool)
+    skip[2:] = (ext[2:] != BLANK_INDEX) & (ext[2:] != ext[:-2])
+    for t in range(1, lp.shape[0]):
+        prev = alpha.copy()
+        step = prev.copy()
+        step[1:] = np.logaddexp(step[1:], prev[:-1])
+        step[2:] = np.where(skip[2:], np.logaddexp(step[2:], prev[:-2]), step[2:])
+        alpha = step + lp[t, ext]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if len(ext) > 1 else alpha[-1])
+
+
 def _word_boundaries(encoder):
     """Which tokens complete the previous word: the space (chars) or pieces starting with ``▁`` (BPE)."""
     vocab = encoder.vocab
@@ -53,7 +75,8 @@ class PrefixBeamSearchDecoder:
     last token; equal prefixes reached in different ways are merged. Per frame only
     tokens among the ``token_top_k`` most likely and above ``token_min_logp`` are
     tried, and only the ``max_extensions`` best extensions (default 2 x beam) are
-    merged into the next beam. With ``lm`` (a KenLM word model path or any object with
+    merged into the next beam. The greedy labeling is always among the final
+    candidates (scored exactly), so the result is never less likely than greedy's. With ``lm`` (a KenLM word model path or any object with
     ``score(words, final) -> ln p``), prefixes are ranked by
     ``ln p_ctc + alpha * ln p_lm(words) + beta * len(words)``, the LM scoring each
     word when the next word starts (and the last at the end).
@@ -146,6 +169,15 @@ class PrefixBeamSearchDecoder:
             if len(words) > 50 * self.beam_size:  # forget prefixes that fell out of the beam
                 words = {p: words[p] for p in beams}
                 lm_score = {p: lm_score[p] for p in beams}
+        # the greedy labeling is always a candidate, scored exactly: the search never
+        # returns something the model finds less likely than greedy decoding would
+        greedy = tuple(self.encoder.ctc_collapse(lp.argmax(-1).tolist()))
+        beams[greedy] = [ctc_label_logp(lp, greedy), -np.inf]  # exact, >= the beam's lower bound
+        if greedy not in words:
+            state = ((), "")
+            for token in greedy:
+                state = self._extend_words(state, token)
+            words[greedy] = state
         results = []
         for prefix, (b, nb) in beams.items():
             ctc = float(np.logaddexp(b, nb))
