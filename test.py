@@ -14,7 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 
 from hw_asr.builder import build_dataloader, build_dataset, build_decoders, build_model, eval_splits
 from hw_asr.config import ConfigError, apply_overrides, load_config
@@ -23,6 +22,7 @@ from hw_asr.logger import setup_logging
 from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
+from hw_asr.trainer.distributed import pick_device
 from hw_asr.trainer.inference import predict
 
 logger = logging.getLogger("test")
@@ -94,16 +94,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     setup_logging()
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = pick_device(args.device)
     model, encoder, config = load_model(args.resume, device)
     sample_rate = config.get("sample_rate", 16000)
+    eval_cfg = load_config(args.config) if args.config else config
 
     if args.test_data_folder:
         data_cfg = {"data": {"test": {"batch_size": args.batch_size}}}
         datasets = {"test": folder_dataset(args.test_data_folder, encoder, sample_rate)}
     else:
-        data_cfg = load_config(args.config) if args.config else config
-        data_cfg = apply_overrides(data_cfg, args.overrides)
+        data_cfg = apply_overrides(eval_cfg, args.overrides)
         data_cfg.setdefault("sample_rate", sample_rate)
         splits = list(data_cfg["data"]) if args.config else eval_splits(data_cfg)
         if not splits:
@@ -113,7 +113,8 @@ def main(argv=None):
         data_cfg["data"][split]["batch_size"] = args.batch_size
         data_cfg["data"][split].pop("batch_sampler", None)
     loaders = {s: build_dataloader(data_cfg, s, ds, train=False) for s, ds in datasets.items()}
-    decoder_cfg = apply_overrides({"decoders": data_cfg.get("decoders", config.get("decoders")) or {}},
+    # decoders: those of -c, else the checkpoint's; dotted decoders.* overrides apply to them
+    decoder_cfg = apply_overrides({"decoders": eval_cfg.get("decoders", config.get("decoders")) or {}},
                                   [o for o in args.overrides if o.startswith("decoders")])
     names = None if args.decoders == "all" else [d.strip() for d in args.decoders.split(",") if d.strip()]
     decoders = build_decoders(decoder_cfg, encoder, names)

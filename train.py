@@ -133,8 +133,8 @@ def _train(args, config, resume_path, resume_state, dist_info):
                     project_name=tcfg.get("project_name", "hw_asr"), enabled=dist_info.is_main)
     metrics = build_metrics(config)
     trainer = Trainer(model, build_loss(config), metrics, optimizer, lr_scheduler, encoder, config,
-                      device, train_loader, eval_loaders, run_dir, writer, dist_info)
-    trainer.decoders = build_decoders(config, encoder, {m.decoder for m in metrics})
+                      device, train_loader, eval_loaders, run_dir, writer, dist_info,
+                      decoders=build_decoders(config, encoder, {m.decoder for m in metrics}))
     if resume_path:
         trainer.resume(resume_path)
     try:

@@ -17,21 +17,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hw_asr.metric import CERMetric, WERMetric  # noqa: E402
 from hw_asr.text_encoder.decoders import FlashlightDecoder, PrefixBeamSearchDecoder, PyCTCDecodeDecoder  # noqa: E402
-from hw_asr.tools.tune_lm import collect_log_probs  # noqa: E402
+from hw_asr.tools.tune_lm import collect_log_probs, score  # noqa: E402
 from test import load_model  # noqa: E402
 
 
-def run(name, decode, items):
+def run(name, decoder, items):
     start = time.perf_counter()
-    hyps = [decode(lp) for lp, _ in items]
-    elapsed = time.perf_counter() - start
-    wer, cer = WERMetric(), CERMetric()
-    refs = [ref for _, ref in items]
-    wer.update(refs, hyps)
-    cer.update(refs, hyps)
-    return name, wer.result(), cer.result(), len(items) / elapsed
+    wer, cer = score(decoder, items, progress=False)
+    return name, wer, cer, len(items) / (time.perf_counter() - start)
 
 
 def main(argv=None):
@@ -46,7 +40,7 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--skip-own-lm", action="store_true", help="leave out our beam search with the LM")
     parser.add_argument("--only-own", action="store_true", help="only greedy and our beam search")
-    parser.add_argument("--skip-own", action="store_true", help="leave out our beam search (pure Python, slowest)")
+    parser.add_argument("--skip-own", action="store_true", help="leave out our beam search (pure Python)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -54,24 +48,24 @@ def main(argv=None):
     items = collect_log_probs(model, encoder, config, args.split, torch.device("cpu"), args.limit)
     unigrams = str(Path(args.lm).with_suffix("")) + ".unigrams.txt"
     ab = dict(alpha=args.alpha, beta=args.beta)
-    rows = [run("greedy", lambda lp: encoder.decode(encoder.ctc_collapse(lp.argmax(-1).tolist())), items)]
+    rows = [run("greedy", lambda lp: [(encoder.decode(encoder.ctc_collapse(lp.argmax(-1).tolist())), 0.0)], items)]
     for beam in args.beams:
         if not args.skip_own:
             own = PrefixBeamSearchDecoder(encoder, beam_size=beam)
-            rows.append(run(f"own beam {beam}", lambda lp: own(lp)[0][0], items))
+            rows.append(run(f"own beam {beam}", own, items))
             if not args.skip_own_lm:
                 own_lm = PrefixBeamSearchDecoder(encoder, beam_size=beam, lm=args.lm, **ab)
-                rows.append(run(f"own beam {beam} + LM", lambda lp: own_lm(lp)[0][0], items))
+                rows.append(run(f"own beam {beam} + LM", own_lm, items))
         if args.only_own:
             continue
         pyc = PyCTCDecodeDecoder(encoder, beam_size=beam)
-        rows.append(run(f"pyctcdecode {beam}", lambda lp: pyc(lp)[0][0], items))
+        rows.append(run(f"pyctcdecode {beam}", pyc, items))
         pyc_lm = PyCTCDecodeDecoder(encoder, beam_size=beam, lm_path=args.lm, unigrams_path=unigrams, **ab)
-        rows.append(run(f"pyctcdecode {beam} + LM", lambda lp: pyc_lm(lp)[0][0], items))
+        rows.append(run(f"pyctcdecode {beam} + LM", pyc_lm, items))
         fl = FlashlightDecoder(encoder, beam_size=beam)
-        rows.append(run(f"flashlight {beam}", lambda lp: fl(lp)[0][0], items))
+        rows.append(run(f"flashlight {beam}", fl, items))
         fl_lm = FlashlightDecoder(encoder, beam_size=beam, lm_path=args.lm, **ab)
-        rows.append(run(f"flashlight {beam} + LM (lexicon)", lambda lp: fl_lm(lp)[0][0], items))
+        rows.append(run(f"flashlight {beam} + LM (lexicon)", fl_lm, items))
     print(f"\n{args.resume}: {len(items)} utterances of {args.split}; LM {args.lm}; alpha {args.alpha}, "
           f"beta {args.beta}; 1 thread\n")
     print("| decoder | WER | CER | utterances/s |\n|---|---:|---:|---:|")

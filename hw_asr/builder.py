@@ -19,23 +19,30 @@ def build_text_encoder(config):
     return resolve(spec, text_encoder, "text_encoder")
 
 
-def _resolve_nested(spec, where):
-    """Augmentation blocks may contain blocks (``RandomApply``'s ``augmentation``, ``Sequential``'s list)."""
+def _is_block(value):
+    return isinstance(value, dict) and "type" in value
+
+
+def _map_nested(spec, where, build):
+    """``build(block, where)`` bottom-up over a block and the blocks nested in its args
+    (``RandomApply``'s ``augmentation``, ``Sequential``'s list)."""
+    _check_types(spec, [augmentations], where)
     args = {}
     for key, value in (spec.get("args") or {}).items():
-        if isinstance(value, dict) and "type" in value:
-            value = _resolve_nested(value, f"{where}.args.{key}")
-        elif isinstance(value, list) and value and all(isinstance(v, dict) and "type" in v for v in value):
-            value = [_resolve_nested(v, f"{where}.args.{key}.{i}") for i, v in enumerate(value)]
+        if _is_block(value):
+            value = _map_nested(value, f"{where}.args.{key}", build)
+        elif isinstance(value, list) and value and all(_is_block(v) for v in value):
+            value = [_map_nested(v, f"{where}.args.{key}.{i}", build) for i, v in enumerate(value)]
         args[key] = value
-    return resolve({"type": spec["type"], "args": args}, augmentations, where)
+    return build({"type": spec["type"], "args": args}, where)
 
 
 def build_wave_augs(config):
     specs = get_path(config, "augmentations.wave", [])
     if not specs:
         return None
-    augs = [_resolve_nested(s, f"augmentations.wave.{i}") for i, s in enumerate(specs)]
+    augs = [_map_nested(s, f"augmentations.wave.{i}", lambda b, w: resolve(b, augmentations, w))
+            for i, s in enumerate(specs)]
     return augs[0] if len(augs) == 1 else augmentations.Sequential(augs)
 
 
@@ -158,16 +165,8 @@ def validate_config(config):
     if undefined:
         raise ConfigError(f"metrics use decoder(s) {sorted(undefined)} not defined under 'decoders'")
 
-    def check_augs(spec, where):
-        _check_types(spec, [augmentations], where)
-        for key, value in (spec.get("args") or {}).items():
-            nested = value if isinstance(value, list) else [value]
-            for j, v in enumerate(nested):
-                if isinstance(v, dict) and "type" in v:
-                    check_augs(v, f"{where}.args.{key}" + (f".{j}" if isinstance(value, list) else ""))
-
     for i, spec in enumerate(get_path(config, "augmentations.wave", [])):
-        check_augs(spec, f"augmentations.wave.{i}")
+        _map_nested(spec, f"augmentations.wave.{i}", lambda block, where: block)  # checks every type
     for split, cfg in config["data"].items():
         specs = get_path(config, f"data.{split}.datasets")
         if not isinstance(specs, list) or not specs:

@@ -11,6 +11,7 @@ decodes a batch. Configs name them under ``decoders``:
 and metrics refer to a decoder by that name (``{"type": "WERMetric", "args": {"decoder": "beam_lm"}}``).
 """
 import math
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -253,7 +254,7 @@ class FlashlightDecoder:
         from flashlight.lib.text.dictionary import Dictionary, create_word_dict
         self.encoder = text_encoder
         vocab = list(text_encoder.vocab)
-        bounds, bpe = _word_boundaries(text_encoder)
+        _, bpe = _word_boundaries(text_encoder)
         self.separator = " " if not bpe else "\u2581"
         tokens = Dictionary()
         for piece in vocab:
@@ -292,7 +293,6 @@ class FlashlightDecoder:
     def _lm_vocabulary(lm_path):
         path = str(lm_path)
         unigrams = path.rsplit(".", 1)[0] + ".unigrams.txt"
-        import os
         if os.path.isfile(unigrams):
             with open(unigrams, encoding="utf-8") as f:
                 return [w.strip() for w in f if w.strip()]

@@ -40,9 +40,10 @@ def collect_log_probs(model, encoder, config, split, device, limit=None):
     return items
 
 
-def score(decoder, items):
+def score(decoder, items, progress=True):
+    """Corpus WER and CER of ``decoder`` (log-probs -> n-best) over ``(log_probs, reference)`` items."""
     wer, cer = WERMetric(), CERMetric()
-    hyps = [decoder(lp)[0][0] for lp, _ in tqdm(items, leave=False, desc="decode")]
+    hyps = [decoder(lp)[0][0] for lp, _ in tqdm(items, leave=False, desc="decode", disable=not progress)]
     refs = [ref for _, ref in items]
     wer.update(refs, hyps)
     cer.update(refs, hyps)

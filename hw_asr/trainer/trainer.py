@@ -61,7 +61,7 @@ class Trainer:
     """
 
     def __init__(self, model, criterion, metrics, optimizer, lr_scheduler, text_encoder, config, device,
-                 train_loader, eval_loaders, run_dir, writer, dist_info=None):
+                 train_loader, eval_loaders, run_dir, writer, dist_info=None, decoders=None):
         self.model, self.criterion, self.metrics = model, criterion, metrics
         raw = getattr(model, "_orig_mod", model)  # under torch.compile
         self.raw_model = raw.module if isinstance(raw, torch.nn.parallel.DistributedDataParallel) else raw
@@ -69,6 +69,7 @@ class Trainer:
         self.optimizer, self.lr_scheduler, self.text_encoder = optimizer, lr_scheduler, text_encoder
         self.config, self.device, self.run_dir, self.writer = config, device, Path(run_dir), writer
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
+        self.sample_rate = config.get("sample_rate", 16000)
         cfg = config["trainer"]
         self.epochs = cfg["epochs"]
         self.len_epoch = cfg.get("len_epoch") or len(train_loader)
@@ -91,7 +92,7 @@ class Trainer:
             logger.warning("trainer.amp=%s needs CUDA; training in fp32 on %s", self.amp, device.type)
             self.amp = "fp32"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
-        self.decoders = {"argmax": None}  # set by train.py from the config's "decoders" block
+        self.decoders = decoders or {"argmax": None}  # name -> decoder (builder.build_decoders)
         self.beam_subset = cfg.get("beam_subset")
 
         self.step = 0               # optimiser steps done
@@ -235,7 +236,6 @@ class Trainer:
         window_loss, window_n, window_wait, window_start = 0.0, 0, 0.0, time.perf_counter()
         window_audio = 0.0
         epoch_loss, epoch_n = 0.0, 0
-        sample_rate = self.config.get("sample_rate", 16000)
         bar = tqdm(total=self.len_epoch, initial=self.epoch_batches, desc=f"epoch {epoch}/{self.epochs}",
                    leave=False, dynamic_ncols=True)
         step_ok = True
@@ -243,7 +243,7 @@ class Trainer:
             t0 = time.perf_counter()
             batch = move_batch(next(stream), self.device)
             window_wait += time.perf_counter() - t0
-            window_audio += batch["audio_length"].sum().item() / sample_rate
+            window_audio += batch["audio_length"].sum().item() / self.sample_rate
             self._count_load_failures(batch)
             outputs, value = self._forward_backward(batch, sync=(self.epoch_batches + 1) % self.accum == 0)
             if value is not None:
@@ -298,7 +298,7 @@ class Trainer:
                 torch.cuda.empty_cache()
             b, t = batch["audio"].shape
             logger.warning("out of memory on a batch of %d utterances x %d samples (%.1f s of audio in all); "
-                           "batch skipped", b, t, batch["audio_length"].sum().item() / self.config.get("sample_rate", 16000))
+                           "batch skipped", b, t, batch["audio_length"].sum().item() / self.sample_rate)
         ok = loss is not None and bool(torch.isfinite(loss))
         if self.dist.enabled:
             ok = not any_rank(not ok, self.device)
@@ -366,7 +366,7 @@ class Trainer:
                 feats, _ = self.raw_model.frontend(batch["audio"][:1], batch["audio_length"][:1])
             self.writer.log_spectrogram(self.step, "train", feats[0])
             self.writer.log_audio(self.step, "train", batch["audio"][0, : batch["audio_length"][0]],
-                                  self.config.get("sample_rate", 16000), f"step{self.step}")
+                                  self.sample_rate, f"step{self.step}")
             self.writer.log_predictions(self.step, "train", [
                 {"target": t, "prediction": h, "WER": calc_wer(t, h), "CER": calc_cer(t, h)}
                 for t, h in list(zip(batch["text"], hyps))[: self.max_predictions]])
