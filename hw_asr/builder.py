@@ -1,4 +1,5 @@
 """From a resolved config to objects: text encoder, datasets, loaders, model, metrics, optimiser."""
+import inspect
 import logging
 
 import torch
@@ -41,8 +42,14 @@ def build_wave_augs(config):
     specs = get_path(config, "augmentations.wave", [])
     if not specs:
         return None
-    augs = [_map_nested(s, f"augmentations.wave.{i}", lambda b, w: resolve(b, augmentations, w))
-            for i, s in enumerate(specs)]
+    sample_rate = config.get("sample_rate", 16000)
+
+    def build(block, where):
+        cls = lookup(block["type"], [augmentations], f"{where}.type")
+        needs_rate = "sample_rate" in inspect.signature(cls).parameters
+        return resolve(block, augmentations, where, **({"sample_rate": sample_rate} if needs_rate else {}))
+
+    augs = [_map_nested(s, f"augmentations.wave.{i}", build) for i, s in enumerate(specs)]
     return augs[0] if len(augs) == 1 else augmentations.Sequential(augs)
 
 

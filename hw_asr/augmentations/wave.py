@@ -1,6 +1,8 @@
-"""Basic wave augmentations and combinators."""
+"""Wave augmentations and combinators: each takes and returns a float32 tensor ``[T]``."""
+import math
 import random
 
+import numpy as np
 import torch
 
 
@@ -54,3 +56,213 @@ class GaussianNoise:
         signal_power = audio.pow(2).mean().clamp_min(1e-10)
         noise_power = signal_power / (10.0 ** (snr_db / 10.0))
         return audio + torch.randn_like(audio) * noise_power.sqrt()
+
+
+def _mix_at_snr(audio, noise, snr_db):
+    """``audio + noise`` scaled so that the signal-to-noise ratio is ``snr_db`` decibels."""
+    signal_power = audio.pow(2).mean().clamp_min(1e-10)
+    noise_power = noise.pow(2).mean().clamp_min(1e-10)
+    scale = (signal_power / (noise_power * 10.0 ** (snr_db / 10.0))).sqrt()
+    return audio + noise * scale
+
+
+def colored_noise(n, exponent, generator=None):
+    """``n`` samples of noise whose power spectrum falls as ``1 / f**exponent``
+    (0 white, 1 pink, 2 brown, -1 blue, -2 violet), unit variance."""
+    white = torch.randn(n, generator=generator)
+    if exponent == 0 or n < 2:
+        return white
+    spectrum = torch.fft.rfft(white)
+    freqs = torch.fft.rfftfreq(n)
+    freqs[0] = freqs[1]  # keep DC finite
+    noise = torch.fft.irfft(spectrum * freqs.pow(-exponent / 2.0), n=n)
+    return noise / noise.std().clamp_min(1e-12)
+
+
+NOISE_COLORS = {"white": 0.0, "pink": 1.0, "brown": 2.0, "blue": -1.0, "violet": -2.0}
+
+
+class ColoredNoise:
+    """Add white or coloured noise at a random SNR in ``[min_snr_db, max_snr_db]``, with
+    probability ``p``. ``colors`` lists the noise colours drawn from (white, pink, brown,
+    blue, violet) or spectral exponents (power ~ 1/f**exponent)."""
+
+    def __init__(self, min_snr_db=10.0, max_snr_db=40.0, colors=("white", "pink", "brown"), p=1.0):
+        self.exponents = []
+        for c in colors:
+            if isinstance(c, str) and c not in NOISE_COLORS:
+                raise ValueError(f"unknown noise colour {c!r}; use one of {sorted(NOISE_COLORS)} or a number")
+            self.exponents.append(NOISE_COLORS[c] if isinstance(c, str) else float(c))
+        self.min_snr_db, self.max_snr_db, self.p = min_snr_db, max_snr_db, p
+
+    def __call__(self, audio):
+        if random.random() >= self.p:
+            return audio
+        noise = colored_noise(audio.numel(), random.choice(self.exponents)).to(audio.dtype)
+        return _mix_at_snr(audio, noise, random.uniform(self.min_snr_db, self.max_snr_db))
+
+
+class NoiseFromFiles:
+    """Add a random stretch of recorded noise at a random SNR, with probability ``p``.
+
+    ``noise`` is a path or a list of paths: audio files, folders (searched
+    recursively for .wav/.flac/.ogg/.mp3) or JSON-lines manifests. Files load
+    lazily on first use (in each loader worker) and stay in memory; a noise file
+    shorter than the utterance is looped. Unreadable files are skipped with a warning.
+    """
+
+    AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+
+    def __init__(self, noise, min_snr_db=5.0, max_snr_db=30.0, p=1.0, sample_rate=16000):
+        from pathlib import Path
+        paths = []
+        for item in ([noise] if isinstance(noise, str) else list(noise)):
+            item = Path(item)
+            if item.is_dir():
+                paths += sorted(f for f in item.rglob("*") if f.suffix.lower() in self.AUDIO_SUFFIXES)
+            elif item.suffix == ".jsonl" and item.is_file():
+                import json
+                for line in item.read_text(encoding="utf-8").splitlines():
+                    if line.strip():
+                        f = Path(json.loads(line)["audio_filepath"])
+                        paths.append(f if f.is_absolute() else item.parent / f)
+            elif item.is_file():
+                paths.append(item)
+            else:
+                raise FileNotFoundError(f"noise source not found: {item}")
+        if not paths:
+            raise ValueError(f"no noise audio found in {noise!r}")
+        self.paths, self.sample_rate = paths, sample_rate
+        self.min_snr_db, self.max_snr_db, self.p = min_snr_db, max_snr_db, p
+        self._cache = None
+
+    def _noises(self):
+        if self._cache is None:
+            import logging
+            from hw_asr.audio import AudioError, load_audio
+            self._cache = []
+            for path in self.paths:
+                try:
+                    audio = torch.from_numpy(load_audio(path, self.sample_rate))
+                except (AudioError, OSError) as e:
+                    logging.getLogger(__name__).warning("noise file skipped: %s (%s)", path, e)
+                    continue
+                if audio.numel() and audio.abs().max() > 0:
+                    self._cache.append(audio)
+            if not self._cache:
+                raise RuntimeError(f"none of the {len(self.paths)} noise files could be read")
+        return self._cache
+
+    def __call__(self, audio):
+        if random.random() >= self.p or audio.numel() == 0:
+            return audio
+        noise = random.choice(self._noises())
+        n = audio.numel()
+        if noise.numel() < n:
+            noise = noise.repeat(n // noise.numel() + 1)
+        start = random.randint(0, noise.numel() - n)
+        return _mix_at_snr(audio, noise[start:start + n].to(audio.dtype), random.uniform(self.min_snr_db,
+                                                                                        self.max_snr_db))
+
+
+class SpeedPerturb:
+    """Speed perturbation (Ko et al., "Audio augmentation for speech recognition",
+    Interspeech 2015): resample so the utterance plays ``factor`` times faster, with
+    ``factor`` drawn from ``factors``; tempo and pitch change together and the
+    length becomes ``round(T / factor)``. Applied with probability ``p``."""
+
+    def __init__(self, factors=(0.9, 1.0, 1.1), p=1.0, sample_rate=16000):
+        if not factors or any(f <= 0 for f in factors):
+            raise ValueError(f"factors must be positive, got {factors}")
+        self.factors, self.p, self.sample_rate = list(factors), p, sample_rate
+
+    def __call__(self, audio):
+        if random.random() >= self.p:
+            return audio
+        factor = random.choice(self.factors)
+        if factor == 1.0 or audio.numel() == 0:
+            return audio
+        import soxr
+        out = soxr.resample(audio.numpy(), self.sample_rate, self.sample_rate / factor)
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+
+def time_stretch(audio, rate, n_fft=512, hop=128):
+    """Phase-vocoder time stretch: ``rate`` > 1 plays faster (length ``T / rate``), pitch kept."""
+    window = torch.hann_window(n_fft, dtype=audio.dtype)
+    spec = torch.stft(audio, n_fft, hop, window=window, return_complex=True)  # [F, N]
+    n_freq, n_frames = spec.shape
+    steps = torch.arange(0, n_frames, rate, dtype=torch.float64)
+    spec = torch.nn.functional.pad(spec, (0, 2))
+    idx = steps.floor().long()
+    frac = (steps - idx).to(audio.dtype)[None]
+    left, right = spec[:, idx], spec[:, idx + 1]
+    magnitude = (1 - frac) * left.abs() + frac * right.abs()
+    expected = torch.linspace(0, math.pi * hop, n_freq, dtype=audio.dtype)[:, None]  # 2 pi k hop / n_fft
+    delta = right.angle() - left.angle() - expected
+    delta = delta - 2 * math.pi * torch.round(delta / (2 * math.pi))
+    advance = expected + delta
+    phase = spec[:, :1].angle() + torch.cat([torch.zeros_like(advance[:, :1]), advance[:, :-1].cumsum(1)], 1)
+    out = torch.polar(magnitude, phase)
+    return torch.istft(out, n_fft, hop, window=window, length=int(round(audio.numel() / rate)))
+
+
+def pitch_shift(audio, sample_rate, semitones, n_fft=512, hop=128):
+    """Shift pitch by ``semitones`` keeping the length: time-stretch by ``2**(-s/12)``,
+    then resample back to ``T`` samples."""
+    if semitones == 0 or audio.numel() < n_fft:
+        return audio
+    import soxr
+    rate = 2.0 ** (-semitones / 12.0)
+    stretched = time_stretch(audio, rate, n_fft, hop)
+    out = soxr.resample(stretched.numpy(), sample_rate / rate, sample_rate)
+    out = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+    n = audio.numel()
+    return out[:n] if out.numel() >= n else torch.nn.functional.pad(out, (0, n - out.numel()))
+
+
+class PitchShift:
+    """Shift pitch by a random number of semitones in ``[min_semitones, max_semitones]``
+    (phase vocoder + resampling; length and tempo unchanged), with probability ``p``."""
+
+    def __init__(self, min_semitones=-2.0, max_semitones=2.0, p=1.0, sample_rate=16000):
+        self.min_semitones, self.max_semitones, self.p, self.sample_rate = min_semitones, max_semitones, p, sample_rate
+
+    def __call__(self, audio):
+        if random.random() >= self.p:
+            return audio
+        return pitch_shift(audio, self.sample_rate, random.uniform(self.min_semitones, self.max_semitones))
+
+
+def synthetic_rir(rt60, sample_rate, direct_ratio_db=0.0, generator=None):
+    """A synthetic room impulse response: a unit direct path, then Gaussian noise decaying by
+    60 dB over ``rt60`` seconds, its energy ``direct_ratio_db`` below the direct path."""
+    n = max(2, int(rt60 * sample_rate))
+    t = torch.arange(n, dtype=torch.float32) / sample_rate
+    tail = torch.randn(n, generator=generator) * torch.exp(-6.907755 * t / rt60)  # ln(1000) = 60 dB amplitude
+    tail[0] = 0.0
+    tail = tail / tail.pow(2).sum().sqrt().clamp_min(1e-12) * 10.0 ** (-direct_ratio_db / 20.0)
+    tail[0] = 1.0
+    return tail
+
+
+class Reverb:
+    """Synthetic reverberation: convolve with :func:`synthetic_rir` of a random RT60 in
+    ``[min_rt60, max_rt60]`` seconds and direct-to-reverberant ratio in
+    ``[min_drr_db, max_drr_db]``; length and RMS level unchanged. Probability ``p``."""
+
+    def __init__(self, min_rt60=0.2, max_rt60=0.8, min_drr_db=-3.0, max_drr_db=10.0, p=1.0, sample_rate=16000):
+        if not 0 < min_rt60 <= max_rt60:
+            raise ValueError(f"need 0 < min_rt60 <= max_rt60, got {min_rt60}, {max_rt60}")
+        self.min_rt60, self.max_rt60, self.p, self.sample_rate = min_rt60, max_rt60, p, sample_rate
+        self.min_drr_db, self.max_drr_db = min_drr_db, max_drr_db
+
+    def __call__(self, audio):
+        if random.random() >= self.p or audio.numel() == 0:
+            return audio
+        rir = synthetic_rir(random.uniform(self.min_rt60, self.max_rt60), self.sample_rate,
+                            random.uniform(self.min_drr_db, self.max_drr_db)).to(audio.dtype)
+        n = audio.numel() + rir.numel() - 1
+        wet = torch.fft.irfft(torch.fft.rfft(audio, n) * torch.fft.rfft(rir, n), n)[:audio.numel()]
+        rms_in, rms_out = audio.pow(2).mean().sqrt(), wet.pow(2).mean().sqrt().clamp_min(1e-12)
+        return (wet * (rms_in / rms_out)).to(audio.dtype)

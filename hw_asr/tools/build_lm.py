@@ -18,10 +18,11 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from hw_asr.tools.apt import apt_install
 
 from hw_asr.datasets.base_dataset import cache_dir
 from hw_asr.datasets.download import download_file
@@ -50,12 +51,7 @@ def find_tool(name):
 def install_build_deps():
     if shutil.which("cmake") and Path("/usr/include/boost/program_options.hpp").is_file():
         return
-    cmd = ["apt-get", "install", "-y", "-q", *APT_PACKAGES]
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        sys.exit("building KenLM needs Boost, zlib and cmake; install them with:\n  sudo " + " ".join(cmd))
-    print("installing KenLM's build dependencies with apt-get ...", flush=True)
-    subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    apt_install(APT_PACKAGES, "building KenLM")
 
 
 def ensure_kenlm_tools():

@@ -15,26 +15,19 @@ import argparse
 import gzip
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from hw_asr.text_encoder.base import normalize_text
+from hw_asr.tools.apt import apt_install
 
 PACKAGES = {"bible": "bible-kjv", "fortunes": "fortunes", "gcide": "dict-gcide"}
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 
 
 def ensure_package(source):
-    package = PACKAGES[source]
-    present = subprocess.run(["dpkg", "-s", package], capture_output=True).returncode == 0
-    if present:
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        sys.exit(f"source {source!r} needs the Debian package {package}: apt-get install {package}")
-    subprocess.run(["apt-get", "install", "-y", "-q", package], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    apt_install([PACKAGES[source]], f"the text source {source!r}")
 
 
 def bible_lines():
@@ -43,11 +36,14 @@ def bible_lines():
         yield line.split(" ", 1)[1] if " " in line else line  # drop the "Ge1:1" reference
 
 
-def fortunes_lines():
-    for path in sorted(Path("/usr/share/games/fortunes").glob("*")):
+def fortunes_lines(folder="/usr/share/games/fortunes", drop_attribution=False):
+    """One line per fortune of the files in ``folder``; optionally without "-- Author" lines."""
+    for path in sorted(Path(folder).glob("*")):
         if path.suffix in (".dat", ".u8") or path.is_dir():
             continue
         for block in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
+            if drop_attribution:
+                block = "\n".join(line for line in block.splitlines() if not line.strip().startswith("--"))
             yield " ".join(block.split())
 
 

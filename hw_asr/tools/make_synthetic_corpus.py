@@ -1,0 +1,284 @@
+"""Build a multi-voice synthetic speech corpus with the offline TTS engines from apt.
+
+    python -m hw_asr.tools.make_synthetic_corpus --language en --out data/synthetic_en \\
+        --sources bible fortunes --utterances-per-voice 200
+    python -m hw_asr.tools.make_synthetic_corpus --language ru --out data/synthetic_ru \\
+        --sources fortunes-ru --utterances-per-voice 200
+
+Engines: ``espeak`` (espeak-ng voices with ``+variant``), ``flite`` (slt, rms, awb,
+kal16, kal) and ``festival`` (kal_diphone, ked_diphone); only espeak-ng speaks
+Russian. A voice is named ``engine:voice``, e.g. ``espeak:en-gb+f3`` or
+``flite:slt``. Every utterance gets a random speaking rate (``--speed``) and pitch
+(``--pitch`` semitones; espeak-ng sets it itself, the other engines get the
+project's phase-vocoder pitch shift). Audio is written as 16 kHz 16-bit FLAC under
+``<out>/audio/<voice>/``, with ``train.jsonl`` and ``test.jsonl`` manifests split
+**by voice** (``--test-voices``, default: about a fifth of the voices, at least
+one) and by sentence (the two splits never share a sentence).
+
+Text comes from ``--text`` files (one sentence or paragraph per line) and/or
+``--sources`` (Debian packages ``bible-kjv``, ``fortunes``, ``fortunes-ru``); it
+is split into sentences, normalised, and kept when it has ``--min-words`` to
+``--max-words`` words and no character outside the language's alphabet. Missing
+engines and packages are installed with apt-get when run as root; otherwise the
+command lists what to install. A rerun skips utterances already written, so an
+interrupted build resumes.
+"""
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from hw_asr.tools.apt import apt_install
+
+SAMPLE_RATE = 16000
+ENGINES = {  # engine -> (executable, apt packages)
+    "espeak": ("espeak-ng", ["espeak-ng"]),
+    "flite": ("flite", ["flite"]),
+    "festival": ("text2wave", ["festival", "festvox-kallpc16k", "festvox-kdlpc16k"]),
+}
+DEFAULT_VOICES = {
+    "en": ["espeak:en-us", "espeak:en-gb", "espeak:en-gb-scotland", "espeak:en-gb-x-rp", "espeak:en-029",
+           "espeak:en-us+f3", "espeak:en-us+m3", "espeak:en-gb+f2", "espeak:en-gb-x-rp+m5",
+           "flite:slt", "flite:rms", "flite:awb", "flite:kal16", "flite:kal",
+           "festival:kal_diphone", "festival:ked_diphone"],
+    "ru": ["espeak:ru", "espeak:ru+f2", "espeak:ru+f3", "espeak:ru+f4", "espeak:ru+m2", "espeak:ru+m3",
+           "espeak:ru+m5", "espeak:ru+m7", "espeak:ru-lv", "espeak:ru-lv+f3"],
+}
+SOURCE_PACKAGES = {"bible": "bible-kjv", "fortunes": "fortunes", "fortunes-ru": "fortunes-ru"}
+SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+def check_engines(voices, install=True):
+    """Make sure every engine the voices need is there; exit listing what is missing."""
+    engines = sorted({parse_voice(v)[0] for v in voices})
+    missing = [e for e in engines if shutil.which(ENGINES[e][0]) is None]
+    if missing and install:
+        apt_install([p for e in missing for p in ENGINES[e][1]], "speech synthesis")
+        missing = [e for e in engines if shutil.which(ENGINES[e][0]) is None]
+    if missing:
+        sys.exit("TTS engines not found: " + ", ".join(
+            f"{e} (executable {ENGINES[e][0]!r}, apt-get install {' '.join(ENGINES[e][1])})" for e in missing))
+
+
+def parse_voice(spec):
+    engine, sep, voice = spec.partition(":")
+    if not sep or engine not in ENGINES or not voice:
+        raise ValueError(f"voice {spec!r} must be 'engine:voice' with engine one of {sorted(ENGINES)}")
+    return engine, voice
+
+
+def voice_slug(spec):
+    return re.sub(r"[^A-Za-z0-9]+", "_", spec).strip("_")
+
+
+def source_lines(source):
+    """Raw text lines of a Debian text package."""
+    apt_install([SOURCE_PACKAGES[source]], f"the text source {source!r}")
+    from hw_asr.tools.make_lm_corpus import bible_lines, fortunes_lines
+    if source == "bible":
+        return bible_lines()
+    folder = "/usr/share/games/fortunes" + ("/ru" if source == "fortunes-ru" else "")
+    return fortunes_lines(folder, drop_attribution=True)
+
+
+def select_sentences(lines, encoder, min_words, max_words):
+    """Unique normalised sentences within the length range and the alphabet, in first-seen order."""
+    seen, out = set(), []
+    for line in lines:
+        for sentence in SENTENCE_END.split(line):
+            text = encoder.normalize(sentence)
+            n = len(text.split())
+            if not (min_words <= n <= max_words) or encoder.unknown_chars(text) or text in seen:
+                continue
+            seen.add(text)
+            out.append(text)
+    return out
+
+
+def synthesize(engine, voice, text, speed, pitch, out_wav):
+    """Write ``text`` spoken by ``engine:voice`` to ``out_wav``; returns the pitch shift still
+    to apply in semitones (engines other than espeak-ng cannot shift pitch themselves)."""
+    if engine == "espeak":
+        # espeak-ng: -s words per minute (175 is its default), -p pitch 0..99 (50 default)
+        espeak_pitch = int(np.clip(50 + pitch * 6, 0, 99))
+        cmd = ["espeak-ng", "-v", voice, "-s", str(int(round(175 * speed))), "-p", str(espeak_pitch),
+               "-w", str(out_wav), text]
+        remaining = 0.0
+    elif engine == "flite":
+        cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={1.0 / speed:.3f}", "-t", text, "-o", str(out_wav)]
+        remaining = pitch
+    else:
+        script = Path(out_wav).with_suffix(".txt")
+        script.write_text(text + "\n", encoding="utf-8")
+        cmd = ["text2wave", "-o", str(out_wav), "-eval", f"(voice_{voice})",
+               "-eval", f"(Parameter.set 'Duration_Stretch {1.0 / speed:.3f})", str(script)]
+        remaining = pitch
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0 or not Path(out_wav).is_file():
+        raise RuntimeError(f"{engine}:{voice} failed on {text!r}: {result.stderr.strip()[-500:]}")
+    return remaining
+
+
+def render(job):
+    """Synthesise one utterance to FLAC (atomically); returns its manifest row, or an error string."""
+    from hw_asr.audio import load_audio
+    from hw_asr.augmentations.wave import pitch_shift
+    import torch
+    torch.set_num_threads(1)
+    out_path = Path(job["path"])
+    if not out_path.is_file():
+        engine, voice = parse_voice(job["voice"])
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = Path(tmp) / "x.wav"
+            try:
+                remaining = synthesize(engine, voice, job["text"], job["speed"], job["pitch"], wav)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                return f"{out_path}: {e}"
+            audio = torch.from_numpy(load_audio(wav, SAMPLE_RATE))
+            if remaining:
+                audio = pitch_shift(audio, SAMPLE_RATE, remaining)
+            peak = float(audio.abs().max()) if audio.numel() else 0.0
+            if peak < 1e-4:
+                return f"{out_path}: the engine wrote silence"
+            audio = audio * min(1.0, 0.95 / peak)
+            part = out_path.with_name(out_path.name + ".part")
+            sf.write(part, audio.numpy(), SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+            os.replace(part, out_path)
+    info = sf.info(str(out_path))
+    return {"audio_filepath": str(out_path.relative_to(job["root"])), "text": job["text"],
+            "duration": round(info.frames / info.samplerate, 3), "voice": job["voice"],
+            "speed": job["speed"], "pitch": job["pitch"]}
+
+
+def plan(sentences, voices, test_voices, per_voice, speed, pitch, seed, root):
+    """Jobs for every (voice, sentence): test voices read sentences the train voices never see."""
+    rng = random.Random(seed)
+    order = list(sentences)
+    rng.shuffle(order)
+    n_test = len(test_voices) * per_voice
+    test_pool, train_pool = order[:n_test], order[n_test:]
+    if not train_pool or len(test_pool) < n_test:
+        raise ValueError(f"{len(sentences)} sentences are too few for {len(voices)} voices x {per_voice}")
+    jobs, cursor = [], {"train": 0, "test": 0}
+    for v in voices:
+        split = "test" if v in test_voices else "train"
+        pool = test_pool if split == "test" else train_pool
+        for k in range(per_voice):
+            text = pool[cursor[split] % len(pool)]
+            cursor[split] += 1
+            name = f"{voice_slug(v)}_{k:05d}.flac"
+            jobs.append({"split": split, "voice": v, "text": text, "root": str(root),
+                         "speed": round(rng.uniform(*speed), 3), "pitch": round(rng.uniform(*pitch), 2),
+                         "path": str(root / "audio" / voice_slug(v) / name)})
+    return jobs
+
+
+def default_test_voices(voices):
+    """About a fifth of the voices, spread over the engines, at least one."""
+    n = max(1, round(len(voices) / 5))
+    by_engine = {}
+    for v in voices:
+        by_engine.setdefault(parse_voice(v)[0], []).append(v)
+    picked, i = [], 0
+    while len(picked) < n:
+        for group in by_engine.values():
+            if i < len(group) and len(picked) < n and len(group) > 1:
+                picked.append(group[-1 - i])
+        i += 1
+        if i > len(voices):
+            break
+    return picked or voices[-1:]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--language", choices=sorted(DEFAULT_VOICES), default="en")
+    parser.add_argument("--text", nargs="*", default=[], help="text files, one sentence or paragraph per line")
+    parser.add_argument("--sources", nargs="*", default=None, choices=sorted(SOURCE_PACKAGES),
+                        help="Debian text packages (default: bible+fortunes for en, fortunes-ru for ru, "
+                             "unless --text is given)")
+    parser.add_argument("--voices", nargs="*", help="engine:voice list (default: every voice for the language)")
+    parser.add_argument("--test-voices", nargs="*", help="voices held out for test.jsonl")
+    parser.add_argument("--utterances-per-voice", type=int, default=100)
+    parser.add_argument("--min-words", type=int, default=4)
+    parser.add_argument("--max-words", type=int, default=20)
+    parser.add_argument("--speed", type=float, nargs=2, default=(0.85, 1.15), metavar=("MIN", "MAX"))
+    parser.add_argument("--pitch", type=float, nargs=2, default=(-3.0, 3.0), metavar=("MIN", "MAX"),
+                        help="pitch offset range in semitones")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-install", action="store_true", help="never call apt-get")
+    args = parser.parse_args(argv)
+
+    from hw_asr.text_encoder import CTCCharTextEncoder
+    voices = args.voices or DEFAULT_VOICES[args.language]
+    for v in voices:
+        parse_voice(v)
+    test_voices = args.test_voices if args.test_voices is not None else default_test_voices(voices)
+    unknown = sorted(set(test_voices) - set(voices))
+    if unknown:
+        sys.exit(f"--test-voices not among the voices: {unknown}")
+    check_engines(voices, install=not args.no_install)
+    sources = args.sources
+    if sources is None:
+        sources = [] if args.text else (["fortunes-ru"] if args.language == "ru" else ["bible", "fortunes"])
+    if not sources and not args.text:
+        sys.exit("no text: give --text files and/or --sources")
+
+    encoder = CTCCharTextEncoder(args.language)
+
+    def lines():
+        for path in args.text:
+            yield from Path(path).read_text(encoding="utf-8").splitlines()
+        for source in sources:
+            yield from source_lines(source)
+
+    sentences = select_sentences(lines(), encoder, args.min_words, args.max_words)
+    root = Path(args.out).resolve()
+    try:
+        jobs = plan(sentences, voices, set(test_voices), args.utterances_per_voice, args.speed, args.pitch,
+                    args.seed, root)
+    except ValueError as e:
+        sys.exit(str(e))
+    for v in voices:
+        (root / "audio" / voice_slug(v)).mkdir(parents=True, exist_ok=True)
+    rows = {"train": [], "test": []}
+    failures = []
+    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        for job, row in zip(jobs, tqdm(pool.map(render, jobs, chunksize=8), total=len(jobs), desc="synthesising")):
+            if isinstance(row, str):
+                failures.append(row)
+            else:
+                rows[job["split"]].append(row)
+    for split, split_rows in rows.items():
+        tmp = root / f".{split}.jsonl.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in split_rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, root / f"{split}.jsonl")
+    summary = {"language": args.language, "voices": voices, "test_voices": sorted(test_voices),
+               "sentences_available": len(sentences), "train": len(rows["train"]), "test": len(rows["test"]),
+               "hours": round(sum(r["duration"] for s in rows.values() for r in s) / 3600, 3),
+               "failures": len(failures)}
+    (root / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for failure in failures[:20]:
+        print(f"warning: {failure}", file=sys.stderr)
+    print(f"wrote {summary['train']} train + {summary['test']} test utterances ({summary['hours']} h, "
+          f"{len(failures)} failed) to {root}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
