@@ -25,15 +25,20 @@ def test_builds_a_split_by_voice_corpus_and_resumes(tmp_path):
     text.write_text("\n".join(SENTENCES) + "\nnumbers like 42 are dropped. So is a\n", encoding="utf-8")
     out = tmp_path / "corpus"
     args = ["--out", str(out), "--text", str(text), "--voices", "espeak:en-us", "espeak:en-gb+f3", "flite:slt",
-            "--test-voices", "flite:slt", "--utterances-per-voice", "3", "--workers", "1", "--no-install"]
+            "espeak:en-us+m3", "--test-voices", "flite:slt", "--dev-voices", "espeak:en-us+m3",
+            "--utterances-per-voice", "3", "--workers", "1", "--no-install"]
     summary = msc.main(args)
     assert summary["sentences_available"] == len(SENTENCES)
-    assert (summary["train"], summary["test"], summary["failures"]) == (6, 3, 0)
-    rows = {s: [json.loads(line) for line in (out / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "test")}
+    assert (summary["train"], summary["dev"], summary["test"], summary["failures"]) == (6, 3, 3, 0)
+    rows = {s: [json.loads(line) for line in (out / f"{s}.jsonl").read_text().splitlines()]
+            for s in ("train", "dev", "test")}
+    assert {r["voice"] for r in rows["dev"]} == {"espeak:en-us+m3"}
+    texts = {s: {r["text"] for r in r_} for s, r_ in rows.items()}
+    assert not (texts["train"] & texts["dev"] or texts["dev"] & texts["test"])
     assert {r["voice"] for r in rows["test"]} == {"flite:slt"}
     assert {r["voice"] for r in rows["train"]} == {"espeak:en-us", "espeak:en-gb+f3"}
     assert not {r["text"] for r in rows["train"]} & {r["text"] for r in rows["test"]}
-    for r in rows["train"] + rows["test"]:
+    for r in rows["train"] + rows["dev"] + rows["test"]:
         info = sf.info(str(out / r["audio_filepath"]))
         assert info.samplerate == 16000 and info.format == "FLAC" and info.frames > 8000
         assert 0.85 <= r["speed"] <= 1.15 and -3 <= r["pitch"] <= 3
@@ -60,4 +65,4 @@ def test_missing_engine_and_bad_voice_are_named(monkeypatch):
     with pytest.raises(ValueError, match="engine:voice"):
         msc.parse_voice("slt")
     with pytest.raises(ValueError, match="too few"):
-        msc.plan(["a b c d"], ["espeak:en-us", "flite:slt"], {"flite:slt"}, 3, (1, 1), (0, 0), 0, "/tmp")
+        msc.plan(["a b c d"], ["espeak:en-us", "flite:slt"], {"flite:slt": "test"}, 3, (1, 1), (0, 0), 0, "/tmp")

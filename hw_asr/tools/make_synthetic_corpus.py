@@ -11,9 +11,10 @@ Russian. A voice is named ``engine:voice``, e.g. ``espeak:en-gb+f3`` or
 ``flite:slt``. Every utterance gets a random speaking rate (``--speed``) and pitch
 (``--pitch`` semitones; espeak-ng sets it itself, the other engines get the
 project's phase-vocoder pitch shift). Audio is written as 16 kHz 16-bit FLAC under
-``<out>/audio/<voice>/``, with ``train.jsonl`` and ``test.jsonl`` manifests split
-**by voice** (``--test-voices``, default: about a fifth of the voices, at least
-one) and by sentence (the two splits never share a sentence).
+``<out>/audio/<voice>/``, with ``train.jsonl`` and ``test.jsonl`` (and ``dev.jsonl``
+with ``--dev-voices``) manifests split **by voice** (``--test-voices``, default:
+about a fifth of the voices, at least one) and by sentence (no two splits share a
+sentence).
 
 Text comes from ``--text`` files (one sentence or paragraph per line) and/or
 ``--sources`` (Debian packages ``bible-kjv``, ``fortunes``, ``fortunes-ru``); it
@@ -161,19 +162,24 @@ def render(job):
             "speed": job["speed"], "pitch": job["pitch"]}
 
 
-def plan(sentences, voices, test_voices, per_voice, speed, pitch, seed, root):
-    """Jobs for every (voice, sentence): test voices read sentences the train voices never see."""
+def plan(sentences, voices, held_out, per_voice, speed, pitch, seed, root):
+    """Jobs for every (voice, sentence). ``held_out`` maps voices to ``"test"`` or ``"dev"``
+    (the rest are ``"train"``); each split reads sentences no other split sees."""
     rng = random.Random(seed)
     order = list(sentences)
     rng.shuffle(order)
-    n_test = len(test_voices) * per_voice
-    test_pool, train_pool = order[:n_test], order[n_test:]
-    if not train_pool or len(test_pool) < n_test:
+    splits = {v: held_out.get(v, "train") for v in voices}
+    pools, start = {}, 0
+    for split in ("test", "dev"):
+        n = sum(1 for v in voices if splits[v] == split) * per_voice
+        pools[split], start = order[start:start + n], start + n
+    pools["train"] = order[start:]
+    if not pools["train"] or start > len(order):
         raise ValueError(f"{len(sentences)} sentences are too few for {len(voices)} voices x {per_voice}")
-    jobs, cursor = [], {"train": 0, "test": 0}
+    jobs, cursor = [], dict.fromkeys(pools, 0)
     for v in voices:
-        split = "test" if v in test_voices else "train"
-        pool = test_pool if split == "test" else train_pool
+        split = splits[v]
+        pool = pools[split]
         for k in range(per_voice):
             text = pool[cursor[split] % len(pool)]
             cursor[split] += 1
@@ -211,6 +217,7 @@ def main(argv=None):
                              "unless --text is given)")
     parser.add_argument("--voices", nargs="*", help="engine:voice list (default: every voice for the language)")
     parser.add_argument("--test-voices", nargs="*", help="voices held out for test.jsonl")
+    parser.add_argument("--dev-voices", nargs="*", default=[], help="voices held out for dev.jsonl (default: none)")
     parser.add_argument("--utterances-per-voice", type=int, default=100)
     parser.add_argument("--min-words", type=int, default=4)
     parser.add_argument("--max-words", type=int, default=20)
@@ -227,9 +234,11 @@ def main(argv=None):
     for v in voices:
         parse_voice(v)
     test_voices = args.test_voices if args.test_voices is not None else default_test_voices(voices)
-    unknown = sorted(set(test_voices) - set(voices))
+    unknown = sorted((set(test_voices) | set(args.dev_voices)) - set(voices))
     if unknown:
-        sys.exit(f"--test-voices not among the voices: {unknown}")
+        sys.exit(f"--test-voices/--dev-voices not among the voices: {unknown}")
+    if set(test_voices) & set(args.dev_voices):
+        sys.exit(f"voices both in --test-voices and --dev-voices: {sorted(set(test_voices) & set(args.dev_voices))}")
     check_engines(voices, install=not args.no_install)
     sources = args.sources
     if sources is None:
@@ -248,13 +257,16 @@ def main(argv=None):
     sentences = select_sentences(lines(), encoder, args.min_words, args.max_words)
     root = Path(args.out).resolve()
     try:
-        jobs = plan(sentences, voices, set(test_voices), args.utterances_per_voice, args.speed, args.pitch,
+        held_out = {**{v: "test" for v in test_voices}, **{v: "dev" for v in args.dev_voices}}
+        jobs = plan(sentences, voices, held_out, args.utterances_per_voice, args.speed, args.pitch,
                     args.seed, root)
     except ValueError as e:
         sys.exit(str(e))
     for v in voices:
         (root / "audio" / voice_slug(v)).mkdir(parents=True, exist_ok=True)
     rows = {"train": [], "test": []}
+    if args.dev_voices:
+        rows["dev"] = []
     failures = []
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
         for job, row in zip(jobs, tqdm(pool.map(render, jobs, chunksize=8), total=len(jobs), desc="synthesising")):
@@ -269,13 +281,15 @@ def main(argv=None):
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, root / f"{split}.jsonl")
     summary = {"language": args.language, "voices": voices, "test_voices": sorted(test_voices),
-               "sentences_available": len(sentences), "train": len(rows["train"]), "test": len(rows["test"]),
+               "dev_voices": sorted(args.dev_voices), "sentences_available": len(sentences),
+               **{split: len(split_rows) for split, split_rows in rows.items()},
                "hours": round(sum(r["duration"] for s in rows.values() for r in s) / 3600, 3),
                "failures": len(failures)}
     (root / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for failure in failures[:20]:
         print(f"warning: {failure}", file=sys.stderr)
-    print(f"wrote {summary['train']} train + {summary['test']} test utterances ({summary['hours']} h, "
+    counts = " + ".join(f"{len(r)} {split}" for split, r in rows.items())
+    print(f"wrote {counts} utterances ({summary['hours']} h, "
           f"{len(failures)} failed) to {root}")
     return summary
 
