@@ -4,6 +4,8 @@
     python test.py -r ... -o result.json -t path/to/folder                        # audio (+ same-named .txt)
     python test.py -r ... -o result.json -c eval.json                             # the "data" splits of eval.json
 
+``-r`` also takes a confidence-ensemble file (``python -m hw_asr.ensemble.build``);
+its rows then name the member each utterance was routed to and all confidences.
 ``-t`` takes a folder of audio files with optional same-named ``.txt``
 transcripts, or a folder holding ``audio/`` and ``transcriptions/``.
 """
@@ -14,10 +16,12 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
 
 from hw_asr.builder import build_dataloader, build_dataset, build_decoders, build_model, eval_splits
 from hw_asr.config import ConfigError, apply_overrides, load_config
 from hw_asr.datasets import CustomDirAudioDataset
+from hw_asr.ensemble import ConfidenceEnsemble, is_ensemble_file
 from hw_asr.logger import setup_logging
 from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.text_encoder import text_encoder_from_state
@@ -70,6 +74,59 @@ def evaluate(model, encoder, loaders, decoders, device):
     return {"decoders": aggregate, "splits": per_split, "utterances": rows}
 
 
+def evaluate_ensemble(ensemble, datasets, decoders, batch_size=8, chunk=64):
+    """As :func:`evaluate` for a confidence ensemble: each utterance is transcribed by the
+    member the selector picks; rows also name that member and hold all confidences."""
+    rows, per_split = [], {}
+    totals = {d: (WERMetric(decoder=d), CERMetric(decoder=d)) for d in decoders}
+    routed = {m.name: 0 for m in ensemble.members}
+    for split, dataset in datasets.items():
+        split_metrics = {d: (WERMetric(decoder=d), CERMetric(decoder=d)) for d in decoders}
+        index = dataset.index
+        for start in tqdm(range(0, len(index), chunk), desc=f"test {split}", leave=False):
+            part = index[start:start + chunk]
+            results = ensemble.route_and_decode([r["path"] for r in part], decoders, batch_size)
+            refs = [r["text"] for r in part]
+            for d in decoders:
+                hyps = [res["text"][d] for res in results]
+                for m in (*split_metrics[d], *totals[d]):
+                    m.update(refs, hyps)
+            for r, res in zip(part, results):
+                routed[res["model"]] += 1
+                row = {"split": split, "audio_path": r["path"], "ground_truth": r["text"], "model": res["model"],
+                       "confidences": res["confidences"], "probabilities": res["probabilities"]}
+                for d in decoders:
+                    row[f"pred_{d}"] = res["text"][d]
+                    if r["text"]:
+                        row[f"wer_{d}"] = calc_wer(r["text"], res["text"][d])
+                        row[f"cer_{d}"] = calc_cer(r["text"], res["text"][d])
+                rows.append(row)
+        per_split[split] = {d: {"WER": w.result(), "CER": c.result()} for d, (w, c) in split_metrics.items()}
+    aggregate = {d: {"WER": w.result(), "CER": c.result()} for d, (w, c) in totals.items()}
+    info = {"members": [m.name for m in ensemble.members], "routed": routed,
+            "confidence": ensemble.confidence, "temperature": ensemble.temperature}
+    return {"ensemble": info, "decoders": aggregate, "splits": per_split, "utterances": rows}
+
+
+def run_ensemble(args, device):
+    ensemble = ConfidenceEnsemble.load(args.resume, device)
+    sample_rate = ensemble.members[0].sample_rate
+    if args.test_data_folder:
+        datasets = {"test": folder_dataset(args.test_data_folder, None, sample_rate)}
+    elif args.config:
+        data_cfg = apply_overrides(load_config(args.config), args.overrides)
+        datasets = {s: build_dataset(data_cfg, s, None) for s in data_cfg["data"]}
+    else:
+        raise ConfigError("an ensemble file has no evaluation splits of its own: use -t <folder> or -c <config>")
+    common = set.intersection(*(set(m.decoders) for m in ensemble.members))
+    available = ["argmax"] + sorted(common)
+    names = available if args.decoders == "all" else [d.strip() for d in args.decoders.split(",") if d.strip()]
+    missing = [d for d in names if d not in available]
+    if missing:
+        raise ConfigError(f"decoders {missing} are not available in every member; available: {available}")
+    return {"checkpoint": str(args.resume), **evaluate_ensemble(ensemble, datasets, names, args.batch_size)}
+
+
 def write_json_atomic(obj, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +137,8 @@ def write_json_atomic(obj, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-r", "--resume", required=True, help="checkpoint (.pth) to evaluate")
+    parser.add_argument("-r", "--resume", required=True,
+                        help="checkpoint (.pth) or confidence-ensemble file (hw_asr.ensemble.build) to evaluate")
     parser.add_argument("-o", "--output", default="result.json", help="where to write the JSON")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("-t", "--test-data-folder", help="folder of audio files (+ optional .txt transcripts)")
@@ -95,6 +153,14 @@ def main(argv=None):
     setup_logging()
 
     device = pick_device(args.device)
+    if is_ensemble_file(args.resume):
+        result = run_ensemble(args, device)
+        write_json_atomic(result, args.output)
+        print(f"routed: {result['ensemble']['routed']}")
+        for d, m in result["decoders"].items():
+            print(f"{d:>10}: WER {m['WER']:.4f}  CER {m['CER']:.4f}  ({len(result['utterances'])} utterances)")
+        print(f"wrote {args.output}")
+        return result
     model, encoder, config = load_model(args.resume, device)
     sample_rate = config.get("sample_rate", 16000)
     eval_cfg = load_config(args.config) if args.config else config

@@ -35,8 +35,9 @@ def save_checkpoint(state, path):
         os.close(dir_fd)
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Load safely: tensors and plain containers only; anything that would run code is refused."""
+def safe_torch_load(path, map_location="cpu"):
+    """``torch.load(weights_only=True)``: tensors and plain containers only; anything that
+    would run code is refused with a :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -49,6 +50,15 @@ def load_checkpoint(path, map_location="cpu"):
             f"Details: {str(e).splitlines()[0]}") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {e}") from None
+    return state
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a training checkpoint safely (see :func:`safe_torch_load`)."""
+    state = safe_torch_load(path, map_location)
+    if isinstance(state, dict) and state.get("format") == "hw_asr.confidence_ensemble":
+        raise CheckpointError(f"{path}: is a confidence-ensemble file, not a single-model checkpoint "
+                              f"(load it with hw_asr.ensemble.ConfidenceEnsemble.load)")
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not an hw_asr checkpoint (needs 'model' and 'config')")
     return state

@@ -1,0 +1,320 @@
+"""Confidence-based ensemble: route each utterance to the member model that fits it.
+
+Every member transcribes the utterance; the M utterance confidences (see
+:mod:`hw_asr.ensemble.confidence`) go into a small classifier (standard scaling +
+logistic regression) trained to tell which member's training data an utterance
+resembles; the chosen member's transcript is the answer. This is the idea of
+Gitman et al., "Confidence-based Ensembles of End-to-End Speech Recognition
+Models", Interspeech 2023.
+
+The ensemble file holds the members' weights, configs, text encoders and decoder
+settings, the confidence settings and the classifier as plain arrays, so it loads
+with ``torch.load(weights_only=True)``; no code is pickled.
+"""
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hw_asr.audio import load_audio
+from hw_asr.ensemble.confidence import confidence_features, confidence_settings, migrate_confidence
+from hw_asr.trainer.checkpoint import CheckpointError, safe_torch_load, save_checkpoint
+
+logger = logging.getLogger(__name__)
+FORMAT = "hw_asr.confidence_ensemble"
+VERSION = 1
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+
+
+# ---------------------------------------------------------------------------------------
+# members
+class Member:
+    """One trained model with its text encoder and optional beam/LM decoders."""
+
+    def __init__(self, name, model_state, config, encoder_state, decoders_cfg=None, device="cpu"):
+        from hw_asr.builder import build_decoders, build_model
+        from hw_asr.text_encoder import text_encoder_from_state
+        self.name, self.config, self.device = name, config, torch.device(device)
+        self.encoder_state, self.decoders_cfg = encoder_state, decoders_cfg or {}
+        self.encoder = text_encoder_from_state(encoder_state)
+        self.model = build_model(config, n_tokens=len(self.encoder))
+        self.model.load_state_dict(model_state)
+        self.model.to(self.device).eval()
+        self.sample_rate = config.get("sample_rate", 16000)
+        self.decoders = build_decoders({"decoders": self.decoders_cfg}, self.encoder, None)
+
+    @classmethod
+    def from_checkpoint(cls, path, name=None, decoders_cfg=None, device="cpu"):
+        from hw_asr.trainer.checkpoint import load_checkpoint
+        state = load_checkpoint(path)
+        if decoders_cfg is None:
+            decoders_cfg = state["config"].get("decoders") or {}
+        return cls(name or Path(path).parent.name or Path(path).stem, state["model"], state["config"],
+                   state["text_encoder"], decoders_cfg, device)
+
+    def state(self):
+        return {"name": self.name, "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "config": self.config, "text_encoder": self.encoder_state, "decoders": self.decoders_cfg}
+
+    @torch.no_grad()
+    def log_probs(self, waves, batch_size=8):
+        """Frame log-probs ``[T_i, V]`` (CPU, real frames only) for each float32 waveform."""
+        out = []
+        for start in range(0, len(waves), batch_size):
+            chunk = waves[start:start + batch_size]
+            lengths = torch.tensor([w.numel() for w in chunk], dtype=torch.long)
+            audio = torch.zeros(len(chunk), int(lengths.max()))
+            for i, w in enumerate(chunk):
+                audio[i, :w.numel()] = w
+            result = self.model(audio=audio.to(self.device), audio_length=lengths.to(self.device))
+            lp, lp_len = result["log_probs"].float().cpu(), result["log_probs_length"].cpu()
+            out += [lp[i, :max(1, int(lp_len[i]))] for i in range(len(chunk))]
+        return out
+
+    def decode(self, log_probs, decoder="argmax"):
+        """Transcripts of a list of ``[T, V]`` log-probs with the named decoder."""
+        lengths = torch.tensor([lp.shape[0] for lp in log_probs])
+        padded = torch.nn.utils.rnn.pad_sequence(log_probs, batch_first=True)
+        if decoder == "argmax":
+            return self.encoder.ctc_greedy(padded, lengths)
+        if decoder not in self.decoders:
+            raise KeyError(f"member {self.name!r} has no decoder {decoder!r} (it has argmax"
+                           f"{', ' if self.decoders else ''}{', '.join(self.decoders)})")
+        return self.decoders[decoder].decode_batch(padded, lengths)
+
+
+# ---------------------------------------------------------------------------------------
+# the selection classifier, stored as plain arrays
+class Selector:
+    """Standard scaling + logistic regression, evaluated with numpy from stored arrays."""
+
+    def __init__(self, mean, scale, coef, intercept, classes, mode="multinomial", params=None):
+        self.mean, self.scale = np.asarray(mean, float), np.asarray(scale, float)
+        self.coef, self.intercept = np.atleast_2d(np.asarray(coef, float)), np.atleast_1d(np.asarray(intercept, float))
+        self.classes = np.asarray(classes, int)
+        self.mode, self.params = mode, params or {}
+
+    @classmethod
+    def from_sklearn(cls, pipeline, mode, params=None):
+        scaler, clf = pipeline[0], pipeline[-1]
+        if mode == "ovr" and hasattr(clf, "estimators_"):
+            coef = np.vstack([e.coef_ for e in clf.estimators_])
+            intercept = np.concatenate([e.intercept_ for e in clf.estimators_])
+        else:
+            coef, intercept = clf.coef_, clf.intercept_
+        return cls(scaler.mean_, scaler.scale_, coef, intercept, clf.classes_, mode, params)
+
+    def predict_proba(self, features):
+        z = (np.asarray(features, float) - self.mean) / self.scale
+        scores = z @ self.coef.T + self.intercept
+        if scores.shape[1] == 1:  # two classes: one logistic unit
+            p = 1.0 / (1.0 + np.exp(-scores[:, 0]))
+            return np.stack([1.0 - p, p], 1)
+        if self.mode == "multinomial":
+            scores = scores - scores.max(1, keepdims=True)
+            e = np.exp(scores)
+            return e / e.sum(1, keepdims=True)
+        p = 1.0 / (1.0 + np.exp(-scores))
+        return p / p.sum(1, keepdims=True)
+
+    def predict(self, features):
+        return self.classes[self.predict_proba(features).argmax(1)]
+
+    def state(self):
+        return {"mean": torch.from_numpy(self.mean), "scale": torch.from_numpy(self.scale),
+                "coef": torch.from_numpy(self.coef), "intercept": torch.from_numpy(self.intercept),
+                "classes": torch.from_numpy(self.classes.astype(np.int64)), "mode": self.mode, "params": self.params}
+
+    @classmethod
+    def from_state(cls, s):
+        return cls(s["mean"].numpy(), s["scale"].numpy(), s["coef"].numpy(), s["intercept"].numpy(),
+                   s["classes"].numpy(), s["mode"], s.get("params"))
+
+
+def fit_selector(features, labels, C=1.0, class_weight="balanced", mode="multinomial", seed=0):
+    """Fit StandardScaler + LogisticRegression (``mode`` multinomial or one-vs-rest)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    if len(set(np.asarray(labels).tolist())) < 2:
+        raise ValueError("the selector needs utterances of at least two members")
+    clf = LogisticRegression(C=C, class_weight=class_weight, max_iter=2000, random_state=seed)
+    if mode == "ovr":
+        clf = OneVsRestClassifier(clf)
+    pipeline = make_pipeline(StandardScaler(), clf).fit(np.asarray(features), np.asarray(labels))
+    return Selector.from_sklearn(pipeline, mode, {"C": C, "class_weight": class_weight, "mode": mode})
+
+
+SELECTOR_GRID = {"C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0], "class_weight": ["balanced", None],
+                 "mode": ["multinomial", "ovr"]}
+
+
+def tune_selector(train_x, train_y, dev_x, dev_y, grid=None):
+    """The selector with the best dev accuracy over ``grid`` (ties: the earlier setting);
+    returns ``(selector, dev_accuracy, table)``."""
+    grid = grid or SELECTOR_GRID
+    best, table = None, []
+    for C in grid["C"]:
+        for cw in grid["class_weight"]:
+            for mode in grid["mode"]:
+                sel = fit_selector(train_x, train_y, C, cw, mode)
+                acc = float((sel.predict(dev_x) == np.asarray(dev_y)).mean())
+                table.append({"C": C, "class_weight": cw, "mode": mode, "dev_accuracy": acc})
+                if best is None or acc > best[1]:
+                    best = (sel, acc)
+    return best[0], best[1], table
+
+
+# ---------------------------------------------------------------------------------------
+# inputs
+def _as_waveform(item, sample_rate):
+    """A float32 ``[T]`` tensor from a path, a numpy array or a tensor (in-memory audio is
+    taken to be at ``sample_rate`` unless given as ``(array, rate)``)."""
+    if isinstance(item, (str, Path)):
+        return torch.from_numpy(load_audio(item, sample_rate))
+    rate = sample_rate
+    if isinstance(item, tuple):
+        item, rate = item
+    wave = torch.as_tensor(np.asarray(item, dtype=np.float32) if not torch.is_tensor(item) else item).float()
+    if wave.dim() == 2:  # [channels, T] or [T, channels]: mono
+        wave = wave.mean(0 if wave.shape[0] < wave.shape[1] else 1)
+    if wave.dim() != 1 or wave.numel() == 0:
+        raise ValueError(f"in-memory audio must be a non-empty 1-D waveform, got shape {tuple(wave.shape)}")
+    if rate != sample_rate:
+        import soxr
+        wave = torch.from_numpy(np.ascontiguousarray(soxr.resample(wave.numpy(), rate, sample_rate),
+                                                     dtype=np.float32))
+    return wave
+
+
+def expand_inputs(inputs):
+    """Paths, a directory (audio files inside, recursively), a ``.jsonl`` manifest, or
+    in-memory waveforms -> ``(items, names, texts)``; texts are None where unknown."""
+    from hw_asr.datasets.manifest_dataset import read_manifest
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    items, names, texts = [], [], []
+    for k, x in enumerate(inputs):
+        if isinstance(x, (str, Path)):
+            p = Path(x)
+            if p.is_dir():
+                files = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+                for f in files:
+                    txt = f.with_suffix(".txt")
+                    items.append(str(f)), names.append(str(f))
+                    texts.append(txt.read_text(encoding="utf-8").strip() if txt.is_file() else None)
+            elif p.suffix == ".jsonl":
+                rows, skipped = read_manifest(p)
+                for where, reason in skipped:
+                    logger.warning("skipped %s: %s", where, reason)
+                for r in rows:
+                    items.append(r["path"]), names.append(r["path"]), texts.append(r["text"])
+            elif p.is_file():
+                items.append(str(p)), names.append(str(p)), texts.append(None)
+            else:
+                raise FileNotFoundError(f"input not found: {p}")
+        else:
+            items.append(x), names.append(f"<waveform {k}>"), texts.append(None)
+    return items, names, texts
+
+
+# ---------------------------------------------------------------------------------------
+class ConfidenceEnsemble:
+    def __init__(self, members, selector, confidence, temperature=1.0, info=None):
+        self.members, self.selector = members, selector
+        self.confidence, self.temperature = confidence_settings(confidence), float(temperature)
+        self.info = info or {}
+
+    # ---- persistence ----
+    def save(self, path):
+        save_checkpoint({"format": FORMAT, "version": VERSION, "members": [m.state() for m in self.members],
+                         "selector": self.selector.state(), "confidence": self.confidence,
+                         "temperature": self.temperature, "info": self.info}, path)
+
+    @classmethod
+    def load(cls, path, device="cpu"):
+        state = load_ensemble_state(path)
+        members = [Member(m["name"], m["model"], m["config"], m["text_encoder"], m.get("decoders"), device)
+                   for m in state["members"]]
+        confidence, changed = migrate_confidence(state["confidence"])
+        if changed:
+            logger.warning("%s: confidence settings use the old key measure_cfg; rewrite the file with "
+                           "python -m hw_asr.ensemble.migrate %s", path, path)
+        return cls(members, Selector.from_state(state["selector"]), confidence, state.get("temperature", 1.0),
+                   state.get("info"))
+
+    # ---- inference ----
+    def member_log_probs(self, items, batch_size=8):
+        """``[m][n]`` log-probs of every member for every input; waveforms are loaded
+        once per sample rate."""
+        waves_by_rate = {}
+        out = []
+        for m in self.members:
+            if m.sample_rate not in waves_by_rate:
+                waves_by_rate[m.sample_rate] = [_as_waveform(x, m.sample_rate) for x in items]
+            out.append(m.log_probs(waves_by_rate[m.sample_rate], batch_size))
+        return out
+
+    def features(self, per_model_log_probs):
+        return confidence_features(per_model_log_probs, self.confidence, self.temperature).numpy()
+
+    def transcribe(self, inputs, decoder="argmax", batch_size=8, return_all=False):
+        """Route and transcribe. ``inputs``: paths, a directory, a manifest, or waveforms
+        (numpy/tensor at the first member's sample rate, or ``(array, rate)`` pairs).
+        Returns one dict per utterance: ``text``, ``model`` (name), ``model_index``,
+        ``confidences`` (per member), ``probabilities`` (the selector's), ``audio``; with
+        ``return_all`` also ``member_texts``, every member's transcript. ``decoder`` names
+        a decoder every member has (``argmax`` always; e.g. each member's beam+LM decoder),
+        or is a list of them (then ``text`` maps decoder names to transcripts)."""
+        items, names, _ = expand_inputs(inputs)
+        results = self.route_and_decode(items, [decoder] if isinstance(decoder, str) else decoder,
+                                        batch_size, return_all)
+        for r, name in zip(results, names):
+            r["audio"] = name
+            if isinstance(decoder, str):
+                r["text"] = r["text"][decoder]
+                if return_all:
+                    r["member_texts"] = {m: t[decoder] for m, t in r["member_texts"].items()}
+        return results
+
+    def route_and_decode(self, items, decoders=("argmax",), batch_size=8, return_all=False):
+        """As :meth:`transcribe` for already expanded items; ``text`` maps each decoder to a transcript."""
+        if not items:
+            return []
+        log_probs = self.member_log_probs(items, batch_size)
+        feats = self.features(log_probs)
+        probs = self.selector.predict_proba(feats)
+        choice = self.selector.classes[probs.argmax(1)]
+        results = [{"model_index": int(choice[i]), "model": self.members[choice[i]].name,
+                    "confidences": [float(v) for v in feats[i]], "probabilities": [float(v) for v in probs[i]],
+                    "text": {}} for i in range(len(items))]
+        for k, m in enumerate(self.members):
+            idx = [i for i in range(len(items)) if return_all or choice[i] == k]
+            for d in (decoders if idx else ()):
+                for i, t in zip(idx, m.decode([log_probs[k][i] for i in idx], d)):
+                    if return_all:
+                        results[i].setdefault("member_texts", {}).setdefault(m.name, {})[d] = t
+                    if choice[i] == k:
+                        results[i]["text"][d] = t
+        return results
+
+
+def load_ensemble_state(path):
+    """The raw ensemble dict, loaded safely; clear errors for other files."""
+    state = safe_torch_load(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a confidence-ensemble file (no format {FORMAT!r})")
+    if state.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path}: ensemble format version {state['version']} is newer than this "
+                              f"hw_asr reads ({VERSION}); update hw_asr")
+    return state
+
+
+def is_ensemble_file(path):
+    try:
+        load_ensemble_state(path)
+        return True
+    except CheckpointError:
+        return False

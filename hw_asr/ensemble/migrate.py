@@ -1,0 +1,69 @@
+"""Rewrite ensemble configs or ensemble files that use the old confidence key
+``measure_cfg`` to the current ``method_cfg``, in place (the original is kept as
+``<file>.bak``).
+
+    python -m hw_asr.ensemble.migrate configs/old_ensemble.json old_ensemble.pth
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from hw_asr.ensemble.confidence import migrate_confidence
+from hw_asr.trainer.checkpoint import CheckpointError, save_checkpoint
+
+
+def migrate_json(path):
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    changed = False
+    for key in ("confidence", "confidence_cfg"):
+        if isinstance(cfg.get(key), dict):
+            cfg[key], c = migrate_confidence(cfg[key], key)
+            changed |= c
+    if "confidence_cfg" in cfg and "confidence" not in cfg:  # older name of the whole block
+        cfg["confidence"] = cfg.pop("confidence_cfg")
+        changed = True
+    if changed:
+        shutil.copy2(path, path.with_name(path.name + ".bak"))
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    return changed
+
+
+def migrate_ensemble_file(path):
+    from hw_asr.ensemble.ensemble import load_ensemble_state
+    state = load_ensemble_state(path)
+    state["confidence"], changed = migrate_confidence(state["confidence"])
+    if changed:
+        shutil.copy2(path, path.with_name(path.name + ".bak"))
+        save_checkpoint(state, path)
+    return changed
+
+
+def migrate(path):
+    """True when ``path`` was rewritten, False when it was already current."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"not found: {path}")
+    return migrate_json(path) if path.suffix == ".json" else migrate_ensemble_file(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+    status = 0
+    for f in args.files:
+        try:
+            print(f"{f}: {'migrated measure_cfg -> method_cfg (original kept as .bak)' if migrate(f) else 'already current'}")
+        except (OSError, ValueError, CheckpointError) as e:
+            print(f"{f}: error: {e}", file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
