@@ -169,7 +169,7 @@ def tune_selector(train_x, train_y, dev_x, dev_y, grid=None):
 
 # ---------------------------------------------------------------------------------------
 # inputs
-def _as_waveform(item, sample_rate):
+def load_waveform(item, sample_rate):
     """A float32 ``[T]`` tensor from a path, a numpy array or a tensor (in-memory audio is
     taken to be at ``sample_rate`` unless given as ``(array, rate)``)."""
     if isinstance(item, (str, Path)):
@@ -253,7 +253,7 @@ class ConfidenceEnsemble:
         out = []
         for m in self.members:
             if m.sample_rate not in waves_by_rate:
-                waves_by_rate[m.sample_rate] = [_as_waveform(x, m.sample_rate) for x in items]
+                waves_by_rate[m.sample_rate] = [load_waveform(x, m.sample_rate) for x in items]
             out.append(m.log_probs(waves_by_rate[m.sample_rate], batch_size))
         return out
 
