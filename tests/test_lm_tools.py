@@ -65,3 +65,16 @@ def test_download_artifacts_verifies_sha256_and_keeps_no_partial_file(tmp_path):
     offline = subprocess.run(["bash", "download_artifacts.sh", str(tmp_path / "x")], capture_output=True, text=True,
                              env={**env, "HW_ASR_ARTIFACTS_BASE": "file:///nonexistent"})
     assert offline.returncode != 0 and "by hand" in offline.stderr
+
+
+def test_lm_corpus_excludes_held_out_sentences_and_keeps_the_alphabet(tmp_path):
+    from hw_asr.tools import make_lm_corpus
+    text = tmp_path / "ru.txt"
+    text.write_text("Ёлка стоит в лесу. Мы идём домой! Hello there friend.\nКот спит на окне\n", encoding="utf-8")
+    held_out = tmp_path / "test.jsonl"
+    held_out.write_text(json.dumps({"audio_filepath": "x.flac", "text": "Мы идём домой"}, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+    out = tmp_path / "corpus.txt"
+    make_lm_corpus.main(["--sources", "--text", str(text), "--language", "ru", "--exclude", str(held_out),
+                         "-o", str(out)])
+    assert out.read_text(encoding="utf-8").splitlines() == ["елка стоит в лесу", "кот спит на окне"]

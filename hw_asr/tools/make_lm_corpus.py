@@ -7,7 +7,10 @@ public-domain English from Debian packages. Never reads evaluation splits.
 Sources: ``transcripts`` (the ``train`` split of the config), ``bible`` (King James
 Bible, Debian ``bible-kjv``), ``fortunes`` (Debian ``fortunes``), ``gcide`` (the GNU
 Collaborative International Dictionary of English, Debian ``dict-gcide``; its
-definitions and quotations). Missing packages are installed with apt-get when run
+definitions and quotations), ``fortunes-ru`` (Russian, with ``--language ru``), and any
+``--text`` files. ``--exclude`` names dev/test manifests whose sentences are dropped,
+so that an LM built from the same public text as a synthetic test set does not
+contain its sentences. Missing packages are installed with apt-get when run
 as root; otherwise the command says what to install. Output: one normalised
 sentence per line.
 """
@@ -19,10 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hw_asr.text_encoder.base import normalize_text
 from hw_asr.tools.apt import apt_install
 
-PACKAGES = {"bible": "bible-kjv", "fortunes": "fortunes", "gcide": "dict-gcide"}
+PACKAGES = {"bible": "bible-kjv", "fortunes": "fortunes", "gcide": "dict-gcide", "fortunes-ru": "fortunes-ru"}
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 
 
@@ -67,38 +69,66 @@ def transcript_lines(config_path, split="train"):
             yield row["text"]
 
 
+def excluded_texts(manifests, encoder):
+    """Normalised transcripts of manifests that must stay out of the LM (dev/test sets)."""
+    import json
+    texts = set()
+    for manifest in manifests:
+        for line in Path(manifest).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                texts.add(encoder.normalize(json.loads(line)["text"]))
+    return texts
+
+
 def main(argv=None):
+    from hw_asr.text_encoder import CTCCharTextEncoder
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", help="config whose train split's transcripts are used")
-    parser.add_argument("--sources", nargs="+", default=["transcripts", "bible", "fortunes", "gcide"],
-                        choices=["transcripts", "bible", "fortunes", "gcide"])
+    parser.add_argument("--sources", nargs="*", default=["transcripts", "bible", "fortunes", "gcide"],
+                        choices=["transcripts", "bible", "fortunes", "gcide", "fortunes-ru"])
+    parser.add_argument("--text", nargs="*", default=[], help="more text files, one sentence or paragraph per line")
+    parser.add_argument("--language", choices=["en", "ru"], default="en",
+                        help="alphabet that every kept sentence must fit (ru folds \u0451 into \u0435)")
+    parser.add_argument("--exclude", nargs="*", default=[],
+                        help="manifests (dev/test) whose sentences are left out of the corpus")
     parser.add_argument("--transcript-repeat", type=int, default=10,
                         help="write each training transcript this many times (in-domain weight)")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args(argv)
     if "transcripts" in args.sources and not args.config:
         parser.error("the transcripts source needs -c CONFIG")
+    encoder = CTCCharTextEncoder(args.language)
+    excluded = excluded_texts(args.exclude, encoder)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".part")
-    counts = {}
+    counts, dropped = {}, 0
+    readers = {"bible": bible_lines, "fortunes": fortunes_lines, "gcide": gcide_lines,
+               "fortunes-ru": lambda: fortunes_lines("/usr/share/games/fortunes/ru", drop_attribution=True)}
     with open(tmp, "w", encoding="utf-8") as f:
-        for source in args.sources:
+        for source in [*args.sources, *args.text]:
             if source == "transcripts":
                 lines = (t for t in transcript_lines(args.config) for _ in range(args.transcript_repeat))
-            else:
+            elif source in readers:
                 ensure_package(source)
-                lines = {"bible": bible_lines, "fortunes": fortunes_lines, "gcide": gcide_lines}[source]()
+                lines = readers[source]()
+            else:
+                lines = Path(source).read_text(encoding="utf-8").splitlines()
             n = 0
             for line in lines:
                 for sentence in SENTENCE_END.split(line):
-                    sentence = normalize_text(sentence)
-                    if len(sentence.split()) >= 2 and not re.search(r"[^a-z' ]", sentence):
-                        f.write(sentence + "\n")
-                        n += 1
+                    sentence = encoder.normalize(sentence)
+                    if len(sentence.split()) < 2 or encoder.unknown_chars(sentence):
+                        continue
+                    if sentence in excluded:
+                        dropped += 1
+                        continue
+                    f.write(sentence + "\n")
+                    n += 1
             counts[source] = n
     os.replace(tmp, out)
-    print(f"wrote {out}: " + ", ".join(f"{k} {v} sentences" for k, v in counts.items()))
+    print(f"wrote {out}: " + ", ".join(f"{k} {v} sentences" for k, v in counts.items())
+          + (f"; {dropped} excluded (in --exclude manifests)" if args.exclude else ""))
 
 
 if __name__ == "__main__":
