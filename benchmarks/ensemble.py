@@ -5,11 +5,11 @@ member vs the oracle (best member per utterance), and the extra cost vs a single
 
 ``--mix`` lists one manifest per member, in the ensemble's member order: the
 utterances of manifest k belong to member k (its language or domain). Each member
-transcribes every utterance (greedy); the ensemble's answer is the routed member's;
+transcribes every utterance (with each of ``--decoders``); the ensemble's answer is the routed member's;
 the oracle takes, per utterance, the member with the fewest word errors. WER is
-corpus-level over the whole mix and per manifest. Cost: wall time of the ensemble
-(every member + confidences + selector + decoding) vs one member alone on the
-same utterances, in this process, after one warm-up.
+corpus-level over the whole mix and per manifest. Cost (greedy): wall time of the
+ensemble (every member + confidences + selector + decoding) vs one member alone on
+the same utterances, in this process, after one warm-up.
 """
 import argparse
 import json
@@ -39,6 +39,8 @@ def main(argv=None):
     parser.add_argument("--mix", nargs="+", required=True, help="one manifest per member, in member order")
     parser.add_argument("--limit", type=int, default=None, help="utterances per manifest")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--decoders", nargs="+", default=["argmax"],
+                        help="decoders every member has (argmax, or e.g. each member's beam_lm)")
     parser.add_argument("-o", "--output", help="write the figures as JSON")
     args = parser.parse_args(argv)
 
@@ -57,40 +59,42 @@ def main(argv=None):
 
     ens.route_and_decode(paths[:2], batch_size=args.batch_size)  # warm-up
     start = time.perf_counter()
-    routed = ens.route_and_decode(paths, ["argmax"], args.batch_size, return_all=True)
+    routed = ens.route_and_decode(paths, ["argmax"], args.batch_size)
     ensemble_s = time.perf_counter() - start
     single_s = []
     for m in ens.members:
         start = time.perf_counter()
-        lp = m.log_probs([load_waveform(p, m.sample_rate) for p in paths], args.batch_size)
-        m.decode(lp)
+        m.decode(m.log_probs([load_waveform(p, m.sample_rate) for p in paths], args.batch_size))
         single_s.append(time.perf_counter() - start)
 
     choice = np.array([r["model_index"] for r in routed])
-    member_hyps = {n: [r["member_texts"][n]["argmax"] for r in routed] for n in names}
-    ens_hyps = [r["text"]["argmax"] for r in routed]
-    oracle_hyps = [min((member_hyps[n][i] for n in names), key=lambda h: calc_wer(refs[i], h))
-                   for i in range(len(paths))]
     groups = {"mix": np.arange(len(paths)), **{f"{n} data": np.where(labels == k)[0] for k, n in enumerate(names)}}
     table = []
-    for group, idx in groups.items():
-        def w(hyps):
-            return corpus_wer([refs[i] for i in idx], [hyps[i] for i in idx])
-        table.append({"set": group, "utterances": len(idx),
-                      "routing_accuracy": float((choice[idx] == labels[idx]).mean()),
-                      "ensemble_WER": w(ens_hyps), "oracle_WER": w(oracle_hyps),
-                      **{f"{n}_WER": w(member_hyps[n]) for n in names}})
+    for decoder in args.decoders:
+        results = ens.route_and_decode(paths, [decoder], args.batch_size, return_all=True)
+        member_hyps = {n: [r["member_texts"][n][decoder] for r in results] for n in names}
+        ens_hyps = [r["text"][decoder] for r in results]
+        oracle_hyps = [min((member_hyps[n][i] for n in names), key=lambda h: calc_wer(refs[i], h))
+                       for i in range(len(paths))]
+        for group, idx in groups.items():
+            def w(hyps):
+                return corpus_wer([refs[i] for i in idx], [hyps[i] for i in idx])
+            table.append({"decoder": decoder, "set": group, "utterances": len(idx),
+                          "routing_accuracy": float((choice[idx] == labels[idx]).mean()),
+                          "ensemble_WER": w(ens_hyps), "oracle_WER": w(oracle_hyps),
+                          **{f"{n}_WER": w(member_hyps[n]) for n in names}})
     audio_s = sum(sf.info(p).duration for p in paths)
     cost = {"ensemble_s": ensemble_s, "single_member_s": dict(zip(names, single_s)),
             "ensemble_over_mean_single": ensemble_s / float(np.mean(single_s)), "audio_s": audio_s}
 
-    cols = ["set", "utterances", "routing_accuracy", "ensemble_WER", "oracle_WER"] + [f"{n}_WER" for n in names]
+    cols = ["decoder", "set", "utterances", "routing_accuracy", "ensemble_WER", "oracle_WER"] + [f"{n}_WER" for n in names]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in table:
         print("| " + " | ".join(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in cols) + " |")
-    rel = table[0]["ensemble_WER"] / max(table[0]["oracle_WER"], 1e-9) - 1
-    print(f"ensemble WER vs oracle on the mix: {rel * 100:+.1f}% relative")
+    rel = {r["decoder"]: r["ensemble_WER"] / max(r["oracle_WER"], 1e-9) - 1 for r in table if r["set"] == "mix"}
+    for decoder, value in rel.items():
+        print(f"{decoder}: ensemble WER vs oracle on the mix: {value * 100:+.1f}% relative")
     print(f"cost: ensemble {ensemble_s:.1f} s vs one member {np.mean(single_s):.1f} s "
           f"({cost['ensemble_over_mean_single']:.2f}x) for {audio_s / 60:.1f} min of audio")
     if args.output:
