@@ -59,17 +59,21 @@ class Member:
 
     @torch.no_grad()
     def log_probs(self, waves, batch_size=8):
-        """Frame log-probs ``[T_i, V]`` (CPU, real frames only) for each float32 waveform."""
-        out = []
+        """Frame log-probs ``[T_i, V]`` (CPU, real frames only) for each float32 waveform,
+        in input order; batches group utterances of similar length to save padding."""
+        order = sorted(range(len(waves)), key=lambda i: waves[i].numel())
+        out = [None] * len(waves)
         for start in range(0, len(waves), batch_size):
-            chunk = waves[start:start + batch_size]
+            idx = order[start:start + batch_size]
+            chunk = [waves[i] for i in idx]
             lengths = torch.tensor([w.numel() for w in chunk], dtype=torch.long)
             audio = torch.zeros(len(chunk), int(lengths.max()))
             for i, w in enumerate(chunk):
                 audio[i, :w.numel()] = w
             result = self.model(audio=audio.to(self.device), audio_length=lengths.to(self.device))
             lp, lp_len = result["log_probs"].float().cpu(), result["log_probs_length"].cpu()
-            out += [lp[i, :max(1, int(lp_len[i]))] for i in range(len(chunk))]
+            for k, i in enumerate(idx):
+                out[i] = lp[k, :max(1, int(lp_len[k]))]
         return out
 
     def decode(self, log_probs, decoder="argmax"):
