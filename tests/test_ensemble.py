@@ -201,3 +201,14 @@ def test_build_config_errors_are_clear(tmp_path):
 def test_member_from_checkpoint_names(tmp_path):
     ckpt = tiny_checkpoint(tmp_path / "run" / "model_best.pth", "en", 0)
     assert Member.from_checkpoint(ckpt).name == "run"
+
+
+def test_in_memory_audio_rates_and_shapes():
+    from hw_asr.ensemble.ensemble import load_waveform
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    assert load_waveform(x, 16000).numel() == 16000
+    assert abs(load_waveform(x, 8000, source_rate=16000).numel() - 8000) <= 1   # resampled for an 8 kHz member
+    assert abs(load_waveform((x, 32000), 16000).numel() - 8000) <= 1           # (array, rate) says its rate
+    assert load_waveform(np.stack([x, x]), 16000).shape == (16000,)              # [channels, T] -> mono
+    with pytest.raises(ValueError, match="1-D waveform"):
+        load_waveform(np.zeros((2, 3, 4), np.float32), 16000)

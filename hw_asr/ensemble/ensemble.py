@@ -173,12 +173,13 @@ def tune_selector(train_x, train_y, dev_x, dev_y, grid=None):
 
 # ---------------------------------------------------------------------------------------
 # inputs
-def load_waveform(item, sample_rate):
-    """A float32 ``[T]`` tensor from a path, a numpy array or a tensor (in-memory audio is
-    taken to be at ``sample_rate`` unless given as ``(array, rate)``)."""
+def load_waveform(item, sample_rate, source_rate=None):
+    """A float32 ``[T]`` tensor at ``sample_rate`` from a path, a numpy array or a tensor.
+    In-memory audio is taken to be at ``source_rate`` (default ``sample_rate``) unless
+    given as an ``(array, rate)`` pair."""
     if isinstance(item, (str, Path)):
         return torch.from_numpy(load_audio(item, sample_rate))
-    rate = sample_rate
+    rate = source_rate or sample_rate
     if isinstance(item, tuple):
         item, rate = item
     wave = torch.as_tensor(np.asarray(item, dtype=np.float32) if not torch.is_tensor(item) else item).float()
@@ -257,7 +258,8 @@ class ConfidenceEnsemble:
         out = []
         for m in self.members:
             if m.sample_rate not in waves_by_rate:
-                waves_by_rate[m.sample_rate] = [load_waveform(x, m.sample_rate) for x in items]
+                waves_by_rate[m.sample_rate] = [load_waveform(x, m.sample_rate, self.members[0].sample_rate)
+                                                for x in items]
             out.append(m.log_probs(waves_by_rate[m.sample_rate], batch_size))
         return out
 
