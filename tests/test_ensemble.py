@@ -212,3 +212,17 @@ def test_in_memory_audio_rates_and_shapes():
     assert load_waveform(np.stack([x, x]), 16000).shape == (16000,)              # [channels, T] -> mono
     with pytest.raises(ValueError, match="1-D waveform"):
         load_waveform(np.zeros((2, 3, 4), np.float32), 16000)
+
+
+def test_confidence_search_picks_a_setting_that_separates_the_members():
+    def domain(k, n, seed):
+        return [[fake_log_probs(m == k, seed=seed + i * 7 + m) for i in range(n)] for m in range(2)]
+    train = [a + b for a, b in zip(domain(0, 20, 0), domain(1, 20, 500))]
+    dev = [a + b for a, b in zip(domain(0, 10, 900), domain(1, 10, 1300))]
+    y_train, y_dev = np.array([0] * 20 + [1] * 20), np.array([0] * 10 + [1] * 10)
+    grid = {"temperature": [1.0, 2.0], "exclude_blank": [True], "aggregation": ["mean", "min"],
+            "method_cfg": [{"name": "max_prob", "alpha": 1.0},
+                           {"name": "entropy", "entropy_type": "tsallis", "alpha": 0.5, "entropy_norm": "exp"}]}
+    (settings, temperature, acc), table = build_cmd.search_confidence(train, y_train, dev, y_dev, grid)
+    assert len(table) == 8 and acc == max(r["dev_accuracy"] for r in table) >= 0.95
+    assert temperature in (1.0, 2.0) and settings["aggregation"] in ("mean", "min")
