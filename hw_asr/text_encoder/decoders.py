@@ -197,10 +197,36 @@ class PrefixBeamSearchDecoder:
         return [self(lp[i], int(n))[0][0] for i, n in enumerate(lengths.tolist())]
 
 
+def lm_vocabulary(lm_path, required=True):
+    """The words of a KenLM model: ``<lm>.unigrams.txt`` beside it (written by
+    ``build_lm``), else the ARPA's 1-grams. Without either: an error, or None when not
+    ``required``."""
+    path = str(lm_path)
+    unigrams = path.rsplit(".", 1)[0] + ".unigrams.txt"
+    if os.path.isfile(unigrams):
+        with open(unigrams, encoding="utf-8") as f:
+            return [w.strip() for w in f if w.strip()]
+    if path.endswith(".arpa"):
+        words, in_unigrams = [], False
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("\\1-grams:"):
+                    in_unigrams = True
+                elif line.startswith("\\2-grams:") or line.startswith("\\end\\"):
+                    break
+                elif in_unigrams and line.strip():
+                    words.append(line.split("\t")[1].strip())
+        return [w for w in words if w not in ("<s>", "</s>", "<unk>")]
+    if not required:
+        return None
+    raise ValueError(f"the LM's words are needed: give them explicitly or put {unigrams} beside {path}")
+
+
 class PyCTCDecodeDecoder:
     """pyctcdecode's beam search, with a KenLM word model (``lm_path``: ARPA or binary) or none.
 
-    ``unigrams_path`` (one word per line) lets it favour known words; word or BPE
+    ``unigrams_path`` (one word per line; default ``<lm>.unigrams.txt`` beside the LM, or
+    the ARPA's 1-grams) lets it favour known words; word or BPE
     vocabularies are detected from the encoder. ``num_processes`` > 1 decodes a
     batch with a process pool.
     """
@@ -214,6 +240,8 @@ class PyCTCDecodeDecoder:
         if unigrams_path:
             with open(unigrams_path, encoding="utf-8") as f:
                 unigrams = [w.strip() for w in f if w.strip()]
+        elif lm_path:
+            unigrams = lm_vocabulary(lm_path, required=False)
         self.decoder = build_ctcdecoder(labels, kenlm_model_path=lm_path, unigrams=unigrams, alpha=alpha, beta=beta)
         self.beam_size, self.num_processes, self.token_min_logp = beam_size, num_processes, token_min_logp
 
@@ -262,7 +290,7 @@ class FlashlightDecoder:
         self.sil = tokens.get_index("|") if not bpe else -1
         self.blank = BLANK_INDEX
         if lm_path:
-            words = lexicon_words or self._lm_vocabulary(lm_path)
+            words = lexicon_words or lm_vocabulary(lm_path)
             lexicon = {w: [self._spell(w)] for w in words if self._spell(w) is not None}
             spelled = {w: [[tokens.get_entry(i) for i in sp] for sp in spellings] for w, spellings in lexicon.items()}
             self.word_dict = create_word_dict({**spelled, "<unk>": [[]]})  # it sets <unk> as the default word
@@ -288,26 +316,6 @@ class FlashlightDecoder:
                                              log_add=False, criterion_type=CriterionType.CTC)
             self.decoder = LexiconFreeDecoder(opts, ZeroLM(), self.sil, self.blank, [])
             self.lexicon = False
-
-    @staticmethod
-    def _lm_vocabulary(lm_path):
-        path = str(lm_path)
-        unigrams = path.rsplit(".", 1)[0] + ".unigrams.txt"
-        if os.path.isfile(unigrams):
-            with open(unigrams, encoding="utf-8") as f:
-                return [w.strip() for w in f if w.strip()]
-        if path.endswith(".arpa"):
-            words, in_unigrams = [], False
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith("\\1-grams:"):
-                        in_unigrams = True
-                    elif line.startswith("\\2-grams:") or line.startswith("\\end\\"):
-                        break
-                    elif in_unigrams and line.strip():
-                        words.append(line.split("\t")[1].strip())
-            return [w for w in words if w not in ("<s>", "</s>", "<unk>")]
-        raise ValueError(f"the lexicon decoder needs the LM's words: give lexicon_words or put {unigrams} beside it")
 
     def _spell(self, word):
         if self.separator == " ":
