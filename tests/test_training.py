@@ -133,8 +133,10 @@ def test_resume_refuses_a_missing_checkpoint(tmp_path):
 
 def test_every_config_builds(tmp_path):
     """Each shipped config resolves: text encoder, model, optimiser and schedule."""
-    paths = sorted((REPO / "configs").glob("*.json"))
-    assert len(paths) >= 20
+    # training configs: configs/*.json and configs/recipes/ (arch/ presets, eval/ and
+    # ensemble/ configs are not complete training configs)
+    paths = sorted((REPO / "configs").glob("*.json")) + sorted((REPO / "configs" / "recipes").glob("*.json"))
+    assert len(paths) >= 24
     for path in paths:
         cfg = load_config(path)
         encoder = build_text_encoder(cfg)
@@ -161,3 +163,12 @@ def test_sentencepiece_run_and_test_py(tmp_path):
     assert state["text_encoder"]["type"] == "SentencePieceTextEncoder"
     result = test_script.main(["-r", str(ckpt), "-o", str(tmp_path / "r.json")])
     assert len(result["utterances"]) == 8
+
+
+def test_eval_and_ensemble_configs_are_well_formed():
+    from hw_asr.ensemble.build import validate
+    for path in sorted((REPO / "configs" / "eval").glob("*.json")):
+        cfg = load_config(path)
+        assert list(cfg["data"]) == ["test"] and cfg["data"]["test"]["datasets"], path.name
+    for path in sorted((REPO / "configs" / "ensemble").glob("*.json")):
+        validate(load_config(path))
