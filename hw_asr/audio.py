@@ -1,9 +1,22 @@
 """Audio input: soundfile reads, mono downmix, soxr resampling."""
+from pathlib import Path
+
 import numpy as np
 import soundfile as sf
 import soxr
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+
+
+def resample(audio, in_rate, out_rate):
+    """``audio`` (numpy, 1-D) from ``in_rate`` to ``out_rate`` Hz with soxr, as contiguous float32."""
+    out = audio if in_rate == out_rate else soxr.resample(audio, in_rate, out_rate, quality="HQ")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def find_audio_files(folder):
+    """Audio files under ``folder`` (recursively), sorted."""
+    return sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
 
 
 class AudioError(RuntimeError):
@@ -35,6 +48,4 @@ def load_audio(path, sample_rate=16000):
     audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(audio).all():
         raise AudioError(f"{path}: audio contains NaN or infinite samples")
-    if sr != sample_rate:
-        audio = soxr.resample(audio, sr, sample_rate, quality="HQ").astype(np.float32, copy=False)
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return resample(audio, sr, sample_rate)

@@ -1,9 +1,16 @@
 """Wave augmentations and combinators: each takes and returns a float32 tensor ``[T]``."""
+import logging
 import math
 import random
+from pathlib import Path
 
-import numpy as np
 import torch
+
+from hw_asr.audio import AudioError, find_audio_files, load_audio, resample
+from hw_asr.datasets.base_dataset import report_skipped
+from hw_asr.datasets.manifest_dataset import read_manifest
+
+logger = logging.getLogger(__name__)
 
 
 class Sequential:
@@ -106,26 +113,22 @@ class NoiseFromFiles:
     """Add a random stretch of recorded noise at a random SNR, with probability ``p``.
 
     ``noise`` is a path or a list of paths: audio files, folders (searched
-    recursively for .wav/.flac/.ogg/.mp3) or JSON-lines manifests. Files load
+    recursively for audio files) or JSON-lines manifests (rows whose audio is
+    missing are reported and skipped). Files load
     lazily on first use (in each loader worker) and stay in memory; a noise file
     shorter than the utterance is looped. Unreadable files are skipped with a warning.
     """
 
-    AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
-
     def __init__(self, noise, min_snr_db=5.0, max_snr_db=30.0, p=1.0, sample_rate=16000):
-        from pathlib import Path
         paths = []
         for item in ([noise] if isinstance(noise, str) else list(noise)):
             item = Path(item)
             if item.is_dir():
-                paths += sorted(f for f in item.rglob("*") if f.suffix.lower() in self.AUDIO_SUFFIXES)
+                paths += find_audio_files(item)
             elif item.suffix == ".jsonl" and item.is_file():
-                import json
-                for line in item.read_text(encoding="utf-8").splitlines():
-                    if line.strip():
-                        f = Path(json.loads(line)["audio_filepath"])
-                        paths.append(f if f.is_absolute() else item.parent / f)
+                rows, skipped = read_manifest(item)
+                report_skipped(f"noise manifest {item}", skipped)
+                paths += [Path(r["path"]) for r in rows]
             elif item.is_file():
                 paths.append(item)
             else:
@@ -138,14 +141,12 @@ class NoiseFromFiles:
 
     def _noises(self):
         if self._cache is None:
-            import logging
-            from hw_asr.audio import AudioError, load_audio
             self._cache = []
             for path in self.paths:
                 try:
                     audio = torch.from_numpy(load_audio(path, self.sample_rate))
                 except (AudioError, OSError) as e:
-                    logging.getLogger(__name__).warning("noise file skipped: %s (%s)", path, e)
+                    logger.warning("noise file skipped: %s (%s)", path, e)
                     continue
                 if audio.numel() and audio.abs().max() > 0:
                     self._cache.append(audio)
@@ -182,9 +183,7 @@ class SpeedPerturb:
         factor = random.choice(self.factors)
         if factor == 1.0 or audio.numel() == 0:
             return audio
-        import soxr
-        out = soxr.resample(audio.numpy(), self.sample_rate, self.sample_rate / factor)
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+        return torch.from_numpy(resample(audio.numpy(), self.sample_rate, self.sample_rate / factor))
 
 
 def time_stretch(audio, rate, n_fft=512, hop=128):
@@ -212,11 +211,8 @@ def pitch_shift(audio, sample_rate, semitones, n_fft=512, hop=128):
     then resample back to ``T`` samples."""
     if semitones == 0 or audio.numel() < n_fft:
         return audio
-    import soxr
     rate = 2.0 ** (-semitones / 12.0)
-    stretched = time_stretch(audio, rate, n_fft, hop)
-    out = soxr.resample(stretched.numpy(), sample_rate / rate, sample_rate)
-    out = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+    out = torch.from_numpy(resample(time_stretch(audio, rate, n_fft, hop).numpy(), sample_rate / rate, sample_rate))
     n = audio.numel()
     return out[:n] if out.numel() >= n else torch.nn.functional.pad(out, (0, n - out.numel()))
 
