@@ -21,20 +21,22 @@ from tqdm import tqdm
 from hw_asr.builder import build_dataloader, build_dataset, build_decoders, build_model, eval_splits
 from hw_asr.config import ConfigError, apply_overrides, load_config
 from hw_asr.datasets import CustomDirAudioDataset
-from hw_asr.ensemble import ConfidenceEnsemble, is_ensemble_file
+from hw_asr.ensemble import ConfidenceEnsemble
+from hw_asr.ensemble.ensemble import FORMAT as ENSEMBLE_FORMAT, check_ensemble_state
 from hw_asr.logger import setup_logging
 from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.text_encoder import text_encoder_from_state
-from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
+from hw_asr.trainer.checkpoint import CheckpointError, check_checkpoint, load_checkpoint, safe_torch_load
 from hw_asr.trainer.distributed import pick_device
 from hw_asr.trainer.inference import predict
 
 logger = logging.getLogger("test")
 
 
-def load_model(checkpoint_path, device):
-    """Model, text encoder and config from a checkpoint, ready for inference."""
-    state = load_checkpoint(checkpoint_path)
+def load_model(checkpoint_path, device, state=None):
+    """Model, text encoder and config from a checkpoint (or its already loaded ``state``),
+    ready for inference."""
+    state = load_checkpoint(checkpoint_path) if state is None else check_checkpoint(state, checkpoint_path)
     encoder = text_encoder_from_state(state["text_encoder"])
     model = build_model(state["config"], n_tokens=len(encoder))
     model.load_state_dict(state["model"])
@@ -50,66 +52,72 @@ def folder_dataset(folder, encoder, sample_rate):
     return CustomDirAudioDataset(folder, text_encoder=encoder, sample_rate=sample_rate)
 
 
+class Scores:
+    """Per-utterance rows and corpus WER/CER per decoder, per split and over all splits."""
+
+    def __init__(self, decoders):
+        self.decoders, self.rows, self.per_split = list(decoders), [], {}
+        self.totals = self._metrics()
+
+    def _metrics(self):
+        return {d: (WERMetric(decoder=d), CERMetric(decoder=d)) for d in self.decoders}
+
+    @staticmethod
+    def _summary(metrics):
+        return {d: {"WER": w.result(), "CER": c.result()} for d, (w, c) in metrics.items()}
+
+    def add(self, split, paths, refs, hyps, extra=None):
+        """``hyps``: decoder -> hypotheses; ``extra``: more fields per row (or None)."""
+        split_metrics = self.per_split.setdefault(split, self._metrics())
+        for d in self.decoders:
+            for m in (*split_metrics[d], *self.totals[d]):
+                m.update(refs, hyps[d])
+        for i, path in enumerate(paths):
+            row = {"split": split, "audio_path": path, "ground_truth": refs[i], **(extra[i] if extra else {})}
+            for d in self.decoders:
+                row[f"pred_{d}"] = hyps[d][i]
+                if refs[i] and hyps[d][i] is not None:
+                    row[f"wer_{d}"] = calc_wer(refs[i], hyps[d][i])
+                    row[f"cer_{d}"] = calc_cer(refs[i], hyps[d][i])
+            self.rows.append(row)
+
+    def result(self):
+        return {"decoders": self._summary(self.totals),
+                "splits": {s: self._summary(m) for s, m in self.per_split.items()}, "utterances": self.rows}
+
+
 def evaluate(model, encoder, loaders, decoders, device):
     """Rows per utterance and aggregate WER/CER per decoder, per split and over all splits."""
-    rows = []
-    totals = {d: (WERMetric(decoder=d), CERMetric(decoder=d)) for d in decoders}
-    per_split = {}
+    scores = Scores(decoders)
     for split, loader in loaders.items():
-        split_metrics = {d: (WERMetric(decoder=d), CERMetric(decoder=d)) for d in decoders}
         for batch, _, hyps, _ in predict(model, loader, encoder, decoders, device, desc=f"test {split}"):
-            for d in decoders:
-                for m in (*split_metrics[d], *totals[d]):
-                    m.update(batch["text"], hyps[d])
-            for i, path in enumerate(batch["audio_path"]):
-                row = {"split": split, "audio_path": path, "ground_truth": batch["text"][i]}
-                for d in decoders:
-                    row[f"pred_{d}"] = hyps[d][i]
-                    if batch["text"][i] and hyps[d][i] is not None:
-                        row[f"wer_{d}"] = calc_wer(batch["text"][i], hyps[d][i])
-                        row[f"cer_{d}"] = calc_cer(batch["text"][i], hyps[d][i])
-                rows.append(row)
-        per_split[split] = {d: {"WER": w.result(), "CER": c.result()} for d, (w, c) in split_metrics.items()}
-    aggregate = {d: {"WER": w.result(), "CER": c.result()} for d, (w, c) in totals.items()}
-    return {"decoders": aggregate, "splits": per_split, "utterances": rows}
+            scores.add(split, batch["audio_path"], batch["text"], hyps)
+    return scores.result()
 
 
 def evaluate_ensemble(ensemble, datasets, decoders, batch_size=8, chunk=64):
     """As :func:`evaluate` for a confidence ensemble: each utterance is transcribed by the
     member the selector picks; rows also name that member and hold all confidences."""
-    rows, per_split = [], {}
-    totals = {d: (WERMetric(decoder=d), CERMetric(decoder=d)) for d in decoders}
+    scores = Scores(decoders)
     routed = {m.name: 0 for m in ensemble.members}
     for split, dataset in datasets.items():
-        split_metrics = {d: (WERMetric(decoder=d), CERMetric(decoder=d)) for d in decoders}
         index = dataset.index
         for start in tqdm(range(0, len(index), chunk), desc=f"test {split}", leave=False):
             part = index[start:start + chunk]
             results = ensemble.route_and_decode([r["path"] for r in part], decoders, batch_size)
-            refs = [r["text"] for r in part]
-            for d in decoders:
-                hyps = [res["text"][d] for res in results]
-                for m in (*split_metrics[d], *totals[d]):
-                    m.update(refs, hyps)
-            for r, res in zip(part, results):
+            for res in results:
                 routed[res["model"]] += 1
-                row = {"split": split, "audio_path": r["path"], "ground_truth": r["text"], "model": res["model"],
-                       "confidences": res["confidences"], "probabilities": res["probabilities"]}
-                for d in decoders:
-                    row[f"pred_{d}"] = res["text"][d]
-                    if r["text"]:
-                        row[f"wer_{d}"] = calc_wer(r["text"], res["text"][d])
-                        row[f"cer_{d}"] = calc_cer(r["text"], res["text"][d])
-                rows.append(row)
-        per_split[split] = {d: {"WER": w.result(), "CER": c.result()} for d, (w, c) in split_metrics.items()}
-    aggregate = {d: {"WER": w.result(), "CER": c.result()} for d, (w, c) in totals.items()}
+            scores.add(split, [r["path"] for r in part], [r["text"] for r in part],
+                       {d: [res["text"][d] for res in results] for d in decoders},
+                       [{"model": res["model"], "confidences": res["confidences"],
+                         "probabilities": res["probabilities"]} for res in results])
     info = {"members": [m.name for m in ensemble.members], "routed": routed,
             "confidence": ensemble.confidence, "temperature": ensemble.temperature}
-    return {"ensemble": info, "decoders": aggregate, "splits": per_split, "utterances": rows}
+    return {"ensemble": info, **scores.result()}
 
 
-def run_ensemble(args, device):
-    ensemble = ConfidenceEnsemble.load(args.resume, device)
+def run_ensemble(args, device, state):
+    ensemble = ConfidenceEnsemble.from_state(check_ensemble_state(state, args.resume), device, args.resume)
     sample_rate = ensemble.members[0].sample_rate
     if args.test_data_folder:
         datasets = {"test": folder_dataset(args.test_data_folder, None, sample_rate)}
@@ -125,6 +133,33 @@ def run_ensemble(args, device):
     if missing:
         raise ConfigError(f"decoders {missing} are not available in every member; available: {available}")
     return {"checkpoint": str(args.resume), **evaluate_ensemble(ensemble, datasets, names, args.batch_size)}
+
+
+def run_checkpoint(args, device, state):
+    model, encoder, config = load_model(args.resume, device, state)
+    sample_rate = config.get("sample_rate", 16000)
+    eval_cfg = load_config(args.config) if args.config else config
+
+    if args.test_data_folder:
+        data_cfg = {"data": {"test": {"batch_size": args.batch_size}}}
+        datasets = {"test": folder_dataset(args.test_data_folder, encoder, sample_rate)}
+    else:
+        data_cfg = apply_overrides(eval_cfg, args.overrides)
+        data_cfg.setdefault("sample_rate", sample_rate)
+        splits = list(data_cfg["data"]) if args.config else eval_splits(data_cfg)
+        if not splits:
+            raise ConfigError("no evaluation splits: the config's 'data' has only 'train'; use -t or -c")
+        datasets = {s: build_dataset(data_cfg, s, encoder) for s in splits}
+    for split in datasets:
+        data_cfg["data"][split]["batch_size"] = args.batch_size
+        data_cfg["data"][split].pop("batch_sampler", None)
+    loaders = {s: build_dataloader(data_cfg, s, ds, train=False) for s, ds in datasets.items()}
+    # decoders: those of -c, else the checkpoint's; dotted decoders.* overrides apply to them
+    decoder_cfg = apply_overrides({"decoders": eval_cfg.get("decoders", config.get("decoders")) or {}},
+                                  [o for o in args.overrides if o.startswith("decoders")])
+    names = None if args.decoders == "all" else [d.strip() for d in args.decoders.split(",") if d.strip()]
+    decoders = build_decoders(decoder_cfg, encoder, names)
+    return {"checkpoint": str(args.resume), **evaluate(model, encoder, loaders, decoders, device)}
 
 
 def write_json_atomic(obj, path):
@@ -153,38 +188,12 @@ def main(argv=None):
     setup_logging()
 
     device = pick_device(args.device)
-    if is_ensemble_file(args.resume):
-        result = run_ensemble(args, device)
-        write_json_atomic(result, args.output)
+    state = safe_torch_load(args.resume)  # read once: a checkpoint or an ensemble file
+    if isinstance(state, dict) and state.get("format") == ENSEMBLE_FORMAT:
+        result = run_ensemble(args, device, state)
         print(f"routed: {result['ensemble']['routed']}")
-        for d, m in result["decoders"].items():
-            print(f"{d:>10}: WER {m['WER']:.4f}  CER {m['CER']:.4f}  ({len(result['utterances'])} utterances)")
-        print(f"wrote {args.output}")
-        return result
-    model, encoder, config = load_model(args.resume, device)
-    sample_rate = config.get("sample_rate", 16000)
-    eval_cfg = load_config(args.config) if args.config else config
-
-    if args.test_data_folder:
-        data_cfg = {"data": {"test": {"batch_size": args.batch_size}}}
-        datasets = {"test": folder_dataset(args.test_data_folder, encoder, sample_rate)}
     else:
-        data_cfg = apply_overrides(eval_cfg, args.overrides)
-        data_cfg.setdefault("sample_rate", sample_rate)
-        splits = list(data_cfg["data"]) if args.config else eval_splits(data_cfg)
-        if not splits:
-            raise ConfigError("no evaluation splits: the config's 'data' has only 'train'; use -t or -c")
-        datasets = {s: build_dataset(data_cfg, s, encoder) for s in splits}
-    for split in datasets:
-        data_cfg["data"][split]["batch_size"] = args.batch_size
-        data_cfg["data"][split].pop("batch_sampler", None)
-    loaders = {s: build_dataloader(data_cfg, s, ds, train=False) for s, ds in datasets.items()}
-    # decoders: those of -c, else the checkpoint's; dotted decoders.* overrides apply to them
-    decoder_cfg = apply_overrides({"decoders": eval_cfg.get("decoders", config.get("decoders")) or {}},
-                                  [o for o in args.overrides if o.startswith("decoders")])
-    names = None if args.decoders == "all" else [d.strip() for d in args.decoders.split(",") if d.strip()]
-    decoders = build_decoders(decoder_cfg, encoder, names)
-    result = {"checkpoint": str(args.resume), **evaluate(model, encoder, loaders, decoders, device)}
+        result = run_checkpoint(args, device, state)
     write_json_atomic(result, args.output)
     for d, m in result["decoders"].items():
         print(f"{d:>10}: WER {m['WER']:.4f}  CER {m['CER']:.4f}  ({len(result['utterances'])} utterances)")

@@ -61,8 +61,7 @@ def main(argv=None):
 
     # every member's log-probs once: routing and all decoders work from them
     log_probs = ens.member_log_probs(paths, args.batch_size)
-    features = ens.features(log_probs)
-    choice = ens.selector.classes[ens.selector.predict_proba(features).argmax(1)]
+    _, _, choice = ens.route(log_probs)
 
     # cost, on a spread subset: the whole ensemble path vs one member alone
     timing_paths = paths[::max(1, len(paths) // args.timing_utterances)][:args.timing_utterances]

@@ -1,7 +1,7 @@
 """Confidence-based ensembles of trained checkpoints (build, route, migrate)."""
 from hw_asr.ensemble.confidence import (confidence_features, confidence_settings, frame_confidence,
                                         migrate_confidence, utterance_confidence)
-from hw_asr.ensemble.ensemble import ConfidenceEnsemble, Member, Selector, fit_selector, is_ensemble_file
+from hw_asr.ensemble.ensemble import ConfidenceEnsemble, Member, Selector, fit_selector
 
 __all__ = ["ConfidenceEnsemble", "Member", "Selector", "confidence_features", "confidence_settings", "fit_selector",
-           "frame_confidence", "is_ensemble_file", "migrate_confidence", "utterance_confidence"]
+           "frame_confidence", "migrate_confidence", "utterance_confidence"]

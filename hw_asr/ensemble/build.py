@@ -30,9 +30,11 @@ import sys
 import numpy as np
 
 from hw_asr.config import ConfigError, apply_overrides, load_config
+from hw_asr.datasets.base_dataset import report_skipped
 from hw_asr.datasets.manifest_dataset import read_manifest
 from hw_asr.ensemble.confidence import confidence_features, confidence_settings
-from hw_asr.ensemble.ensemble import SELECTOR_GRID, ConfidenceEnsemble, Member, fit_selector, tune_selector
+from hw_asr.ensemble.ensemble import (SELECTOR_GRID, ConfidenceEnsemble, Member, fit_selector, members_log_probs,
+                                      tune_selector)
 from hw_asr.trainer.checkpoint import CheckpointError
 
 logger = logging.getLogger("ensemble.build")
@@ -51,8 +53,7 @@ CONFIDENCE_GRID = {
 def manifest_paths(path, limit, seed):
     """Audio paths of a manifest, a seeded random subset of at most ``limit``."""
     rows, skipped = read_manifest(path)
-    for where, reason in skipped:
-        logger.warning("skipped %s: %s", where, reason)
+    report_skipped(str(path), skipped)
     if not rows:
         raise ConfigError(f"manifest {path} has no usable utterances")
     paths = sorted(r["path"] for r in rows)
@@ -84,14 +85,14 @@ def validate(cfg):
 
 
 def collect(members, manifests, limit, seed, batch_size):
-    """Log-probs ``[m][n]`` of every member on the union of the manifests, and labels."""
+    """Log-probs ``[m][n]`` of every member on the union of the manifests, and the labels
+    (the index of the manifest each utterance came from)."""
     paths, labels = [], []
     for k, manifest in enumerate(manifests):
         p = manifest_paths(manifest, limit, seed)
         paths += p
         labels += [k] * len(p)
-    ens = ConfidenceEnsemble(members, None, None)
-    return ens.member_log_probs(paths, batch_size), np.array(labels), paths
+    return members_log_probs(members, paths, batch_size), np.array(labels)
 
 
 def search_confidence(train_lp, train_y, dev_lp, dev_y, grid=None):
@@ -127,11 +128,11 @@ def build(cfg):
     if len(set(names)) != len(names):
         raise ConfigError(f"member names must differ, got {names}; set 'name' per member")
     logger.info("collecting confidences of %d members on their training manifests", len(members))
-    train_lp, train_y, _ = collect(members, [m["training_manifest"] for m in cfg["ensemble"]],
+    train_lp, train_y = collect(members, [m["training_manifest"] for m in cfg["ensemble"]],
                                    cfg.get("max_training_samples", 500), seed, batch_size)
     has_dev = "dev_manifest" in cfg["ensemble"][0]
     if has_dev:
-        dev_lp, dev_y, _ = collect(members, [m["dev_manifest"] for m in cfg["ensemble"]],
+        dev_lp, dev_y = collect(members, [m["dev_manifest"] for m in cfg["ensemble"]],
                                    cfg.get("max_dev_samples", 500), seed, batch_size)
     confidence, temperature = confidence_settings(cfg.get("confidence")), float(cfg.get("temperature", 1.0))
     info = {"members": names, "train_counts": np.bincount(train_y, minlength=len(members)).tolist()}

@@ -17,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw_asr.audio import load_audio
+from hw_asr.audio import find_audio_files, load_audio, resample
+from hw_asr.datasets.base_dataset import report_skipped
+from hw_asr.datasets.manifest_dataset import read_manifest
 from hw_asr.ensemble.confidence import confidence_features, confidence_settings, migrate_confidence
 from hw_asr.trainer.checkpoint import CheckpointError, safe_torch_load, save_checkpoint
 
 logger = logging.getLogger(__name__)
 FORMAT = "hw_asr.confidence_ensemble"
 VERSION = 1
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,42 +188,44 @@ def load_waveform(item, sample_rate, source_rate=None):
         wave = wave.mean(0 if wave.shape[0] < wave.shape[1] else 1)
     if wave.dim() != 1 or wave.numel() == 0:
         raise ValueError(f"in-memory audio must be a non-empty 1-D waveform, got shape {tuple(wave.shape)}")
-    if rate != sample_rate:
-        import soxr
-        wave = torch.from_numpy(np.ascontiguousarray(soxr.resample(wave.numpy(), rate, sample_rate),
-                                                     dtype=np.float32))
-    return wave
+    return torch.from_numpy(resample(wave.numpy(), rate, sample_rate))
 
 
 def expand_inputs(inputs):
     """Paths, a directory (audio files inside, recursively), a ``.jsonl`` manifest, or
-    in-memory waveforms -> ``(items, names, texts)``; texts are None where unknown."""
-    from hw_asr.datasets.manifest_dataset import read_manifest
+    in-memory waveforms -> ``(items, names)``."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
-    items, names, texts = [], [], []
+    items, names = [], []
     for k, x in enumerate(inputs):
-        if isinstance(x, (str, Path)):
-            p = Path(x)
-            if p.is_dir():
-                files = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
-                for f in files:
-                    txt = f.with_suffix(".txt")
-                    items.append(str(f)), names.append(str(f))
-                    texts.append(txt.read_text(encoding="utf-8").strip() if txt.is_file() else None)
-            elif p.suffix == ".jsonl":
-                rows, skipped = read_manifest(p)
-                for where, reason in skipped:
-                    logger.warning("skipped %s: %s", where, reason)
-                for r in rows:
-                    items.append(r["path"]), names.append(r["path"]), texts.append(r["text"])
-            elif p.is_file():
-                items.append(str(p)), names.append(str(p)), texts.append(None)
-            else:
-                raise FileNotFoundError(f"input not found: {p}")
+        if not isinstance(x, (str, Path)):
+            items.append(x), names.append(f"<waveform {k}>")
+            continue
+        p = Path(x)
+        if p.is_dir():
+            paths = [str(f) for f in find_audio_files(p)]
+        elif p.suffix == ".jsonl":
+            rows, skipped = read_manifest(p)
+            report_skipped(str(p), skipped)
+            paths = [r["path"] for r in rows]
+        elif p.is_file():
+            paths = [str(p)]
         else:
-            items.append(x), names.append(f"<waveform {k}>"), texts.append(None)
-    return items, names, texts
+            raise FileNotFoundError(f"input not found: {p}")
+        items += paths
+        names += paths
+    return items, names
+
+
+def members_log_probs(members, items, batch_size=8):
+    """``[m][n]`` log-probs of every member for every input; waveforms are loaded once per
+    sample rate (in-memory audio is taken to be at the first member's rate)."""
+    waves_by_rate, out = {}, []
+    for m in members:
+        if m.sample_rate not in waves_by_rate:
+            waves_by_rate[m.sample_rate] = [load_waveform(x, m.sample_rate, members[0].sample_rate) for x in items]
+        out.append(m.log_probs(waves_by_rate[m.sample_rate], batch_size))
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -240,31 +243,32 @@ class ConfidenceEnsemble:
 
     @classmethod
     def load(cls, path, device="cpu"):
-        state = load_ensemble_state(path)
+        return cls.from_state(load_ensemble_state(path), device, path)
+
+    @classmethod
+    def from_state(cls, state, device="cpu", where="ensemble"):
+        """From the dict :func:`load_ensemble_state` returns."""
         members = [Member(m["name"], m["model"], m["config"], m["text_encoder"], m.get("decoders"), device)
                    for m in state["members"]]
         confidence, changed = migrate_confidence(state["confidence"])
         if changed:
             logger.warning("%s: confidence settings use the old key measure_cfg; rewrite the file with "
-                           "python -m hw_asr.ensemble.migrate %s", path, path)
+                           "python -m hw_asr.ensemble.migrate %s", where, where)
         return cls(members, Selector.from_state(state["selector"]), confidence, state.get("temperature", 1.0),
                    state.get("info"))
 
     # ---- inference ----
     def member_log_probs(self, items, batch_size=8):
-        """``[m][n]`` log-probs of every member for every input; waveforms are loaded
-        once per sample rate."""
-        waves_by_rate = {}
-        out = []
-        for m in self.members:
-            if m.sample_rate not in waves_by_rate:
-                waves_by_rate[m.sample_rate] = [load_waveform(x, m.sample_rate, self.members[0].sample_rate)
-                                                for x in items]
-            out.append(m.log_probs(waves_by_rate[m.sample_rate], batch_size))
-        return out
+        return members_log_probs(self.members, items, batch_size)
 
     def features(self, per_model_log_probs):
         return confidence_features(per_model_log_probs, self.confidence, self.temperature).numpy()
+
+    def route(self, per_model_log_probs):
+        """``(features [N, M], selector probabilities [N, M], chosen member index [N])``."""
+        feats = self.features(per_model_log_probs)
+        probs = self.selector.predict_proba(feats)
+        return feats, probs, self.selector.classes[probs.argmax(1)]
 
     def transcribe(self, inputs, decoder="argmax", batch_size=8, return_all=False):
         """Route and transcribe. ``inputs``: paths, a directory, a manifest, or waveforms
@@ -274,7 +278,7 @@ class ConfidenceEnsemble:
         ``return_all`` also ``member_texts``, every member's transcript. ``decoder`` names
         a decoder every member has (``argmax`` always; e.g. each member's beam+LM decoder),
         or is a list of them (then ``text`` maps decoder names to transcripts)."""
-        items, names, _ = expand_inputs(inputs)
+        items, names = expand_inputs(inputs)
         results = self.route_and_decode(items, [decoder] if isinstance(decoder, str) else decoder,
                                         batch_size, return_all)
         for r, name in zip(results, names):
@@ -290,9 +294,7 @@ class ConfidenceEnsemble:
         if not items:
             return []
         log_probs = self.member_log_probs(items, batch_size)
-        feats = self.features(log_probs)
-        probs = self.selector.predict_proba(feats)
-        choice = self.selector.classes[probs.argmax(1)]
+        feats, probs, choice = self.route(log_probs)
         results = [{"model_index": int(choice[i]), "model": self.members[choice[i]].name,
                     "confidences": [float(v) for v in feats[i]], "probabilities": [float(v) for v in probs[i]],
                     "text": {}} for i in range(len(items))]
@@ -307,20 +309,16 @@ class ConfidenceEnsemble:
         return results
 
 
-def load_ensemble_state(path):
-    """The raw ensemble dict, loaded safely; clear errors for other files."""
-    state = safe_torch_load(path)
+def check_ensemble_state(state, where):
+    """``state`` if it is an ensemble dict this version reads; a clear error otherwise."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a confidence-ensemble file (no format {FORMAT!r})")
+        raise CheckpointError(f"{where}: not a confidence-ensemble file (no format {FORMAT!r})")
     if state.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: ensemble format version {state['version']} is newer than this "
+        raise CheckpointError(f"{where}: ensemble format version {state['version']} is newer than this "
                               f"hw_asr reads ({VERSION}); update hw_asr")
     return state
 
 
-def is_ensemble_file(path):
-    try:
-        load_ensemble_state(path)
-        return True
-    except CheckpointError:
-        return False
+def load_ensemble_state(path):
+    """The raw ensemble dict, loaded safely (``weights_only``)."""
+    return check_ensemble_state(safe_torch_load(path), path)

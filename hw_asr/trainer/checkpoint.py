@@ -55,7 +55,11 @@ def safe_torch_load(path, map_location="cpu"):
 
 def load_checkpoint(path, map_location="cpu"):
     """Load a training checkpoint safely (see :func:`safe_torch_load`)."""
-    state = safe_torch_load(path, map_location)
+    return check_checkpoint(safe_torch_load(path, map_location), path)
+
+
+def check_checkpoint(state, path):
+    """``state`` if it is a single-model checkpoint; a clear error otherwise."""
     if isinstance(state, dict) and state.get("format") == "hw_asr.confidence_ensemble":
         raise CheckpointError(f"{path}: is a confidence-ensemble file, not a single-model checkpoint "
                               f"(load it with hw_asr.ensemble.ConfidenceEnsemble.load)")
