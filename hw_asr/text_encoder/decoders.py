@@ -197,6 +197,12 @@ class PrefixBeamSearchDecoder:
         return [self(lp[i], int(n))[0][0] for i, n in enumerate(lengths.tolist())]
 
 
+def read_words(path):
+    """Non-empty lines of a word list, stripped."""
+    with open(path, encoding="utf-8") as f:
+        return [w.strip() for w in f if w.strip()]
+
+
 def lm_vocabulary(lm_path, required=True):
     """The words of a KenLM model: ``<lm>.unigrams.txt`` beside it (written by
     ``build_lm``), else the ARPA's 1-grams. Without either: an error, or None when not
@@ -204,8 +210,7 @@ def lm_vocabulary(lm_path, required=True):
     path = str(lm_path)
     unigrams = path.rsplit(".", 1)[0] + ".unigrams.txt"
     if os.path.isfile(unigrams):
-        with open(unigrams, encoding="utf-8") as f:
-            return [w.strip() for w in f if w.strip()]
+        return read_words(unigrams)
     if path.endswith(".arpa"):
         words, in_unigrams = [], False
         with open(path, encoding="utf-8") as f:
@@ -238,8 +243,7 @@ class PyCTCDecodeDecoder:
         labels = ["" if i == BLANK_INDEX else piece for i, piece in enumerate(text_encoder.vocab)]
         unigrams = None
         if unigrams_path:
-            with open(unigrams_path, encoding="utf-8") as f:
-                unigrams = [w.strip() for w in f if w.strip()]
+            unigrams = read_words(unigrams_path)
         elif lm_path:
             unigrams = lm_vocabulary(lm_path, required=False)
         self.decoder = build_ctcdecoder(labels, kenlm_model_path=lm_path, unigrams=unigrams, alpha=alpha, beta=beta)

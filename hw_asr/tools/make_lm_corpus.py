@@ -28,10 +28,6 @@ PACKAGES = {"bible": "bible-kjv", "fortunes": "fortunes", "gcide": "dict-gcide",
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 
 
-def ensure_package(source):
-    apt_install([PACKAGES[source]], f"the text source {source!r}")
-
-
 def bible_lines():
     out = subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
@@ -56,6 +52,16 @@ def gcide_lines():
         paragraph = re.sub(r"\[[^\]]*\]", " ", paragraph)   # etymologies [L. ...]
         paragraph = re.sub(r"\{[^}]*\}", " ", paragraph)
         yield " ".join(paragraph.split())
+
+
+READERS = {"bible": bible_lines, "fortunes": fortunes_lines, "gcide": gcide_lines,
+           "fortunes-ru": lambda: fortunes_lines("/usr/share/games/fortunes/ru", drop_attribution=True)}
+
+
+def source_lines(source):
+    """Raw text lines of a Debian text package (installed first when missing)."""
+    apt_install([PACKAGES[source]], f"the text source {source!r}")
+    return READERS[source]()
 
 
 def transcript_lines(config_path, split="train"):
@@ -85,7 +91,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", help="config whose train split's transcripts are used")
     parser.add_argument("--sources", nargs="*", default=["transcripts", "bible", "fortunes", "gcide"],
-                        choices=["transcripts", "bible", "fortunes", "gcide", "fortunes-ru"])
+                        choices=["transcripts", *READERS])
     parser.add_argument("--text", nargs="*", default=[], help="more text files, one sentence or paragraph per line")
     parser.add_argument("--language", choices=["en", "ru"], default="en",
                         help="alphabet that every kept sentence must fit (ru folds \u0451 into \u0435)")
@@ -103,15 +109,12 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".part")
     counts, dropped = {}, 0
-    readers = {"bible": bible_lines, "fortunes": fortunes_lines, "gcide": gcide_lines,
-               "fortunes-ru": lambda: fortunes_lines("/usr/share/games/fortunes/ru", drop_attribution=True)}
     with open(tmp, "w", encoding="utf-8") as f:
         for source in [*args.sources, *args.text]:
             if source == "transcripts":
                 lines = (t for t in transcript_lines(args.config) for _ in range(args.transcript_repeat))
-            elif source in readers:
-                ensure_package(source)
-                lines = readers[source]()
+            elif source in READERS:
+                lines = source_lines(source)
             else:
                 lines = Path(source).read_text(encoding="utf-8").splitlines()
             n = 0

@@ -40,6 +40,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from hw_asr.tools import make_lm_corpus
 from hw_asr.tools.apt import apt_install
 
 SAMPLE_RATE = 16000
@@ -56,7 +57,7 @@ DEFAULT_VOICES = {
     "ru": ["espeak:ru", "espeak:ru+f2", "espeak:ru+f3", "espeak:ru+f4", "espeak:ru+m2", "espeak:ru+m3",
            "espeak:ru+m5", "espeak:ru+m7", "espeak:ru-lv", "espeak:ru-lv+f3"],
 }
-SOURCE_PACKAGES = {"bible": "bible-kjv", "fortunes": "fortunes", "fortunes-ru": "fortunes-ru"}
+TEXT_SOURCES = ["bible", "fortunes", "fortunes-ru"]  # of make_lm_corpus's sources, those made of sentences
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
@@ -81,16 +82,6 @@ def parse_voice(spec):
 
 def voice_slug(spec):
     return re.sub(r"[^A-Za-z0-9]+", "_", spec).strip("_")
-
-
-def source_lines(source):
-    """Raw text lines of a Debian text package."""
-    apt_install([SOURCE_PACKAGES[source]], f"the text source {source!r}")
-    from hw_asr.tools.make_lm_corpus import bible_lines, fortunes_lines
-    if source == "bible":
-        return bible_lines()
-    folder = "/usr/share/games/fortunes" + ("/ru" if source == "fortunes-ru" else "")
-    return fortunes_lines(folder, drop_attribution=True)
 
 
 def select_sentences(lines, encoder, min_words, max_words):
@@ -212,7 +203,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--language", choices=sorted(DEFAULT_VOICES), default="en")
     parser.add_argument("--text", nargs="*", default=[], help="text files, one sentence or paragraph per line")
-    parser.add_argument("--sources", nargs="*", default=None, choices=sorted(SOURCE_PACKAGES),
+    parser.add_argument("--sources", nargs="*", default=None, choices=TEXT_SOURCES,
                         help="Debian text packages (default: bible+fortunes for en, fortunes-ru for ru, "
                              "unless --text is given)")
     parser.add_argument("--voices", nargs="*", help="engine:voice list (default: every voice for the language)")
@@ -252,7 +243,7 @@ def main(argv=None):
         for path in args.text:
             yield from Path(path).read_text(encoding="utf-8").splitlines()
         for source in sources:
-            yield from source_lines(source)
+            yield from make_lm_corpus.source_lines(source)
 
     sentences = select_sentences(lines(), encoder, args.min_words, args.max_words)
     root = Path(args.out).resolve()
