@@ -125,7 +125,11 @@ def aggregate(values, aggregation):
 
 def utterance_confidence(log_probs, settings=None, temperature=1.0):
     """Confidence of one utterance from its frame log-probs ``[T, V]`` (real frames only)."""
-    settings = confidence_settings(settings)
+    return _utterance_confidence(log_probs, confidence_settings(settings), temperature)
+
+
+def _utterance_confidence(log_probs, settings, temperature):
+    """:func:`utterance_confidence` with already validated settings."""
     if log_probs.dim() != 2 or log_probs.shape[0] == 0:
         raise ValueError(f"expected non-empty [T, V] log-probs, got shape {tuple(log_probs.shape)}")
     if temperature != 1.0:
@@ -144,5 +148,5 @@ def confidence_features(per_model_log_probs, settings, temperature=1.0):
     ``per_model_log_probs[m][n]`` is model m's ``[T, V]`` log-probs of utterance n."""
     settings = confidence_settings(settings)
     n = len(per_model_log_probs[0])
-    return torch.tensor([[utterance_confidence(lp[i], settings, temperature) for lp in per_model_log_probs]
+    return torch.tensor([[_utterance_confidence(lp[i], settings, temperature) for lp in per_model_log_probs]
                          for i in range(n)], dtype=torch.float64)
