@@ -3,6 +3,7 @@ import torch
 
 from hw_asr.loss import CTCLoss
 from hw_asr.model import BaselineModel, DeepSpeech2, LogMelFrontend, SpecAugment
+from hw_asr.model.spec_augment import time_warp
 from hw_asr.model.frontend import mel_filterbank
 
 torch.manual_seed(0)
@@ -77,6 +78,41 @@ def test_spec_augment_relative_time_width():
     out = sa(torch.zeros(64, 4, 100), torch.full((64,), 100))
     widths = (out[:, 0, :] == -1.0).sum(-1)
     assert widths.max() <= 10 and widths.max() > 0
+
+
+def test_time_warp_moves_the_centre_and_keeps_ends_and_padding():
+    # a ramp (value = frame index) shows where every output frame was read from
+    ramp = torch.arange(40.0).expand(3, 2, 40).clone()
+    lengths = torch.tensor([40, 30, 20])
+    centre, shift = torch.tensor([20, 10, 8]), torch.tensor([5, -4, 0])
+    out = time_warp(ramp, lengths, centre, shift)
+    assert out.shape == ramp.shape and out.dtype == ramp.dtype
+    for b, (n, c, d) in enumerate(zip(lengths.tolist(), centre.tolist(), shift.tolist())):
+        row = out[b, 0]
+        assert row[c + d] == pytest.approx(c), "the centre frame lands at centre + shift"
+        assert row[0] == 0 and row[n - 1] == pytest.approx(n - 1), "the ends stay"
+        assert torch.equal(row[n:], ramp[b, 0, n:]), "padding is untouched"
+        assert (row[1:n] >= row[: n - 1]).all(), "time order is kept"
+        assert torch.equal(out[b, 0], out[b, 1]), "every feature is warped alike"
+    # left of the centre the spacing is c / (c + d): stretched for d > 0, squeezed for d < 0
+    assert out[0, 0, 1] == pytest.approx(20 / 25) and out[1, 0, 1] == pytest.approx(10 / 6)
+    assert torch.equal(out[2], ramp[2]), "no shift, no change"
+
+
+def test_spec_augment_time_warp_only_in_training():
+    sa = SpecAugment(freq_masks=0, time_masks=0, time_warp=5)
+    feats, lengths = torch.randn(8, 4, 60), torch.tensor([60, 50, 40, 30, 20, 10, 3, 1])
+    sa.train()
+    out = sa(feats, lengths)
+    assert out.shape == feats.shape and torch.isfinite(out).all()
+    assert not torch.equal(out, feats)
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(out[b, :, n:], feats[b, :, n:])
+        assert torch.equal(out[b, :, 0], feats[b, :, 0])
+    assert torch.equal(out[-1], feats[-1]), "a one-frame utterance cannot be warped"
+    assert torch.equal(sa.eval()(feats, lengths), feats)
+    with pytest.raises(ValueError, match="time_warp"):
+        SpecAugment(time_warp=-1)
 
 
 MODELS = [

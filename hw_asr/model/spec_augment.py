@@ -1,18 +1,42 @@
-"""SpecAugment (Park et al., 2019): frequency and time masks, per utterance, on the device."""
+"""SpecAugment (Park et al., 2019): time warp, frequency and time masks, per utterance, on the device."""
 import torch
 from torch import nn
 
 
-class SpecAugment(nn.Module):
-    """Masks ``freq_masks`` bands of up to ``freq_width`` mel bins and ``time_masks``
-    spans of up to ``time_width`` frames (an int) or that share of the utterance's
-    real length (a float < 1). Masked values are set to ``fill`` (0 = the mean
-    after per-utterance normalisation). Active only in training mode."""
+def time_warp(feats, lengths, centre, shift):
+    """Warp each utterance's time axis piecewise linearly so that frame ``centre`` moves to
+    ``centre + shift``, the first and last real frames stay where they are, and padding
+    (frames at or after ``lengths``) is untouched. Values between frames are interpolated
+    linearly. ``feats`` [B, F, T]; ``lengths``, ``centre``, ``shift`` [B]."""
+    batch, n_feats, n_frames = feats.shape
+    t = torch.arange(n_frames, device=feats.device, dtype=torch.float32).expand(batch, n_frames)
+    last = (lengths - 1).clamp(min=0).float().view(-1, 1)
+    c, new_c = centre.float().view(-1, 1), (centre + shift).float().view(-1, 1)
+    left = t * c / new_c.clamp(min=1e-6)
+    right = c + (t - new_c) * (last - c) / (last - new_c).clamp(min=1e-6)
+    src = torch.where(t <= new_c, left, right)
+    src = torch.where(t <= last, src.clamp(min=0).minimum(last), t)  # padding maps to itself
+    lo = src.floor().long()
+    hi = (lo + 1).minimum(last.long().clamp(min=0)).maximum(lo)
+    frac = (src - lo.float()).unsqueeze(1).to(feats.dtype)
+    gather = lambda idx: feats.gather(2, idx.unsqueeze(1).expand(batch, n_feats, n_frames))  # noqa: E731
+    return gather(lo) * (1 - frac) + gather(hi) * frac
 
-    def __init__(self, freq_masks=2, freq_width=27, time_masks=2, time_width=0.05, fill=0.0):
+
+class SpecAugment(nn.Module):
+    """Time warp by up to ``time_warp`` frames (0 = off; the paper's W, 80 for LibriSpeech,
+    limited per utterance to a quarter of its length), then ``freq_masks`` bands of up to
+    ``freq_width`` mel bins and ``time_masks`` spans of up to ``time_width`` frames (an int)
+    or that share of the utterance's real length (a float < 1). Masked values are set to
+    ``fill`` (0 = the mean after per-utterance normalisation). Active only in training mode."""
+
+    def __init__(self, freq_masks=2, freq_width=27, time_masks=2, time_width=0.05, fill=0.0, time_warp=0):
         super().__init__()
+        if time_warp < 0:
+            raise ValueError(f"spec_augment.time_warp must be >= 0 frames, got {time_warp}")
         self.freq_masks, self.freq_width = freq_masks, freq_width
         self.time_masks, self.time_width, self.fill = time_masks, time_width, fill
+        self.time_warp = int(time_warp)
 
     @staticmethod
     def _band_mask(n_masks, max_width, limit, size, batch, device):
@@ -23,9 +47,20 @@ class SpecAugment(nn.Module):
         start = (torch.rand(batch, n_masks, 1, device=device) * (limit.view(-1, 1, 1) - width + 1)).floor()
         return ((positions >= start) & (positions < start + width)).any(1)
 
+    def _warp(self, feats, lengths):
+        """Centre uniform in [W, L-1-W], shift uniform in [-W, W] (integers), W = min(time_warp, L // 4)."""
+        batch = feats.shape[0]
+        w = torch.minimum(torch.full_like(lengths, self.time_warp), lengths // 4)
+        span = (lengths - 1 - 2 * w).clamp(min=0)
+        centre = w + (torch.rand(batch, device=feats.device) * (span + 1)).floor().long()
+        shift = (torch.rand(batch, device=feats.device) * (2 * w + 1)).floor().long() - w
+        return time_warp(feats, lengths, centre, shift)
+
     def forward(self, feats, lengths):
-        if not self.training or (self.freq_masks == 0 and self.time_masks == 0):
+        if not self.training or (self.freq_masks == 0 and self.time_masks == 0 and self.time_warp == 0):
             return feats
+        if self.time_warp:
+            feats = self._warp(feats, lengths)
         batch, n_feats, n_frames = feats.shape
         mask = torch.zeros(batch, n_feats, n_frames, dtype=torch.bool, device=feats.device)
         if self.freq_masks:
