@@ -9,7 +9,12 @@
    optimiser step -- over the very same batches already collated in memory.
    Both are timed from the end of the first step to the end of the last (the first
    step warms up kernels, and the loader's worker start-up happens once per epoch).
-   The two runs alternate (bare, full, bare, full) and each figure is the faster.
+   The two runs alternate (bare, full, bare, full, ...) and each figure is the faster.
+   Both loops record the shape of every batch they train on; the run stops with an
+   error if they differ (a ratio over different batches measures nothing). Each loop
+   also reports its CPU share -- process CPU time / (wall time x threads) -- because
+   another process competing for the cores slows whichever loop it overlaps; the run
+   warns when the shares differ.
 2. Loader: utterances per second the DataLoader delivers on its own, against the
    utterances per second the bare training loop consumes.
 """
@@ -38,13 +43,33 @@ def fresh(config, encoder):
     return model, optimizer, build_lr_scheduler(config, optimizer, 1000)
 
 
+class Timing:
+    """Wall and process-CPU stamps at the end of each step, and the batch shapes trained on."""
+
+    def __init__(self):
+        self.wall, self.cpu, self.shapes = [], [], []
+
+    def stamp(self):
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+
+    @property
+    def seconds(self):
+        """Steps 2..N: the first step warms up allocators and kernels in both loops."""
+        return self.wall[-1] - self.wall[0]
+
+    @property
+    def cpu_share(self):
+        return (self.cpu[-1] - self.cpu[0]) / max(self.seconds * torch.get_num_threads(), 1e-9)
+
+
 def bare_run(config, encoder, batches, clip):
-    """Seconds for steps 2..N (the first step warms up allocators and kernels in both runs)."""
     model, optimizer, _ = fresh(config, encoder)
     criterion = build_loss(config)
     model.train()
-    stamps = []
+    timing = Timing()
     for batch in batches:
+        timing.shapes.append(tuple(batch["audio"].shape))
         out = model(**batch)
         loss = criterion(**batch, **out)["loss"]
         optimizer.zero_grad(set_to_none=True)
@@ -52,8 +77,9 @@ def bare_run(config, encoder, batches, clip):
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
-        stamps.append(time.perf_counter())
-    return stamps[-1] - stamps[0]
+        del out, loss  # as in the Trainer: nothing from this step is alive during the next
+        timing.stamp()
+    return timing
 
 
 def full_run(config, encoder, dataset, steps, tmp):
@@ -65,26 +91,31 @@ def full_run(config, encoder, dataset, steps, tmp):
     trainer = Trainer(model, build_loss(cfg), build_metrics(cfg), optimizer, scheduler, encoder, cfg,
                       torch.device("cpu"), loader, {}, tmp, writer)
     trainer.save = lambda name: None  # checkpoint writes are not part of a step
-    stamps = []
-    step = trainer._optimizer_step
+    timing = Timing()
+    step, forward_backward = trainer._optimizer_step, trainer._forward_backward
 
     def stamped(*a, **k):
         out = step(*a, **k)
-        stamps.append(time.perf_counter())
+        timing.stamp()
         return out
 
-    trainer._optimizer_step = stamped
+    def recorded(batch, *a, **k):
+        timing.shapes.append(tuple(batch["audio"].shape))
+        return forward_backward(batch, *a, **k)
+
+    trainer._optimizer_step, trainer._forward_backward = stamped, recorded
     trainer.train()
     writer.close()
     # from the end of step 1 to the end of step N: everything between two optimiser steps
     # (next batch from the loader, forward, backward, step, logging, progress bar) is counted
-    return stamps[-1] - stamps[0]
+    return timing
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True)
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating bare/full pairs; the faster of each")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -109,10 +140,23 @@ def main(argv=None):
     clip = config["trainer"].get("grad_norm_clip")
     bare, full = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(2):
+        for _ in range(args.repeats):
             bare.append(bare_run(config, encoder, batches, clip))
             full.append(full_run(config, encoder, dataset, args.steps, Path(tmp)))
-    b, f = min(bare), min(full)
+    for timing in bare + full:
+        if timing.shapes != bare[0].shapes:
+            sys.exit(f"the bare loop and the Trainer trained on different batches "
+                     f"({bare[0].shapes} vs {timing.shapes}): the ratio would compare different work")
+    bare_best, full_best = min(bare, key=lambda t: t.seconds), min(full, key=lambda t: t.seconds)
+    b, f = bare_best.seconds, full_best.seconds
+    if min(bare_best.cpu_share, full_best.cpu_share) < 0.8:
+        print(f"WARNING: the loops got {bare_best.cpu_share:.0%} / {full_best.cpu_share:.0%} of "
+              f"{torch.get_num_threads()} cores: the machine is busy, the timings are not the model's",
+              file=sys.stderr)
+    elif abs(bare_best.cpu_share - full_best.cpu_share) > 0.1:
+        print(f"WARNING: CPU share differs between the loops (bare {bare_best.cpu_share:.2f}, "
+              f"full {full_best.cpu_share:.2f}): another process was probably competing for the cores; "
+              f"rerun on an idle machine", file=sys.stderr)
     workers = config["data"]["train"].get("num_workers", 0)
     print(f"\n{args.config}: {args.steps} steps, {n_utts} utterances, "
           f"{sum(x['audio_length'].sum().item() for x in batches) / 16000:.0f} s of audio, "
@@ -121,6 +165,9 @@ def main(argv=None):
     print(f"| bare forward/backward/optimiser, s per step | {b / (args.steps - 1):.3f} |")
     print(f"| full Trainer step, s per step | {f / (args.steps - 1):.3f} |")
     print(f"| **overhead ratio full / bare** | **{f / b:.3f}** |")
+    print(f"| CPU share bare / full | {bare_best.cpu_share:.2f} / {full_best.cpu_share:.2f} |")
+    print(f"| all runs, s per step, bare | {' '.join(f'{t.seconds / (args.steps - 1):.3f}' for t in bare)} |")
+    print(f"| all runs, s per step, full | {' '.join(f'{t.seconds / (args.steps - 1):.3f}' for t in full)} |")
     print(f"| loader alone, utterances/s | {n_utts / load_time:.1f} |")
     consumed = n_utts * (args.steps - 1) / args.steps / b
     print(f"| model consumes, utterances/s | {consumed:.1f} |")
