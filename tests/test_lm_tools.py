@@ -1,5 +1,6 @@
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +53,8 @@ def test_download_artifacts_verifies_sha256_and_keeps_no_partial_file(tmp_path):
     (src / "librispeech-vocab.txt").write_bytes(b"vocab")
     import hashlib
     sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(src.iterdir()))
-    env = {"HW_ASR_ARTIFACTS_BASE": f"file://{src}", "HW_ASR_ARTIFACTS_SHA256": sums, "PATH": "/usr/bin:/bin"}
+    env = {"HW_ASR_ARTIFACTS_BASE": f"file://{src}", "HW_ASR_ARTIFACTS_SHA256": sums, "PATH": "/usr/bin:/bin",
+           "HW_ASR_ARTIFACTS_PREPARE": "0"}
     dest = tmp_path / "lm"
     ok = subprocess.run(["bash", "download_artifacts.sh", str(dest)], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
@@ -65,6 +67,69 @@ def test_download_artifacts_verifies_sha256_and_keeps_no_partial_file(tmp_path):
     offline = subprocess.run(["bash", "download_artifacts.sh", str(tmp_path / "x")], capture_output=True, text=True,
                              env={**env, "HW_ASR_ARTIFACTS_BASE": "file:///nonexistent"})
     assert offline.returncode != 0 and "by hand" in offline.stderr
+    # a file put in place by hand is checked against its listed sum too
+    (src / "4-gram.arpa.gz").write_bytes(b"four")
+    (dest / "4-gram.arpa.gz").write_bytes(b"not four")
+    by_hand = subprocess.run(["bash", "download_artifacts.sh", str(dest)], env=env, capture_output=True, text=True)
+    assert by_hand.returncode != 0 and "does not match" in by_hand.stderr
+
+
+def test_download_artifacts_fetches_a_checkpoint_only_with_its_sha256(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("3-gram.pruned.1e-7.arpa.gz", "4-gram.arpa.gz", "librispeech-vocab.txt", "model.pth"):
+        (src / name).write_bytes(name.encode())
+    import hashlib
+    env = {"HW_ASR_ARTIFACTS_BASE": f"file://{src}", "HW_ASR_ARTIFACTS_SHA256": "", "PATH": "/usr/bin:/bin",
+           "HW_ASR_ARTIFACTS_PREPARE": "0", "HW_ASR_CHECKPOINT_URL": f"file://{src}/model.pth"}
+    work = tmp_path / "work"
+    work.mkdir()
+    script = str(Path("download_artifacts.sh").resolve())
+    no_sum = subprocess.run(["bash", script, str(work / "lm")], env=env, cwd=work, capture_output=True, text=True)
+    assert no_sum.returncode != 0 and "HW_ASR_CHECKPOINT_SHA256" in no_sum.stderr
+    assert not (work / "lm").exists(), "refused before downloading anything"
+    wrong = subprocess.run(["bash", script, str(work / "lm")], env={**env, "HW_ASR_CHECKPOINT_SHA256": "0" * 64},
+                           cwd=work, capture_output=True, text=True)
+    assert wrong.returncode != 0 and not (work / "checkpoints" / "model.pth").exists()
+    good = subprocess.run(["bash", script, str(work / "lm")],
+                          env={**env, "HW_ASR_CHECKPOINT_SHA256": hashlib.sha256(b"model.pth").hexdigest()},
+                          cwd=work, capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert (work / "checkpoints" / "model.pth").read_bytes() == b"model.pth"
+    assert "no sha256 is listed for 4-gram.arpa.gz; kept unverified" in wrong.stderr
+
+
+def test_download_artifacts_lists_sums_for_the_files_it_fetches():
+    listed = {line.split()[1] for line in Path("download_artifacts.sha256").read_text().splitlines() if line.strip()}
+    assert {"4-gram.arpa.gz", "3-gram.pruned.1e-7.arpa.gz"} <= listed
+
+
+def test_prepare_lm_lower_cases_and_derives_the_vocabulary(tmp_path):
+    import gzip
+
+    import kenlm
+
+    from hw_asr.tools import prepare_lm
+    upper = ARPA.replace("<unk>", "<UNK>")
+    upper = "\n".join(line if line.startswith("\\") or line.startswith("ngram") else line.upper()
+                       for line in upper.split("\n"))
+    assert "THE CAT" in upper
+    src = tmp_path / "4-gram.arpa.gz"
+    with gzip.open(src, "wt") as f:
+        f.write(upper)
+    have_tools = all(build_lm.find_tool(t) for t in build_lm.TOOLS)
+    arpa, unigrams, binary = prepare_lm.prepare(src, tmp_path / "out" / "lm", binary=have_tools)
+    assert arpa.read_text() == ARPA
+    assert unigrams.read_text().split() == ["the", "cat", "kat", "sat", "mat"]
+    for path in [arpa] + ([binary] if have_tools else []):
+        model = kenlm.Model(str(path))
+        assert model.score("the cat sat", bos=True, eos=False) > model.score("sat cat the", bos=True, eos=False)
+    assert not list((tmp_path / "out").glob("*.part"))
+    broken = tmp_path / "broken.arpa"
+    broken.write_text("just some text\n")
+    with pytest.raises(SystemExit, match="not an ARPA"):
+        prepare_lm.prepare(broken, tmp_path / "bad" / "lm", binary=False)
+    assert not list((tmp_path / "bad").glob("*"))
 
 
 def test_lm_corpus_excludes_held_out_sentences_and_keeps_the_alphabet(tmp_path):
