@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hw_asr.text_encoder.decoders import FlashlightDecoder, PrefixBeamSearchDecoder, PyCTCDecodeDecoder  # noqa: E402
-from hw_asr.tools.tune_lm import collect_log_probs, score  # noqa: E402
+from hw_asr.tools.tune_lm import collect_log_probs, parse_slice, score  # noqa: E402
 from test import load_model  # noqa: E402
 
 
@@ -38,6 +38,9 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--slice", default=None, help="START:STOP in audio-path order (tune_lm's --slice)")
+    parser.add_argument("--fl-alpha", type=float, default=None, help="flashlight's LM weight (default --alpha)")
+    parser.add_argument("--fl-beta", type=float, default=None, help="flashlight's word score (default --beta)")
     parser.add_argument("--skip-own-lm", action="store_true", help="leave out our beam search with the LM")
     parser.add_argument("--only-own", action="store_true", help="only greedy and our beam search")
     parser.add_argument("--skip-own", action="store_true", help="leave out our beam search (pure Python)")
@@ -45,7 +48,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     model, encoder, config = load_model(args.resume, torch.device("cpu"))
-    items = collect_log_probs(model, encoder, config, args.split, torch.device("cpu"), args.limit)
+    items = collect_log_probs(model, encoder, config, args.split, torch.device("cpu"), args.limit,
+                             parse_slice(args.slice))
     unigrams = str(Path(args.lm).with_suffix("")) + ".unigrams.txt"
     ab = dict(alpha=args.alpha, beta=args.beta)
     rows = [run("greedy", lambda lp: [(encoder.decode(encoder.ctc_collapse(lp.argmax(-1).tolist())), 0.0)], items)]
@@ -64,10 +68,13 @@ def main(argv=None):
         rows.append(run(f"pyctcdecode {beam} + LM", pyc_lm, items))
         fl = FlashlightDecoder(encoder, beam_size=beam)
         rows.append(run(f"flashlight {beam}", fl, items))
-        fl_lm = FlashlightDecoder(encoder, beam_size=beam, lm_path=args.lm, **ab)
+        fl_ab = dict(alpha=args.alpha if args.fl_alpha is None else args.fl_alpha,
+                     beta=args.beta if args.fl_beta is None else args.fl_beta)
+        fl_lm = FlashlightDecoder(encoder, beam_size=beam, lm_path=args.lm, **fl_ab)
         rows.append(run(f"flashlight {beam} + LM (lexicon)", fl_lm, items))
-    print(f"\n{args.resume}: {len(items)} utterances of {args.split}; LM {args.lm}; alpha {args.alpha}, "
-          f"beta {args.beta}; 1 thread\n")
+    fl_note = f" (flashlight {args.fl_alpha}, {args.fl_beta})" if args.fl_alpha is not None else ""
+    print(f"\n{args.resume}: {len(items)} utterances of {args.split} (slice {args.slice or 'all'}); LM {args.lm}; "
+          f"alpha {args.alpha}, beta {args.beta}{fl_note}; 1 thread\n")
     print("| decoder | WER | CER | utterances/s |\n|---|---:|---:|---:|")
     for name, wer, cer, speed in rows:
         print(f"| {name} | {wer:.4f} | {cer:.4f} | {speed:.1f} |", flush=True)

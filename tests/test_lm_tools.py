@@ -16,12 +16,20 @@ def test_tune_lm_grid_searches_and_writes_the_best_pair(tmp_path):
     out = tmp_path / "tuned.json"
     alpha, beta = tune_lm.main([
         "-r", str(run_dir / "checkpoint-epoch1.pth"), "--decoder", "beam_lm", "--alpha", "0", "0.5",
-        "--beta", "0", "1", "-o", str(out),
+        "--beta", "0", "1", "-o", str(out), "--slice", "1:",
         f'decoders={{"beam_lm": {{"type": "PrefixBeamSearchDecoder", "args": {{"beam_size": 4, "lm": "{arpa}"}}}}}}'])
     tuned = json.loads(out.read_text())
     assert tuned["decoders"]["beam_lm"]["args"]["alpha"] == alpha in (0.0, 0.5)
     assert tuned["decoders"]["beam_lm"]["args"]["beta"] == beta in (0.0, 1.0)
     assert tuned["data"]["val"], "the written config is complete"
+
+
+def test_parse_slice():
+    assert tune_lm.parse_slice("0:46") == slice(0, 46)
+    assert tune_lm.parse_slice("46:") == slice(46, None)
+    assert tune_lm.parse_slice(None) == slice(None)
+    with pytest.raises(ValueError, match="START:STOP"):
+        tune_lm.parse_slice("first")
 
 
 def test_lm_corpus_never_takes_evaluation_transcripts(tmp_path):

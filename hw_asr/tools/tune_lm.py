@@ -2,7 +2,7 @@
 the best pair into a config.
 
     python -m hw_asr.tools.tune_lm -r checkpoints/<run>/model_best.pth --decoder beam_lm \\
-        --alpha 0.3 0.5 0.8 1.0 --beta 0 1 2 [--split val] [--limit 200] [-o configs/tuned.json]
+        --alpha 0.3 0.5 0.8 1.0 --beta 0 1 2 [--split val] [--limit 200] [--slice 0:46] [-o configs/tuned.json]
 
 The model runs once over the split; every (alpha, beta) then re-decodes the stored
 log-probs. The decoder block comes from the checkpoint's config (``decoders.<name>``),
@@ -24,8 +24,23 @@ from hw_asr.metric import CERMetric, WERMetric
 from hw_asr.trainer.inference import predict
 
 
-def collect_log_probs(model, encoder, config, split, device, limit=None):
-    """``[(log_probs [T, V] float32 numpy, reference text), ...]`` for a split."""
+def parse_slice(text):
+    """``"START:STOP"`` (either may be empty) -> ``slice``; ``None`` -> everything."""
+    if text is None:
+        return slice(None)
+    try:
+        start, stop = (int(x) if x.strip() else None for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--slice must look like START:STOP (e.g. 0:46 or 46:), got {text!r}") from None
+    return slice(start, stop)
+
+
+def collect_log_probs(model, encoder, config, split, device, limit=None, part=None):
+    """``[(log_probs [T, V] float32 numpy, reference text), ...]`` for a split.
+
+    ``part`` (a ``slice``) selects utterances in the order of their audio paths, so that
+    tuning and reporting can use disjoint parts of one split (in LibriSpeech's layout,
+    disjoint speakers), whatever order the loader yields them in."""
     cfg = json.loads(json.dumps(config))
     if limit is not None:
         for spec in cfg["data"][split]["datasets"]:
@@ -36,8 +51,9 @@ def collect_log_probs(model, encoder, config, split, device, limit=None):
     for batch, outputs, _, _ in predict(model, loader, encoder, {"argmax": None}, device, desc=f"log-probs {split}"):
         lp = outputs["log_probs"].float().cpu().numpy()
         for i, n in enumerate(outputs["log_probs_length"].tolist()):
-            items.append((lp[i, :n], batch["text"][i]))
-    return items
+            items.append((str(batch["audio_path"][i]), lp[i, :n], batch["text"][i]))
+    items.sort(key=lambda item: item[0])
+    return [(lp, text) for _, lp, text in items[part or slice(None)]]
 
 
 def score(decoder, items, progress=True):
@@ -59,6 +75,8 @@ def main(argv=None):
     parser.add_argument("--beta", type=float, nargs="+", default=[0.0, 1.0, 2.0])
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, default=None, help="tune on this many utterances of the split")
+    parser.add_argument("--slice", default=None, help="START:STOP of the split's utterances in audio-path order "
+                                                      "(e.g. 0:46 = dev-clean-5's first speaker)")
     parser.add_argument("-o", "--output", help="config to write (default: tuned_config.json beside the checkpoint)")
     parser.add_argument("-d", "--device", default="cpu")
     parser.add_argument("overrides", nargs="*")
@@ -67,7 +85,7 @@ def main(argv=None):
     device = torch.device(args.device)
     model, encoder, config = load_model(args.resume, device)
     config = apply_overrides(config, args.overrides)
-    items = collect_log_probs(model, encoder, config, args.split, device, args.limit)
+    items = collect_log_probs(model, encoder, config, args.split, device, args.limit, parse_slice(args.slice))
     spec = config.get("decoders", {}).get(args.decoder)
     if spec is None:
         raise SystemExit(f"no decoder {args.decoder!r} under 'decoders' in the config; add it with "
