@@ -53,6 +53,19 @@ def new_run_dir(config):
     return run_dir
 
 
+def compile_options(value):
+    """``trainer.compile``: ``true`` (inductor), a backend name (``"aot_eager"``, ``"eager"``, ...)
+    or a dict of ``torch.compile`` arguments; shapes are dynamic unless the dict says otherwise."""
+    if value is True:
+        return {"dynamic": True}
+    if isinstance(value, str):
+        return {"dynamic": True, "backend": value}
+    if isinstance(value, dict):
+        return {"dynamic": True, **value}
+    raise ConfigError(f"trainer.compile must be true, a backend name or a dict of torch.compile "
+                      f"arguments, got {value!r}")
+
+
 def latest_checkpoint(path):
     """``path`` itself, or for a run folder its newest complete checkpoint (after a crash, say)."""
     path = Path(path)
@@ -125,7 +138,7 @@ def _train(args, config, resume_path, resume_state, dist_info):
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if tcfg.get("compile"):
-        model = torch.compile(model, dynamic=True)
+        model = torch.compile(model, **compile_options(tcfg["compile"]))
     len_epoch = tcfg.get("len_epoch") or len(train_loader)
     total_steps = tcfg["epochs"] * len_epoch // tcfg.get("grad_accum_steps", 1)
     lr_scheduler = build_lr_scheduler(config, optimizer, total_steps)

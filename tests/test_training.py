@@ -37,6 +37,25 @@ def epoch_rows(run_dir):
     return [r for r in rows if r["split"] == "epoch"]
 
 
+def test_compiled_training_saves_plain_weights_and_resumes_uncompiled(tmp_path, monkeypatch):
+    # the "eager" backend runs torch.compile's graph capture without a C++ toolchain
+    calls, compile_fn = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or compile_fn(model, **kw))
+    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1", 'trainer.compile="eager"')
+    assert calls == [{"dynamic": True, "backend": "eager"}]
+    state = load_checkpoint(run_dir / "checkpoint-epoch1.pth")
+    assert not any(k.startswith("_orig_mod.") for k in state["model"]), "checkpoint holds the plain model"
+    rows = epoch_rows(run_dir)
+    assert rows and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in rows)
+    run_train(tmp_path, "trainer.epochs=2", "trainer.compile=false", resume=run_dir / "checkpoint-epoch1.pth")
+    assert load_checkpoint(run_dir / "checkpoint-epoch2.pth")["epoch"] == 2
+    assert train_script.compile_options(True) == {"dynamic": True}
+    assert train_script.compile_options({"mode": "max-autotune", "dynamic": False}) == {
+        "dynamic": False, "mode": "max-autotune"}
+    with pytest.raises(train_script.ConfigError, match="trainer.compile"):
+        train_script.compile_options(3)
+
+
 def test_one_batch_overfit(tmp_path):
     """The README's demo config: loss falls and greedy CER ends below 0.1."""
     run_dir = run_train(tmp_path, "trainer.epochs=4")
