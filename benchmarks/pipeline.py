@@ -11,7 +11,9 @@
    step warms up kernels, and the loader's worker start-up happens once per epoch).
    The two runs alternate (bare, full, bare, full, ...) and each figure is the faster.
    Both loops record the shape of every batch they train on; the run stops with an
-   error if they differ (a ratio over different batches measures nothing). Each loop
+   error if they differ (a ratio over different batches measures nothing), or if any
+   step's loss or gradient was not finite (the Trainer skips such a step's update, the
+   bare loop does not). Each loop
    also reports its CPU share -- process CPU time / (wall time x threads) -- because
    another process competing for the cores slows whichever loop it overlaps; the run
    warns when the shares differ.
@@ -48,6 +50,7 @@ class Timing:
 
     def __init__(self):
         self.wall, self.cpu, self.shapes = [], [], []
+        self.non_finite = 0  # steps whose loss or gradients were not finite (the Trainer skips their update)
 
     def stamp(self):
         self.wall.append(time.perf_counter())
@@ -72,6 +75,7 @@ def bare_run(config, encoder, batches, clip):
         timing.shapes.append(tuple(batch["audio"].shape))
         out = model(**batch)
         loss = criterion(**batch, **out)["loss"]
+        timing.non_finite += not bool(torch.isfinite(loss))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip:
@@ -106,6 +110,7 @@ def full_run(config, encoder, dataset, steps, tmp):
     trainer._optimizer_step, trainer._forward_backward = stamped, recorded
     trainer.train()
     writer.close()
+    timing.non_finite = trainer.skipped_steps
     # from the end of step 1 to the end of step N: everything between two optimiser steps
     # (next batch from the loader, forward, backward, step, logging, progress bar) is counted
     return timing
@@ -147,6 +152,11 @@ def main(argv=None):
         if timing.shapes != bare[0].shapes:
             sys.exit(f"the bare loop and the Trainer trained on different batches "
                      f"({bare[0].shapes} vs {timing.shapes}): the ratio would compare different work")
+    non_finite = [t.non_finite for t in bare + full]
+    if any(non_finite):
+        sys.exit(f"steps with a non-finite loss or gradient (bare, full per run: {non_finite}): the Trainer skips "
+                 f"their backward/update while the bare loop does not, so the ratio would compare different work; "
+                 f"choose a configuration that trains cleanly (e.g. a lower learning rate)")
     bare_best, full_best = min(bare, key=lambda t: t.seconds), min(full, key=lambda t: t.seconds)
     b, f = bare_best.seconds, full_best.seconds
     if min(bare_best.cpu_share, full_best.cpu_share) < 0.8:
