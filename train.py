@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from hw_asr.builder import (build_dataloader, build_dataset, build_decoders, build_loss, build_lr_scheduler,
-                            build_metrics, build_model, build_optimizer, build_text_encoder, eval_splits,
-                            validate_config)
+                            build_metrics, build_model, build_optimizer, build_text_encoder, compile_options,
+                            eval_splits, validate_config)
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, write_config
 from hw_asr.logger import Writer, setup_logging
 from hw_asr.text_encoder import text_encoder_from_state
@@ -51,19 +51,6 @@ def new_run_dir(config):
         run_dir = save_dir / f"{name}_{datetime.now():%m%d_%H%M%S}_{suffix}"
         suffix += 1
     return run_dir
-
-
-def compile_options(value):
-    """``trainer.compile``: ``true`` (inductor), a backend name (``"aot_eager"``, ``"eager"``, ...)
-    or a dict of ``torch.compile`` arguments; shapes are dynamic unless the dict says otherwise."""
-    if value is True:
-        return {"dynamic": True}
-    if isinstance(value, str):
-        return {"dynamic": True, "backend": value}
-    if isinstance(value, dict):
-        return {"dynamic": True, **value}
-    raise ConfigError(f"trainer.compile must be true, a backend name or a dict of torch.compile "
-                      f"arguments, got {value!r}")
 
 
 def latest_checkpoint(path):

@@ -150,6 +150,19 @@ def _check_types(spec, modules, where):
     lookup(spec["type"], modules, f"{where}.type")
 
 
+def compile_options(value):
+    """``trainer.compile``: ``true`` (inductor), a backend name (``"aot_eager"``, ``"eager"``, ...)
+    or a dict of ``torch.compile`` arguments; shapes are dynamic unless the dict says otherwise."""
+    if value is True:
+        return {"dynamic": True}
+    if isinstance(value, str):
+        return {"dynamic": True, "backend": value}
+    if isinstance(value, dict):
+        return {"dynamic": True, **value}
+    raise ConfigError(f"trainer.compile must be true, a backend name or a dict of torch.compile "
+                      f"arguments, got {value!r}")
+
+
 def validate_config(config):
     """Check a training config before anything is built: every ``type`` resolves, the
     required keys exist, splits list datasets and the files it names exist."""
@@ -188,6 +201,8 @@ def validate_config(config):
             _check_types(cfg["batch_sampler"], [batch_sampler], f"data.{split}.batch_sampler")
         elif "batch_size" not in cfg:
             raise ConfigError(f"missing required config key 'data.{split}.batch_size'")
+    if get_path(config, "trainer.compile", None):
+        compile_options(config["trainer"]["compile"])
     init = get_path(config, "trainer.init_weights", None)
     if init and not Path(init).is_file():
         raise ConfigError(f"trainer.init_weights: checkpoint not found: {init}")

@@ -54,6 +54,8 @@ def test_compiled_training_saves_plain_weights_and_resumes_uncompiled(tmp_path, 
         "dynamic": False, "mode": "max-autotune"}
     with pytest.raises(train_script.ConfigError, match="trainer.compile"):
         train_script.compile_options(3)
+    with pytest.raises(train_script.ConfigError, match="trainer.compile"):  # refused before anything is built
+        run_train(tmp_path, *TINY, "trainer.compile=3")
 
 
 def test_one_batch_overfit(tmp_path):

@@ -17,7 +17,7 @@ def time_warp(feats, lengths, centre, shift):
     src = torch.where(t <= new_c, left, right)
     src = torch.where(t <= last, src.clamp(min=0).minimum(last), t)  # padding maps to itself
     lo = src.floor().long()
-    hi = (lo + 1).minimum(last.long().clamp(min=0)).maximum(lo)
+    hi = (lo + 1).minimum(last.long()).maximum(lo)
     frac = (src - lo.float()).unsqueeze(1).to(feats.dtype)
     gather = lambda idx: feats.gather(2, idx.unsqueeze(1).expand(batch, n_feats, n_frames))  # noqa: E731
     return gather(lo) * (1 - frac) + gather(hi) * frac

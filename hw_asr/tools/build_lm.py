@@ -94,6 +94,19 @@ def prepare_text(paths, out, normalize=True):
     return n, vocab
 
 
+def arpa_to_binary(arpa, binary, tools=None):
+    """KenLM's ``build_binary`` on ``arpa``, written to ``binary`` through ``<binary>.part``."""
+    tools = tools or ensure_kenlm_tools()
+    part = Path(f"{binary}.part")
+    try:
+        subprocess.run([str(tools["build_binary"]), str(arpa), str(part)], check=True, stdout=subprocess.DEVNULL)
+    except (subprocess.CalledProcessError, OSError):
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, binary)
+    return Path(binary)
+
+
 def build_lm(texts, out, order=4, prune=(), normalize=True, memory="20%"):
     tools = ensure_kenlm_tools()
     out = Path(out)
@@ -111,10 +124,7 @@ def build_lm(texts, out, order=4, prune=(), normalize=True, memory="20%"):
             subprocess.run(cmd, stdin=stdin, stdout=stdout, check=True)
         arpa = Path(f"{out}.arpa")
         os.replace(arpa_tmp, arpa)
-        binary = Path(f"{out}.bin")
-        subprocess.run([str(tools["build_binary"]), str(arpa), f"{binary}.part"], check=True,
-                       stdout=subprocess.DEVNULL)
-        os.replace(f"{binary}.part", binary)
+        binary = arpa_to_binary(arpa, Path(f"{out}.bin"), tools)
     unigrams = Path(f"{out}.unigrams.txt")
     unigrams.write_text("\n".join(sorted(vocab)) + "\n", encoding="utf-8")
     digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]

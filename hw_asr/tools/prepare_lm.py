@@ -13,10 +13,11 @@ with ``--force``.
 import argparse
 import gzip
 import os
-import subprocess
 from pathlib import Path
 
 from tqdm import tqdm
+
+from hw_asr.tools.build_lm import arpa_to_binary
 
 SPECIAL = {"<s>", "</s>", "<unk>"}
 
@@ -63,18 +64,6 @@ def lowercase_arpa(src, out_arpa, out_unigrams):
     unigram_part = out_unigrams.with_name(out_unigrams.name + ".part")
     unigram_part.write_text("\n".join(words) + "\n", encoding="utf-8")
     return _replace(part, out_arpa), _replace(unigram_part, out_unigrams), len(words)
-
-
-def arpa_to_binary(arpa, binary):
-    from hw_asr.tools.build_lm import ensure_kenlm_tools
-    tools = ensure_kenlm_tools()
-    part = Path(f"{binary}.part")
-    try:
-        subprocess.run([str(tools["build_binary"]), str(arpa), str(part)], check=True, stdout=subprocess.DEVNULL)
-    except (subprocess.CalledProcessError, OSError):
-        part.unlink(missing_ok=True)
-        raise
-    return _replace(part, binary)
 
 
 def prepare(src, out, binary=True, force=False):
