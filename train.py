@@ -121,11 +121,11 @@ def _train(args, config, resume_path, resume_state, dist_info):
         load_matching_weights(model, init_weights)
     optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     tcfg = config["trainer"]
+    if tcfg.get("compile"):
+        model.compile_blocks(**compile_options(tcfg["compile"]))
     if dist_info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if tcfg.get("compile"):
-        model = torch.compile(model, **compile_options(tcfg["compile"]))
     len_epoch = tcfg.get("len_epoch") or len(train_loader)
     total_steps = tcfg["epochs"] * len_epoch // tcfg.get("grad_accum_steps", 1)
     lr_scheduler = build_lr_scheduler(config, optimizer, total_steps)

@@ -42,7 +42,8 @@ def test_compiled_training_saves_plain_weights_and_resumes_uncompiled(tmp_path, 
     calls, compile_fn = [], torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or compile_fn(model, **kw))
     run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1", 'trainer.compile="eager"')
-    assert calls == [{"dynamic": True, "backend": "eager"}]
+    # block by block: the baseline's conv, rnn and head (not its frontend), each with the config's options
+    assert len(calls) == 3 and all(kw == {"dynamic": True, "backend": "eager"} for kw in calls)
     state = load_checkpoint(run_dir / "checkpoint-epoch1.pth")
     assert not any(k.startswith("_orig_mod.") for k in state["model"]), "checkpoint holds the plain model"
     rows = epoch_rows(run_dir)

@@ -42,6 +42,29 @@ class CTCModel(nn.Module):
         logits, out_lengths = self.encode(feats, lengths)
         return {"log_probs": logits.float().log_softmax(-1), "log_probs_length": out_lengths}
 
+    def compile_blocks(self, **options):
+        """``torch.compile`` every block after the frontend, in place; returns the blocks.
+
+        The blocks are the model's children other than the frontend and SpecAugment, with
+        a ``ModuleList`` (encoder layers) split into its items. Compiling block by block,
+        as torchtitan does, rather than the whole model: identical layers share one
+        compiled graph (Conformer-M compiles one layer, not 18), a new utterance length
+        recompiles nothing beyond what dynamic shapes need, and the frontend's STFT
+        (complex numbers, which Inductor does not generate code for) stays eager. It also
+        avoids an Inductor failure on whole-model graphs with dynamic shapes, where the
+        frame count after the STFT and subsampling is a nested floor-division of the
+        sample count (``ValueRangeError`` in torch 2.13). Parameter names, and so
+        checkpoints, are unchanged.
+        """
+        blocks = []
+        for name, child in self.named_children():
+            if name in ("frontend", "spec_augment"):
+                continue
+            blocks.extend(child if isinstance(child, nn.ModuleList) else [child])
+        for block in blocks:
+            block.compile(**options)
+        return blocks
+
     def __str__(self):
         n_all = sum(p.numel() for p in self.parameters())
         n_train = sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -31,7 +31,7 @@ class ConvSubsampling(nn.Module):
         self.proj = nn.Linear(channels * freq, dim)
 
     def forward(self, feats, lengths):
-        x = feats.transpose(1, 2).unsqueeze(1)                          # [B, 1, T, F]
+        x = feats.transpose(1, 2).unsqueeze(1).contiguous()             # [B, 1, T, F]
         for conv in (self.conv1, self.conv2):
             lengths = (lengths - 1) // 2 + 1
             x = torch.relu(conv(x))

@@ -1,0 +1,51 @@
+"""The precision / MFU benchmark: its FLOP count, its device table and its refusals."""
+import pytest
+import torch
+
+from benchmarks import precision
+from hw_asr.builder import build_model, build_text_encoder
+from hw_asr.config import load_config
+from hw_asr.loss import CTCLoss
+
+
+def test_step_flops_count_forward_and_backward_and_scale_with_batch():
+    cfg = load_config(precision.ARCH_DIR / "conformer_s.json")
+    n_tokens = len(build_text_encoder(cfg))
+    torch.manual_seed(0)
+    model = build_model(cfg, n_tokens=n_tokens)
+    f, frames = {}, None
+    for b in (1, 2, 3):
+        batch, frames = precision.make_batch(model, n_tokens, b, 1.0, torch.device("cpu"))
+        f[b] = precision.count_step_flops(model, CTCLoss(), batch)
+    # per utterance plus the relative-position projection, computed once per batch
+    assert f[3] - f[2] == f[2] - f[1] > 0 and f[1] > f[2] - f[1]
+    f1 = f[1]
+    assert all(p.grad is None for p in model.parameters()), "counting leaves no gradients behind"
+    # a training step is about 6 FLOPs per parameter per output frame (forward 2, backward 4);
+    # the subsampling convolutions run on 4x the frames, so somewhat more -- forward alone would be ~1/3
+    n = sum(p.numel() for p in model.parameters())
+    assert 1.0 < f1 / (6 * n * frames) < 3.0
+
+
+def test_benchmark_runs_on_cpu_and_refuses_autocast_there(capsys):
+    rows = precision.main(["--preset", "conformer_s", "--device", "cpu", "--batch", "1", "--seconds", "1",
+                           "--warmup", "1", "--steps", "2", "--modes", "fp32", "--peak-tflops", "1"])[0]
+    assert [r["mode"] for r in rows] == ["fp32"] and rows[0]["step_s"] > 0 and rows[0]["non_finite_steps"] == 0
+    assert rows[0]["mfu"] == pytest.approx(rows[0]["tflops_per_s"])  # against a 1 TFLOPS peak
+    assert "| fp32 |" in capsys.readouterr().out
+    for mode in ("bf16", "fp16+compile"):
+        with pytest.raises(SystemExit, match="needs CUDA"):
+            precision.main(["--preset", "conformer_s", "--device", "cpu", "--modes", mode])
+    with pytest.raises(SystemExit, match="expected one of"):
+        precision.main(["--preset", "conformer_s", "--device", "cpu", "--modes", "int8"])
+    with pytest.raises(SystemExit, match="no preset"):
+        precision.main(["--preset", "conformer_xxl", "--device", "cpu"])
+
+
+def test_peak_table():
+    assert precision.device_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert precision.device_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert precision.device_peak_tflops("NVIDIA H200") == 989.0
+    assert precision.device_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert precision.device_peak_tflops("NVIDIA L40S") == 362.0
+    assert precision.device_peak_tflops("NVIDIA GeForce GTX 1080") is None
