@@ -194,3 +194,21 @@ def test_eval_and_ensemble_configs_are_well_formed():
         assert list(cfg["data"]) == ["test"] and cfg["data"]["test"]["datasets"], path.name
     for path in sorted((REPO / "configs" / "ensemble").glob("*.json")):
         validate(load_config(path))
+
+
+@pytest.mark.parametrize("media_step,expected", [(4, [2, 4, 8]), (0, []), (None, []), ("default", [2])])
+def test_comet_media_every_media_step(tmp_path, monkeypatch, media_step, expected):
+    # log_step 2: scalars at steps 2, 4, 6, 8; media at the first log step of each media_step window
+    from unittest import mock
+
+    from hw_asr.logger import writer
+    steps = []
+    monkeypatch.setattr(writer, "_make_comet", lambda *a: mock.MagicMock())  # a comet that records, offline
+    monkeypatch.setattr(writer.Writer, "log_spectrogram", lambda self, step, *a: steps.append(step))
+    extra = [] if media_step == "default" else [f"trainer.media_step={json.dumps(media_step)}"]
+    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=4", "trainer.visualize=comet", *extra)
+    assert [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+            if r["split"] == "train"] == [2, 4, 6, 8]
+    assert steps == expected
+    with pytest.raises(train_script.ConfigError, match="media_step"):
+        run_train(tmp_path, *TINY, "trainer.media_step=-1")

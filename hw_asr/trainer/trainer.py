@@ -54,7 +54,9 @@ class Trainer:
     ``amp`` (fp32 | fp16 | bf16, CUDA only), ``monitor``, ``early_stop``,
     ``save_period``, ``keep_last`` (periodic checkpoints kept, besides the best and the
     last), ``max_nonfinite_steps`` (consecutive skipped steps before the run stops),
-    ``init_weights``, ``max_predictions_logged``.
+    ``init_weights``, ``max_predictions_logged``, ``media_step`` (comet's spectrogram,
+    audio and predictions table at the first log step of every ``media_step`` steps;
+    default 10 x ``log_step``; 0 or null: never).
 
     Under torchrun ``model`` is wrapped in DistributedDataParallel: every rank trains
     on its shard, metrics are summed over ranks, and only rank 0 writes files.
@@ -74,6 +76,11 @@ class Trainer:
         self.epochs = cfg["epochs"]
         self.len_epoch = cfg.get("len_epoch") or len(train_loader)
         self.log_step = cfg.get("log_step", 50)
+        self.media_step = cfg.get("media_step", 10 * self.log_step)
+        if self.media_step is not None and (not isinstance(self.media_step, int) or self.media_step < 0):
+            raise ConfigError(f"trainer.media_step must be a number of steps (0 or null: never), "
+                              f"got {self.media_step!r}")
+        self._media_window = None   # media_step window of the last media logged
         self.accum = cfg.get("grad_accum_steps", 1)
         if self.len_epoch % self.accum:
             raise ConfigError(f"trainer.len_epoch ({self.len_epoch}) must be a multiple of "
@@ -361,7 +368,8 @@ class Trainer:
         logger.info("epoch %d step %d: loss %.4f grad_norm %.2f lr %.2e %s %.2f batch/s %.1f audio-s/s "
                     "data-wait %.0f%%", epoch, self.step, window["loss"], window["grad_norm"], values["lr"],
                     metrics_text, window["batches_per_s"], window["audio_s_per_s"], 100 * window["data_wait_share"])
-        if self.writer.comet is not None:
+        if self.writer.comet is not None and self.media_step and self.step // self.media_step != self._media_window:
+            self._media_window = self.step // self.media_step  # the first log step of every media_step window
             with torch.no_grad():
                 feats, _ = self.raw_model.frontend(batch["audio"][:1], batch["audio_length"][:1])
             self.writer.log_spectrogram(self.step, "train", feats[0])
