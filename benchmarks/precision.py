@@ -18,7 +18,7 @@ is for CUDA; the Trainer trains in fp32 on CPU). Each mode runs ``--warmup`` ste
 median step time. Steps whose loss or gradients were not finite are counted and shown.
 
 MFU = model FLOPs of one training step / step time / the device's dense peak. The FLOPs
-are counted once, eager, with ``torch.utils.flop_counter`` (matrix products,
+are counted once, eager on the CPU, with ``torch.utils.flop_counter`` (matrix products,
 convolutions and attention in forward and backward; element-wise work and the
 optimiser are not counted, as is usual for MFU). The peak is the dense (no sparsity)
 bf16 tensor-core figure of the GPU from its data sheet (table ``PEAK_BF16_TFLOPS``),
@@ -191,10 +191,13 @@ def main(argv=None):
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = args.peak_tflops or (device_peak_tflops(name) if device.type == "cuda" else None)
 
+    # counted eagerly in fp32 on the CPU: FLOPs do not depend on precision or device, and on
+    # the CPU recurrent layers run as matrix products the counter sees (cuDNN's RNN kernel is opaque to it)
     torch.manual_seed(0)
-    model = build_model(cfg, n_tokens=n_tokens).to(device)  # eager, fp32: FLOPs do not depend on precision
+    model = build_model(cfg, n_tokens=n_tokens)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    flops = count_step_flops(model, CTCLoss(), make_batch(model, n_tokens, args.batch, args.seconds, device)[0])
+    flops = count_step_flops(model, CTCLoss(), make_batch(model, n_tokens, args.batch, args.seconds,
+                                                            torch.device("cpu"))[0])
     del model
     rows = []
     for mode in modes:
