@@ -39,12 +39,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.models import ARCH_DIR  # noqa: E402
 from hw_asr.builder import build_model, build_text_encoder, compile_options  # noqa: E402
 from hw_asr.config import load_config  # noqa: E402
 from hw_asr.loss import CTCLoss  # noqa: E402
 from hw_asr.trainer.inference import autocast_context  # noqa: E402
 
-ARCH_DIR = Path(__file__).resolve().parents[1] / "configs" / "arch"
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 # Dense bf16 tensor-core peak in TFLOPS (vendor data sheets, without 2:4 sparsity).
@@ -113,7 +113,6 @@ class StepRunner:
         self.criterion = CTCLoss()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-        self.non_finite = 0
 
     def __call__(self, batch):
         with autocast_context(self.device, self.precision):

@@ -65,8 +65,7 @@ class Trainer:
     def __init__(self, model, criterion, metrics, optimizer, lr_scheduler, text_encoder, config, device,
                  train_loader, eval_loaders, run_dir, writer, dist_info=None, decoders=None):
         self.model, self.criterion, self.metrics = model, criterion, metrics
-        raw = getattr(model, "_orig_mod", model)  # under torch.compile
-        self.raw_model = raw.module if isinstance(raw, torch.nn.parallel.DistributedDataParallel) else raw
+        self.raw_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.dist = dist_info or DistInfo(device=device)
         self.optimizer, self.lr_scheduler, self.text_encoder = optimizer, lr_scheduler, text_encoder
         self.config, self.device, self.run_dir, self.writer = config, device, Path(run_dir), writer
