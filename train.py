@@ -21,7 +21,7 @@ from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, w
 from hw_asr.logger import Writer, setup_logging
 from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
-from hw_asr.trainer.distributed import broadcast_object, init_distributed
+from hw_asr.trainer.distributed import barrier, broadcast_object, init_distributed
 from hw_asr.trainer.distributed import cleanup as cleanup_distributed
 from hw_asr.trainer.trainer import NonFiniteLossError, Trainer, load_matching_weights
 
@@ -90,7 +90,9 @@ def main(argv=None):
     validate_config(config)
     dist_info = init_distributed(args.device or get_path(config, "trainer.device", "auto"))
     try:
-        return _train(args, config, resume_path, resume_state, dist_info)
+        run_dir = _train(args, config, resume_path, resume_state, dist_info)
+        barrier()  # no rank tears the group down while another still uses it (a gloo rank aborted at exit)
+        return run_dir
     finally:
         cleanup_distributed()
 
