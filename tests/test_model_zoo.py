@@ -9,6 +9,8 @@ import train as train_script
 from hw_asr.builder import build_model, build_text_encoder
 from hw_asr.config import load_config
 from hw_asr.model import Conformer, EBranchformer, QuartzNet
+from hw_asr.model.conformer import RelPositionMultiHeadAttention
+from hw_asr.model.transformer_parts import sinusoids
 from tests.conftest import REPO
 from tests.test_model import padded_batch
 
@@ -94,6 +96,33 @@ def test_padding_invariance(name):
     n = alone["log_probs_length"][0]
     assert batched["log_probs_length"][1] == n
     torch.testing.assert_close(batched["log_probs"][1, :n], alone["log_probs"][0], atol=1e-4, rtol=0)
+
+
+def test_relative_position_attention_matches_the_transformer_xl_formula():
+    """Scores a(i, j) = ((q_i + u) . k_j + (q_i + v) . W p(i - j)) / sqrt(d_k), padded keys masked, written out
+    element by element; the module's fused SDPA path, its relative shift included, must give the same outputs."""
+    torch.manual_seed(0)
+    dim, heads, t = 16, 2, 7
+    attn = RelPositionMultiHeadAttention(dim, heads).eval()
+    x = torch.randn(2, t, dim)
+    lengths = torch.tensor([t, 4])
+    mask = torch.arange(t)[None] < lengths[:, None]
+    d_k = dim // heads
+    q, k, v = (layer(x).view(2, t, heads, d_k) for layer in (attn.q, attn.k, attn.v))
+    expected = torch.zeros(2, t, heads, d_k)
+    for b in range(2):
+        for h in range(heads):
+            for i in range(t):
+                scores = torch.full((t,), float("-inf"))
+                for j in range(int(lengths[b])):
+                    w_p = attn.pos(sinusoids(torch.tensor([i - j]), dim))[0].view(heads, d_k)[h]
+                    scores[j] = ((q[b, i, h] + attn.pos_bias_u[h]) @ k[b, j, h]
+                                 + (q[b, i, h] + attn.pos_bias_v[h]) @ w_p) / d_k ** 0.5
+                expected[b, i, h] = torch.softmax(scores, 0) @ v[b, :, h]
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, mask), attn.out(expected.reshape(2, t, dim)), atol=1e-5, rtol=1e-5)
+        one = torch.randn(1, 1, dim)  # a single frame: the shift has nothing to move
+        torch.testing.assert_close(attn(one, torch.ones(1, 1, dtype=torch.bool)), attn.out(attn.v(one)))
 
 
 OVERFIT = {

@@ -54,25 +54,36 @@ class RelPositionMultiHeadAttention(nn.Module):
         self.pos_bias_v = nn.Parameter(torch.zeros(heads, self.d_k))
         nn.init.xavier_uniform_(self.pos_bias_u)
         nn.init.xavier_uniform_(self.pos_bias_v)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout_p = dropout
 
     def forward(self, x, mask):
         b, t, _ = x.shape
-        split = lambda y: y.view(b, -1, self.heads, self.d_k).transpose(1, 2)  # noqa: E731  [B, H, T, d_k]
-        q = self.q(x).view(b, t, self.heads, self.d_k)
-        k, v = split(self.k(x)), split(self.v(x))
+        split = lambda y: y.view(b, t, self.heads, self.d_k).transpose(1, 2)  # noqa: E731  [B, H, T, d_k]
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
         # sinusoids of the relative distances t-1, ..., -(t-1): column c of the position scores is distance t-1-c
         rel = sinusoids(torch.arange(t - 1, -t, -1, device=x.device), self.heads * self.d_k)
         p = self.pos(rel.to(x.dtype)).view(2 * t - 1, self.heads, self.d_k).transpose(0, 1)  # [H, 2t-1, d_k]
-        content = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))  # [B, H, T, T]
-        position = torch.matmul((q + self.pos_bias_v).transpose(1, 2), p.transpose(-2, -1))  # [B, H, T, 2T-1]
-        i = torch.arange(t, device=x.device)
-        index = (t - 1 - i[:, None] + i[None, :]).expand(b, self.heads, t, t)  # distance i - j
-        scores = (content + position.gather(-1, index)) / math.sqrt(self.d_k)
-        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-        attn = self.dropout(torch.softmax(scores, dim=-1))
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, t, -1)
-        return self.out(out)
+        position = torch.matmul(q + self.pos_bias_v[:, None], p.transpose(-2, -1))  # [B, H, T, 2T-1]
+        bias = relative_shift(position) / math.sqrt(self.d_k)
+        bias = bias.masked_fill(~mask[:, None, None, :], float("-inf"))
+        # the content term (q + u) . k, the softmax and the weighted sum run fused in SDPA, the position
+        # term enters as an additive mask, so no [B, H, T, T] softmax or score copies are kept for backward
+        out = nn.functional.scaled_dot_product_attention(q + self.pos_bias_u[:, None], k, v, attn_mask=bias,
+                                                         dropout_p=self.dropout_p if self.training else 0.0)
+        return self.out(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def relative_shift(position):
+    """[..., T, 2T-1] scores by distance (column c: distance T-1-c) -> [..., T, T] with entry (i, j) at distance i-j.
+
+    Row i needs columns T-1-i ... 2T-2-i; in the flattened rows that run starts at i * (2T-2) + T-1, so
+    a view with row stride 2T-2 offset by T-1 reads every row's run without copying or gathering.
+    """
+    t = position.shape[-2]
+    if t == 1:
+        return position
+    flat = position.reshape(*position.shape[:-2], t * (2 * t - 1))
+    return flat[..., t - 1: t - 1 + t * (2 * t - 2)].unflatten(-1, (t, 2 * t - 2))[..., :t]
 
 
 class AbsPositionMultiHeadAttention(nn.Module):
