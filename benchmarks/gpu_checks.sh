@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every CUDA figure BENCHMARKS.md asks for, in one run (minutes on one H100):
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]        (PYTHON=... picks the interpreter)
-# 1. training throughput fp32 / fp16 / bf16 / bf16+compile and MFU (benchmarks/precision.py)
-#    for Conformer-M (the MFU target) and DeepSpeech2-large;
+# 1. training throughput fp32 / tf32 / fp16 / bf16 / bf16+compile and MFU (benchmarks/precision.py)
+#    for Conformer-M (the MFU target) and DeepSpeech2-large; the Conformer's fused (SDPA)
+#    relative-position attention vs materialised scores at Conformer-M's shape (benchmarks/attention.py);
 # 2. the README demo (one-batch overfit) trained end to end with trainer.amp=fp16, bf16
 #    and bf16 + trainer.compile=true: its validation WER must fall to ~0 under each;
 # 3. parameters, inference speed and peak memory of a training step per preset.
@@ -20,8 +21,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 
 "$py" benchmarks/precision.py --preset conformer_m --json "$out/precision_conformer_m.json"
-"$py" benchmarks/precision.py --preset deepspeech2_large --modes fp32 fp16 bf16 \
+"$py" benchmarks/precision.py --preset deepspeech2_large --modes fp32 tf32 fp16 bf16 \
     --json "$out/precision_deepspeech2_large.json"
+for amp in fp32 bf16; do
+    echo; "$py" benchmarks/attention.py --device cuda --amp "$amp" --batch 32 --seconds 16 --steps 20
+done
 
 runs=$(mktemp -d)
 echo; echo "README demo (configs/one_batch_test.json) on CUDA, final validation WER:"

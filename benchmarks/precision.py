@@ -7,12 +7,13 @@ on one fixed batch already on the device, with the Trainer's own precision machi
 ``autocast_context`` (bf16 / fp16 autocast on CUDA), a ``GradScaler`` for fp16,
 gradient clipping and AdamW. Modes, side by side in one run:
 
-  * ``fp32``, ``fp16``, ``bf16``: eager;
+  * ``fp32`` (TF32 off), ``tf32`` (fp32 with TF32 matrix products and convolutions,
+    as ``trainer.tf32=true``), ``fp16``, ``bf16``: eager;
   * ``<precision>+compile``: the model's blocks compiled as ``trainer.compile=true``
     compiles them (``CTCModel.compile_blocks``; ``--compile-options`` takes a JSON dict
     of ``torch.compile`` arguments instead).
 
-Defaults: ``fp32 fp16 bf16 bf16+compile`` on CUDA, ``fp32 fp32+compile`` on CPU (autocast
+Defaults: ``fp32 tf32 fp16 bf16 bf16+compile`` on CUDA, ``fp32 fp32+compile`` on CPU (autocast
 is for CUDA; the Trainer trains in fp32 on CPU). Each mode runs ``--warmup`` steps
 (kernel selection, compilation) and then ``--steps`` timed steps; the figure is the
 median step time. Steps whose loss or gradients were not finite are counted and shown.
@@ -45,7 +46,7 @@ from hw_asr.config import load_config  # noqa: E402
 from hw_asr.loss import CTCLoss  # noqa: E402
 from hw_asr.trainer.inference import autocast_context  # noqa: E402
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
 # Dense bf16 tensor-core peak in TFLOPS (vendor data sheets, without 2:4 sparsity).
 # Matched in order against torch.cuda.get_device_name(): the first substring(s) found wins.
@@ -75,7 +76,7 @@ def parse_mode(mode, device):
     if precision not in PRECISIONS or extra not in ("", "compile"):
         raise SystemExit(f"mode {mode!r}: expected one of {PRECISIONS}, optionally with '+compile'")
     if precision != "fp32" and device.type != "cuda":
-        raise SystemExit(f"mode {mode!r} needs CUDA: autocast is not used on {device.type} (it trains in fp32)")
+        raise SystemExit(f"mode {mode!r} needs CUDA: {device.type} trains in plain fp32")
     return precision, extra == "compile"
 
 
@@ -133,7 +134,9 @@ def measure_mode(cfg, n_tokens, mode, args, device):
     torch.manual_seed(0)
     model = build_model(cfg, n_tokens=n_tokens).to(device)
     batch, frames = make_batch(model, n_tokens, args.batch, args.seconds, device)
-    runner = StepRunner(model, precision, device)
+    if device.type == "cuda":  # fp32 means fp32 here; tf32 is fp32 with TF32 matrix products and convolutions
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    runner = StepRunner(model, "fp32" if precision == "tf32" else precision, device)
     if compiled:
         options = json.loads(args.compile_options) if args.compile_options else compile_options(True)
         model.compile_blocks(**options)  # in place, as train.py does for trainer.compile
@@ -178,13 +181,10 @@ def main(argv=None):
     preset_path = ARCH_DIR / f"{args.preset}.json"
     if not preset_path.is_file():
         raise SystemExit(f"no preset {preset_path}; choose one of {sorted(p.stem for p in ARCH_DIR.glob('*.json'))}")
-    modes = args.modes or (["fp32", "fp16", "bf16", "bf16+compile"] if device.type == "cuda"
+    modes = args.modes or (["fp32", "tf32", "fp16", "bf16", "bf16+compile"] if device.type == "cuda"
                            else ["fp32", "fp32+compile"])
     for mode in modes:
         parse_mode(mode, device)  # refuse a bad mode before anything runs
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
-        torch.backends.cudnn.allow_tf32 = False
     cfg = load_config(preset_path)
     n_tokens = len(build_text_encoder(cfg))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from benchmarks import precision
+from benchmarks import attention, precision
 from hw_asr.builder import build_model, build_text_encoder
 from hw_asr.config import load_config
 from hw_asr.loss import CTCLoss
@@ -33,7 +33,7 @@ def test_benchmark_runs_on_cpu_and_refuses_autocast_there(capsys):
     assert [r["mode"] for r in rows] == ["fp32"] and rows[0]["step_s"] > 0 and rows[0]["non_finite_steps"] == 0
     assert rows[0]["mfu"] == pytest.approx(rows[0]["tflops_per_s"])  # against a 1 TFLOPS peak
     assert "| fp32 |" in capsys.readouterr().out
-    for mode in ("bf16", "fp16+compile"):
+    for mode in ("bf16", "fp16+compile", "tf32"):
         with pytest.raises(SystemExit, match="needs CUDA"):
             precision.main(["--preset", "conformer_s", "--device", "cpu", "--modes", mode])
     with pytest.raises(SystemExit, match="expected one of"):
@@ -49,3 +49,24 @@ def test_peak_table():
     assert precision.device_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert precision.device_peak_tflops("NVIDIA L40S") == 362.0
     assert precision.device_peak_tflops("NVIDIA GeForce GTX 1080") is None
+
+
+def test_saved_bytes_counts_each_activation_storage_once_and_skips_weights():
+    weight = torch.randn(8, 16, requires_grad=True)
+    x = torch.randn(4, 8, requires_grad=True)
+    y, saved = attention.saved_bytes(lambda: torch.tanh(x @ weight), exclude=[weight])
+    # the matmul keeps x (4x8) and the weight (skipped); tanh keeps its output (4x16)
+    assert saved == (4 * 8 + 4 * 16) * 4
+    _, saved = attention.saved_bytes(lambda: x.expand(1000, 4, 8).pow(2).sum(), exclude=[])
+    assert saved == 4 * 8 * 4  # the expanded view holds x's storage, not 1000 copies
+
+
+def test_attention_benchmark_agrees_with_the_materialised_baseline_and_keeps_less_for_backward(capsys):
+    rows = attention.main(["--dim", "32", "--heads", "2", "--batch", "2", "--seconds", "4", "--warmup", "0",
+                           "--steps", "1"])
+    assert rows["max_abs_difference"] < 1e-5
+    assert rows["frames"] == 100
+    assert rows["saved_ratio"] < 0.9  # the softmax output is no longer kept
+    assert "sdpa / materialised" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        attention.main(["--amp", "bf16"])

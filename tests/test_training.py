@@ -59,6 +59,12 @@ def test_compiled_training_saves_plain_weights_and_resumes_uncompiled(tmp_path, 
         run_train(tmp_path, *TINY, "trainer.compile=3")
 
 
+@pytest.mark.parametrize("value", ["1", '"yes"'])
+def test_tf32_must_be_a_boolean(tmp_path, value):
+    with pytest.raises(train_script.ConfigError, match="trainer.tf32 must be true, false or null"):
+        run_train(tmp_path, *TINY, f"trainer.tf32={value}")
+
+
 def test_one_batch_overfit(tmp_path):
     """The README's demo config: loss falls and greedy CER ends below 0.1."""
     run_dir = run_train(tmp_path, "trainer.epochs=4")
