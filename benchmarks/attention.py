@@ -142,6 +142,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.amp != "fp32" and not args.device.startswith("cuda"):
         parser.error("--amp fp16/bf16 needs --device cuda (autocast is for CUDA; the CPU trains in fp32)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA device")
     rows = run(args)
     print(f"dim {args.dim}, heads {args.heads}, batch {args.batch} x {rows['frames']} frames, {args.amp} on "
           f"{args.device}; outputs agree within {rows['max_abs_difference']:.1e}")
