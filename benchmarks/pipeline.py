@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hw_asr.builder import (build_dataloader, build_dataset, build_loss, build_lr_scheduler,  # noqa: E402
-                            build_metrics, build_model, build_optimizer, build_text_encoder)
+                            build_metrics, build_model, build_optimizer, build_text_encoder, resolve_num_workers)
 from hw_asr.config import apply_overrides, load_config  # noqa: E402
 from hw_asr.logger import Writer  # noqa: E402
 from hw_asr.trainer.inference import move_batch  # noqa: E402
@@ -167,7 +167,7 @@ def main(argv=None):
         print(f"WARNING: CPU share differs between the loops (bare {bare_best.cpu_share:.2f}, "
               f"full {full_best.cpu_share:.2f}): another process was probably competing for the cores; "
               f"rerun on an idle machine", file=sys.stderr)
-    workers = config["data"]["train"].get("num_workers", 0)
+    workers = resolve_num_workers(config["data"]["train"].get("num_workers", 0), "data.train.num_workers")
     print(f"\n{args.config}: {args.steps} steps, {n_utts} utterances, "
           f"{sum(x['audio_length'].sum().item() for x in batches) / 16000:.0f} s of audio, "
           f"{torch.get_num_threads()} threads, {workers} loader worker(s)")

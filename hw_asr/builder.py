@@ -1,6 +1,7 @@
 """From a resolved config to objects: text encoder, datasets, loaders, model, metrics, optimiser."""
 import inspect
 import logging
+import os
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
@@ -68,6 +69,20 @@ def build_dataset(config, split, encoder):
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
+def resolve_num_workers(value, where):
+    """``num_workers``: a count, or ``"auto"``: none when this process has 4 CPU cores or fewer
+    (a worker then takes cycles from the compute threads: 14-27% of a Conformer step on
+    2 cores, BENCHMARKS.md), otherwise half of the process's cores, at most 8. Cores are those
+    the process may run on, shared among the ranks torchrun starts on this machine."""
+    if value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+        return 0 if cores <= 4 else min(8, cores // 2)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where} must be a non-negative integer or \"auto\", got {value!r}")
+    return value
+
+
 def build_dataloader(config, split, dataset, seed=0, train=None):
     """``train`` (default: whether ``split`` is the train split) shuffles the batches."""
     cfg = get_path(config, f"data.{split}")
@@ -76,7 +91,7 @@ def build_dataloader(config, split, dataset, seed=0, train=None):
         "batch_size": get_path(config, f"data.{split}.batch_size"), "shuffle": train, "drop_last": False}})
     sampler_args = {} if "seed" in sampler_spec.get("args", {}) else {"seed": seed}
     sampler = resolve(sampler_spec, batch_sampler, f"data.{split}.batch_sampler", dataset, **sampler_args)
-    num_workers = cfg.get("num_workers", 0)
+    num_workers = resolve_num_workers(cfg.get("num_workers", 0), f"data.{split}.num_workers")
     # A loader of its own generator: creating an iterator then draws no number from the
     # global RNG, so validation and resumes leave the training random stream unchanged.
     loader = DataLoader(

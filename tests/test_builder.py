@@ -1,8 +1,10 @@
+import os
+
 import pytest
 import torch
 
 from hw_asr.augmentations import Gain, RandomApply, Sequential
-from hw_asr.builder import build_dataset, build_lr_scheduler, build_wave_augs
+from hw_asr.builder import build_dataset, build_lr_scheduler, build_wave_augs, resolve_num_workers
 from hw_asr.config import ConfigError
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.trainer.lr_schedulers import WarmupLR
@@ -62,3 +64,14 @@ def test_one_cycle_gets_total_steps_from_the_run():
     assert sched.total_steps == 50
     with pytest.raises(ConfigError, match="unknown type"):
         build_lr_scheduler({"lr_scheduler": {"type": "Nope", "args": {}}}, opt, 50)
+
+
+def test_num_workers_auto_follows_the_cores_per_rank(monkeypatch):
+    for cores, ranks, expected in [(2, 1, 0), (4, 1, 0), (6, 1, 3), (16, 1, 8), (64, 1, 8), (16, 2, 4), (16, 4, 0)]:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(ranks))
+        assert resolve_num_workers("auto", "w") == expected, (cores, ranks)
+    assert resolve_num_workers(3, "w") == 3
+    for bad in (-1, "four", 1.5, True):
+        with pytest.raises(ConfigError, match="data.train.num_workers must be a non-negative integer"):
+            resolve_num_workers(bad, "data.train.num_workers")
