@@ -70,3 +70,19 @@ def test_attention_benchmark_agrees_with_the_materialised_baseline_and_keeps_les
     assert "sdpa / materialised" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         attention.main(["--amp", "bf16"])
+
+
+def test_flop_counter_sees_the_fused_attention():
+    """MFU counts the attention: the SDPA path must count what the explicit matrix products do."""
+    fused = attention.RelPositionMultiHeadAttention(32, 2)
+    explicit = attention.MaterialisedRelAttention(32, 2)
+    explicit.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 50, 32, requires_grad=True)
+    mask = torch.arange(50)[None] < torch.tensor([[50], [30]])
+    counts = []
+    for module in (fused, explicit):
+        counter = precision.FlopCounterMode(display=False)
+        with counter:
+            module(x, mask).sum().backward()
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
