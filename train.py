@@ -21,7 +21,7 @@ from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, w
 from hw_asr.logger import Writer, setup_logging
 from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
-from hw_asr.trainer.distributed import barrier, broadcast_object, init_distributed
+from hw_asr.trainer.distributed import barrier, broadcast_object, init_distributed, sync_batchnorm
 from hw_asr.trainer.distributed import cleanup as cleanup_distributed
 from hw_asr.trainer.trainer import NonFiniteLossError, Trainer, load_matching_weights
 
@@ -128,6 +128,8 @@ def _train(args, config, resume_path, resume_state, dist_info):
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tcfg["tf32"]
         else:
             logger.warning("trainer.tf32 applies to CUDA only; %s computes in plain fp32", device.type)
+    if tcfg.get("sync_batchnorm"):
+        model = sync_batchnorm(model, dist_info)
     if tcfg.get("compile"):
         model.compile_blocks(**compile_options(tcfg["compile"]))
     if dist_info.enabled:

@@ -218,8 +218,9 @@ def validate_config(config):
             raise ConfigError(f"missing required config key 'data.{split}.batch_size'")
     if get_path(config, "trainer.compile", None):
         compile_options(config["trainer"]["compile"])
-    if not isinstance(get_path(config, "trainer.tf32", None), (bool, type(None))):
-        raise ConfigError(f"trainer.tf32 must be true, false or null, got {config['trainer']['tf32']!r}")
+    for key in ("tf32", "sync_batchnorm"):
+        if not isinstance(get_path(config, f"trainer.{key}", None), (bool, type(None))):
+            raise ConfigError(f"trainer.{key} must be true, false or null, got {config['trainer'][key]!r}")
     init = get_path(config, "trainer.init_weights", None)
     if init and not Path(init).is_file():
         raise ConfigError(f"trainer.init_weights: checkpoint not found: {init}")

@@ -4,7 +4,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+import train as train_script
+from hw_asr.model import Conformer
+from hw_asr.trainer.distributed import DistInfo, sync_batchnorm
 from tests.conftest import REPO
 from tests.test_training import TINY, assert_same_weights, run_train, weights
 
@@ -49,3 +53,28 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
     # resume the 2-process run from its checkpoint for one more epoch
     torchrun(tmp_path / "two", "trainer.epochs=3", resume=ddp_dir / "checkpoint-epoch2.pth")
     assert (ddp_dir / "checkpoint-epoch3.pth").is_file()
+
+
+def test_sync_batchnorm_converts_only_a_multi_process_cuda_run(caplog):
+    def conformer():
+        torch.manual_seed(0)
+        return Conformer(29, dim=32, heads=2, layers=2, kernel=7, frontend={"n_mels": 32})
+
+    plain = conformer()
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())
+    assert n_bn == 2  # one per convolution module
+    synced = sync_batchnorm(conformer(), DistInfo(rank=0, world_size=2, device=torch.device("cuda", 0)))
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules()) == n_bn
+    assert synced.state_dict().keys() == plain.state_dict().keys()  # checkpoints load either way
+    for key, value in plain.state_dict().items():
+        assert torch.equal(synced.state_dict()[key], value), key
+    one_rank = sync_batchnorm(conformer(), DistInfo(world_size=1, device=torch.device("cuda", 0)))
+    on_cpu = sync_batchnorm(conformer(), DistInfo(rank=0, world_size=2, device=torch.device("cpu")))
+    for model in (one_rank, on_cpu):
+        assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    assert "trainer.sync_batchnorm needs CUDA" in caplog.text
+
+
+def test_sync_batchnorm_must_be_a_boolean(tmp_path):
+    with pytest.raises(train_script.ConfigError, match="trainer.sync_batchnorm must be true, false or null"):
+        run_train(tmp_path, *TINY, "trainer.sync_batchnorm=2")

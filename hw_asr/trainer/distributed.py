@@ -50,6 +50,20 @@ def init_distributed(device_name=None):
     return DistInfo(rank, world_size, local_rank, device)
 
 
+def sync_batchnorm(model, dist_info):
+    """Batch norm with statistics over the global batch (``trainer.sync_batchnorm``), for a
+    multi-process run on CUDA (torch's SyncBatchNorm has no CPU kernel: elsewhere each rank
+    keeps its own statistics, with a warning). Parameter and buffer names do not change,
+    so checkpoints load either way."""
+    if not dist_info.enabled:
+        return model
+    if dist_info.device.type != "cuda":
+        logger.warning("trainer.sync_batchnorm needs CUDA; batch norm statistics stay per rank on %s",
+                       dist_info.device.type)
+        return model
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def _active():
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
