@@ -121,15 +121,15 @@ def _train(args, config, resume_path, resume_state, dist_info):
     init_weights = get_path(config, "trainer.init_weights", None)
     if init_weights and not resume_state:
         load_matching_weights(model, init_weights)
-    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     tcfg = config["trainer"]
+    if tcfg.get("sync_batchnorm"):
+        model = sync_batchnorm(model, dist_info)
+    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     if tcfg.get("tf32") is not None:  # null: torch's default (TF32 convolutions, fp32 matrix products)
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tcfg["tf32"]
         else:
             logger.warning("trainer.tf32 applies to CUDA only; %s computes in plain fp32", device.type)
-    if tcfg.get("sync_batchnorm"):
-        model = sync_batchnorm(model, dist_info)
     if tcfg.get("compile"):
         model.compile_blocks(**compile_options(tcfg["compile"]))
     if dist_info.enabled:

@@ -123,6 +123,10 @@ def test_relative_position_attention_matches_the_transformer_xl_formula():
         torch.testing.assert_close(attn(x, mask), attn.out(expected.reshape(2, t, dim)), atol=1e-5, rtol=1e-5)
         one = torch.randn(1, 1, dim)  # a single frame: the shift has nothing to move
         torch.testing.assert_close(attn(one, torch.ones(1, 1, dtype=torch.bool)), attn.out(attn.v(one)))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed dtypes (bf16 activations, fp32 biases) agree
+            half = attn(x, mask)
+        assert half.dtype == torch.bfloat16
+        torch.testing.assert_close(half.float(), attn(x, mask), atol=5e-2, rtol=5e-2)
 
 
 OVERFIT = {

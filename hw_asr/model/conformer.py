@@ -68,7 +68,9 @@ class RelPositionMultiHeadAttention(nn.Module):
         bias = bias.masked_fill(~mask[:, None, None, :], float("-inf"))
         # the content term (q + u) . k, the softmax and the weighted sum run fused in SDPA, the position
         # term enters as an additive mask, so no [B, H, T, T] softmax or score copies are kept for backward
-        out = nn.functional.scaled_dot_product_attention(q + self.pos_bias_u[:, None], k, v, attn_mask=bias,
+        # under autocast q, k, v are half precision but q + u (an fp32 parameter) is promoted: cast it back
+        out = nn.functional.scaled_dot_product_attention((q + self.pos_bias_u[:, None]).to(v.dtype), k, v,
+                                                         attn_mask=bias.to(v.dtype),
                                                          dropout_p=self.dropout_p if self.training else 0.0)
         return self.out(out.transpose(1, 2).reshape(b, t, -1))
 
