@@ -23,6 +23,7 @@ from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
 from hw_asr.trainer.distributed import barrier, broadcast_object, init_distributed, sync_batchnorm
 from hw_asr.trainer.distributed import cleanup as cleanup_distributed
+from hw_asr.trainer.inference import allow_tf32
 from hw_asr.trainer.trainer import NonFiniteLossError, Trainer, load_matching_weights
 
 logger = logging.getLogger("train")
@@ -127,7 +128,7 @@ def _train(args, config, resume_path, resume_state, dist_info):
     optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     if tcfg.get("tf32") is not None:  # null: torch's default (TF32 convolutions, fp32 matrix products)
         if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tcfg["tf32"]
+            allow_tf32(tcfg["tf32"])
         else:
             logger.warning("trainer.tf32 applies to CUDA only; %s computes in plain fp32", device.type)
     if tcfg.get("compile"):

@@ -44,7 +44,7 @@ from benchmarks.models import ARCH_DIR  # noqa: E402
 from hw_asr.builder import build_model, build_text_encoder, compile_options  # noqa: E402
 from hw_asr.config import load_config  # noqa: E402
 from hw_asr.loss import CTCLoss  # noqa: E402
-from hw_asr.trainer.inference import autocast_context  # noqa: E402
+from hw_asr.trainer.inference import allow_tf32, autocast_context  # noqa: E402
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
@@ -135,7 +135,7 @@ def measure_mode(cfg, n_tokens, mode, args, device):
     model = build_model(cfg, n_tokens=n_tokens).to(device)
     batch, frames = make_batch(model, n_tokens, args.batch, args.seconds, device)
     if device.type == "cuda":  # fp32 means fp32 here; tf32 is fp32 with TF32 matrix products and convolutions
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        allow_tf32(precision == "tf32")
     runner = StepRunner(model, "fp32" if precision == "tf32" else precision, device)
     if compiled:
         options = json.loads(args.compile_options) if args.compile_options else compile_options(True)

@@ -65,6 +65,16 @@ def test_tf32_must_be_a_boolean(tmp_path, value):
         run_train(tmp_path, *TINY, f"trainer.tf32={value}")
 
 
+def test_allow_tf32_sets_matrix_products_and_convolutions_together():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        for enabled in (True, False):
+            train_script.allow_tf32(enabled)
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (enabled, enabled)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def test_one_batch_overfit(tmp_path):
     """The README's demo config: loss falls and greedy CER ends below 0.1."""
     run_dir = run_train(tmp_path, "trainer.epochs=4")

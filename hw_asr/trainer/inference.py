@@ -17,6 +17,12 @@ def autocast_context(device, amp):
     return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
+def allow_tf32(enabled):
+    """fp32 matrix products and convolutions on TF32 tensor cores (CUDA, Ampere and newer), or not:
+    ``trainer.tf32`` and the ``tf32`` mode of ``benchmarks/precision.py``."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+
+
 def decode_batch(log_probs, lengths, encoder, decoders):
     """``{decoder_name: [hypothesis, ...]}``; ``decoders`` maps names to decoder objects,
     ``"argmax"`` (greedy) needs none."""
