@@ -86,3 +86,18 @@ def test_flop_counter_sees_the_fused_attention():
             module(x, mask).sum().backward()
         counts.append(counter.get_total_flops())
     assert counts[0] == counts[1] > 0
+
+
+def test_pipeline_benchmark_times_one_logging_window_by_default(capsys, monkeypatch):
+    from benchmarks import pipeline
+    monkeypatch.chdir(pipeline.Path(pipeline.__file__).resolve().parents[1])  # the config's relative paths
+    common = ["-c", "configs/one_batch_test.json", "--repeats", "1"]
+    figures = pipeline.main(common + ["trainer.log_step=2", "trainer.visualize=comet"])  # --steps: log_step + 1
+    out = capsys.readouterr()
+    assert figures["ratio"] > 0 and figures["pair_median"] > 0
+    assert figures["timed_logs"] == [2] and figures["timed_media"] == [2]
+    assert "step 3 (with step 2's logging and comet media)" in out.out
+    assert "no logging step" not in out.err and 0 < figures["data_wait_share"] < 1
+    # step 2 logs after the last timed stamp
+    figures = pipeline.main(common + ["--steps", "2", "trainer.log_step=2", "trainer.visualize=null"])
+    assert figures["timed_logs"] == [] and "no logging step falls in the timed steps 2..2" in capsys.readouterr().err
