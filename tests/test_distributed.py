@@ -6,7 +6,6 @@ import sys
 import pytest
 import torch
 
-import train as train_script
 from hw_asr.model import Conformer
 from hw_asr.trainer.distributed import DistInfo, sync_batchnorm
 from tests.conftest import REPO
@@ -73,8 +72,3 @@ def test_sync_batchnorm_converts_only_a_multi_process_cuda_run(caplog):
     for model in (one_rank, on_cpu):
         assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     assert "trainer.sync_batchnorm needs CUDA" in caplog.text
-
-
-def test_sync_batchnorm_must_be_a_boolean(tmp_path):
-    with pytest.raises(train_script.ConfigError, match="trainer.sync_batchnorm must be true, false or null"):
-        run_train(tmp_path, *TINY, "trainer.sync_batchnorm=2")

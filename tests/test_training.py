@@ -59,10 +59,10 @@ def test_compiled_training_saves_plain_weights_and_resumes_uncompiled(tmp_path, 
         run_train(tmp_path, *TINY, "trainer.compile=3")
 
 
-@pytest.mark.parametrize("value", ["1", '"yes"'])
-def test_tf32_must_be_a_boolean(tmp_path, value):
-    with pytest.raises(train_script.ConfigError, match="trainer.tf32 must be true, false or null"):
-        run_train(tmp_path, *TINY, f"trainer.tf32={value}")
+@pytest.mark.parametrize("key,value", [("tf32", "1"), ("tf32", '"yes"'), ("sync_batchnorm", "2")])
+def test_boolean_trainer_switches_refuse_other_values(tmp_path, key, value):
+    with pytest.raises(train_script.ConfigError, match=f"trainer.{key} must be true, false or null"):
+        run_train(tmp_path, *TINY, f"trainer.{key}={value}")
 
 
 def test_allow_tf32_sets_matrix_products_and_convolutions_together():
