@@ -1,29 +1,34 @@
 """Framework overhead and input-pipeline speed, measured side by side in one run.
 
-    python benchmarks/pipeline.py -c configs/deepspeech2_mini_librispeech.json [--steps N] [--repeats R] [key=value ...]
+    python benchmarks/pipeline.py -c configs/deepspeech2_mini_librispeech.json [--steps N] [--repeats R]
+        [--interleave steps|runs] [key=value ...]
 
 1. Overhead: the wall time of ``--steps`` full training steps through the Trainer
    (DataLoader with the config's workers, collate, frontend, forward, backward,
    clipping, optimiser, scheduler, logging every ``log_step`` to metrics.jsonl and
    comet offline, progress bar) against the bare loop -- forward, loss, backward,
    optimiser step -- over the very same batches already collated in memory.
-   Both are timed from the end of the first step to the end of the last (the first
-   step warms up kernels, and the loader's worker start-up happens once per epoch).
-   The two runs alternate (bare, full, bare, full, ...); the headline is the median over
-   the pairs of full / bare (a pair's two runs share the machine's state of the moment,
-   and this machine's speed drifts by up to 15% between runs); the ratio of the fastest
-   runs is printed as well.
+   Steps 2..N are timed (the first warms up kernels and allocators, and the loader's
+   worker start-up happens once per epoch).
+   By default the two loops run in lock-step, each on a model of its own: right after
+   the Trainer's step k the bare loop trains on batch k, and the Trainer's next step is
+   timed from the end of that bare step. Two steps a few seconds apart share the
+   machine's state of the moment; this machine's speed drifts by up to 25% between runs
+   a minute apart, which swamps a few per cent of overhead when whole runs alternate.
+   The bare loop keeps a random stream of its own, so the Trainer's is untouched.
+   With loader workers, which would prefetch during the bare steps and compete with
+   them, ``--interleave runs`` alternates whole runs instead (bare, full, bare, ...).
+   ``--repeats`` pairs are measured; the headline is the median of their full / bare.
    By default a run is ``log_step + 1`` steps, so the timed steps are one logging
    window with its logging step (comet media included when it falls there); the step
    that carries the logging is printed beside the bare loop's time for the same batch,
-   with the Trainer's own data-wait share.
+   with the time the Trainer waits for the loader.
    Both loops record the shape of every batch they train on; the run stops with an
    error if they differ (a ratio over different batches measures nothing), or if any
    step's loss or gradient was not finite (the Trainer skips such a step's update, the
-   bare loop does not). Each loop
-   also reports its CPU share -- process CPU time / (wall time x threads) -- because
-   another process competing for the cores slows whichever loop it overlaps; the run
-   warns when the shares differ.
+   bare loop does not). Each loop also reports its CPU share -- process CPU time /
+   (wall time x threads) -- because another process competing for the cores slows
+   whichever loop it overlaps; the run warns when the shares differ.
 2. Loader: utterances per second the DataLoader delivers on its own, against the
    utterances per second the bare training loop consumes.
 """
@@ -54,61 +59,95 @@ def fresh(config, encoder):
     return model, optimizer, build_lr_scheduler(config, optimizer, 1000)
 
 
+def snapshot():
+    """Wall time, process CPU time and minor page faults (memory the kernel had to map and zero)."""
+    return time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class Timing:
-    """Wall and process-CPU stamps at the end of each step, and the batch shapes trained on."""
+    """Where each step ended (``stamp``), and the batch shapes trained on.
+
+    A step runs from the end of the previous one, unless ``restart`` moved its start
+    later: in lock-step the other loop's step runs in between and is not counted.
+    """
 
     def __init__(self):
-        self.wall, self.cpu, self.faults, self.shapes = [], [], [], []
+        self.starts, self.ends, self.shapes = [], [], []
         self.non_finite = 0  # steps whose loss or gradients were not finite (the Trainer skips their update)
         self.logged, self.media = set(), set()  # optimiser steps (1-based) that logged, and that sent comet media
-        self.data_wait = []  # the Trainer's own data-wait share of each logging window
+        self.wait = []  # seconds the Trainer waited for each batch
 
     def stamp(self):
-        self.wall.append(time.perf_counter())
-        self.cpu.append(time.process_time())
-        self.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+        now = snapshot()
+        self.ends.append(now)
+        self.starts.append(now)
+
+    def restart(self):
+        if self.starts:
+            self.starts[-1] = snapshot()
 
     @property
-    def seconds(self):
+    def steps_done(self):
+        return len(self.ends)
+
+    def _intervals(self, field):
         """Steps 2..N: the first step warms up allocators and kernels in both loops."""
-        return self.wall[-1] - self.wall[0]
-
-    @property
-    def faults_per_step(self):
-        """Minor page faults (memory the kernel had to map and zero) per timed step."""
-        return (self.faults[-1] - self.faults[0]) / max(len(self.faults) - 1, 1)
+        return [end[field] - start[field] for start, end in zip(self.starts, self.ends[1:])]
 
     @property
     def step_seconds(self):
-        """Wall time of steps 2..N, each from the end of the previous step."""
-        return [b - a for a, b in zip(self.wall, self.wall[1:])]
+        return self._intervals(0)
+
+    @property
+    def seconds(self):
+        return sum(self.step_seconds)
+
+    @property
+    def faults_per_step(self):
+        return sum(self._intervals(2)) / max(self.steps_done - 1, 1)
+
+    @property
+    def data_wait_share(self):
+        return sum(self.wait[1:]) / max(self.seconds, 1e-9)
 
     @property
     def cpu_share(self):
-        return (self.cpu[-1] - self.cpu[0]) / max(self.seconds * torch.get_num_threads(), 1e-9)
+        return sum(self._intervals(1)) / max(self.seconds * torch.get_num_threads(), 1e-9)
+
+
+class BareLoop:
+    """Forward, loss, backward, clipping and optimiser step over batches already in memory."""
+
+    def __init__(self, config, encoder, clip):
+        self.model, self.optimizer, _ = fresh(config, encoder)
+        self.criterion, self.clip, self.timing = build_loss(config), clip, Timing()
+        self.model.train()
+
+    def step(self, batch):
+        self.timing.restart()
+        self.timing.shapes.append(tuple(batch["audio"].shape))
+        out = self.model(**batch)
+        loss = self.criterion(**batch, **out)["loss"]
+        self.timing.non_finite += not bool(torch.isfinite(loss))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        del out, loss  # as in the Trainer: nothing from this step is alive during the next
+        self.timing.stamp()
 
 
 def bare_run(config, encoder, batches, clip):
-    model, optimizer, _ = fresh(config, encoder)
-    criterion = build_loss(config)
-    model.train()
-    timing = Timing()
+    bare = BareLoop(config, encoder, clip)
     for batch in batches:
-        timing.shapes.append(tuple(batch["audio"].shape))
-        out = model(**batch)
-        loss = criterion(**batch, **out)["loss"]
-        timing.non_finite += not bool(torch.isfinite(loss))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        del out, loss  # as in the Trainer: nothing from this step is alive during the next
-        timing.stamp()
-    return timing
+        bare.step(batch)
+    return bare.timing
 
 
-def full_run(config, encoder, dataset, steps, tmp):
+def full_run(config, encoder, dataset, steps, tmp, bare=None, batches=None):
+    """The Trainer's timing; with ``bare``, that loop trains on ``batches[k - 1]`` right after
+    the Trainer's step k (lock-step), its own RNG stream apart, and its time not counted."""
     cfg = {**config, "trainer": {**config["trainer"], "epochs": 1, "len_epoch": steps, "grad_accum_steps": 1,
                                  "monitor": "off", "save_period": 10 ** 9}}
     model, optimizer, scheduler = fresh(cfg, encoder)
@@ -119,29 +158,46 @@ def full_run(config, encoder, dataset, steps, tmp):
     trainer.save = lambda name: None  # checkpoint writes are not part of a step
     timing = Timing()
     step, forward_backward = trainer._optimizer_step, trainer._forward_backward
+    bare_rng = torch.get_rng_state()
 
     def stamped(*a, **k):
+        nonlocal bare_rng
         out = step(*a, **k)
         timing.stamp()
+        if bare is not None:
+            with torch.random.fork_rng(devices=[]):  # the Trainer's random stream stays its own
+                torch.set_rng_state(bare_rng)
+                bare.step(batches[timing.steps_done - 1])
+                bare_rng = torch.get_rng_state()
+            timing.restart()
         return out
 
     def recorded(batch, *a, **k):
         timing.shapes.append(tuple(batch["audio"].shape))
         return forward_backward(batch, *a, **k)
 
+    stream = trainer._train_stream
+
+    def waited():  # the time the Trainer waits for each batch (step k's wait is within step k)
+        batches_in = stream()
+        while True:
+            start = time.perf_counter()
+            batch = next(batches_in)
+            timing.wait.append(time.perf_counter() - start)
+            yield batch
+
     log_train, log_spectrogram = trainer._log_train, writer.log_spectrogram
 
-    def log_step(epoch, batch, outputs, window):  # runs after step k's stamp, so it is timed with step k + 1
-        timing.logged.add(len(timing.wall))
-        timing.data_wait.append(window["data_wait_share"])
-        return log_train(epoch, batch, outputs, window)
+    def log_step(*a, **k):  # runs after step k's stamp, so it is timed with step k + 1
+        timing.logged.add(timing.steps_done)
+        return log_train(*a, **k)
 
     def media(*a, **k):
-        timing.media.add(len(timing.wall))
+        timing.media.add(timing.steps_done)
         return log_spectrogram(*a, **k)
 
     trainer._optimizer_step, trainer._forward_backward = stamped, recorded
-    trainer._log_train, writer.log_spectrogram = log_step, media
+    trainer._log_train, writer.log_spectrogram, trainer._train_stream = log_step, media, waited
     trainer.train()
     writer.close()
     timing.non_finite = trainer.skipped_steps
@@ -156,7 +212,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps per run (default: log_step + 1, so that the timed steps 2..N are "
                              "one logging window, its logging step included)")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating bare/full pairs")
+    parser.add_argument("--repeats", type=int, default=3, help="bare/full pairs")
+    parser.add_argument("--interleave", choices=("steps", "runs"), default="steps",
+                        help="steps (default): one run, the bare loop's step k right after the Trainer's step k; "
+                             "runs: a bare run, then a Trainer run")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -184,11 +243,20 @@ def main(argv=None):
     n_utts = sum(len(b["text"]) for b in batches)
 
     clip = config["trainer"].get("grad_norm_clip")
+    workers = resolve_num_workers(config["data"]["train"].get("num_workers", 0), "data.train.num_workers")
+    if args.interleave == "steps" and workers:
+        print(f"WARNING: {workers} loader worker(s) prefetch while the lock-step bare steps run and compete with "
+              f"them for the cores; --interleave runs keeps the two loops apart", file=sys.stderr)
     bare, full = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
-            bare.append(bare_run(config, encoder, batches, clip))
-            full.append(full_run(config, encoder, dataset, args.steps, Path(tmp)))
+            if args.interleave == "steps":
+                lockstep = BareLoop(config, encoder, clip)
+                full.append(full_run(config, encoder, dataset, args.steps, Path(tmp), lockstep, batches))
+                bare.append(lockstep.timing)
+            else:
+                bare.append(bare_run(config, encoder, batches, clip))
+                full.append(full_run(config, encoder, dataset, args.steps, Path(tmp)))
     for timing in bare + full:
         if timing.shapes != bare[0].shapes:
             sys.exit(f"the bare loop and the Trainer trained on different batches "
@@ -212,41 +280,43 @@ def main(argv=None):
     if not timed_logs:
         print(f"WARNING: no logging step falls in the timed steps 2..{args.steps} (log_step {log_every}): "
               f"the ratio leaves logging out; use --steps {log_every + 1}", file=sys.stderr)
-    workers = resolve_num_workers(config["data"]["train"].get("num_workers", 0), "data.train.num_workers")
     print(f"\n{args.config}: {args.steps} steps, {n_utts} utterances, "
           f"{sum(x['audio_length'].sum().item() for x in batches) / 16000:.0f} s of audio, "
-          f"{torch.get_num_threads()} threads, {workers} loader worker(s)")
+          f"{torch.get_num_threads()} threads, {workers} loader worker(s), "
+          f"{'lock-step' if args.interleave == 'steps' else 'alternating runs'}")
     print("| measure | value |\n|---|---:|")
     print(f"| bare forward/backward/optimiser, s per step | {b / (args.steps - 1):.3f} |")
     print(f"| full Trainer step, s per step | {f / (args.steps - 1):.3f} |")
     pairs = [x.seconds / y.seconds for y, x in zip(bare, full)]
     pair_median = statistics.median(pairs)
     print(f"| overhead ratio, fastest full / fastest bare | {f / b:.3f} |")
-    print(f"| full / bare of each alternating pair | {' '.join(f'{r:.3f}' for r in pairs)} |")
+    print(f"| full / bare of each pair | {' '.join(f'{r:.3f}' for r in pairs)} |")
     print(f"| **overhead ratio, median of the pairs** | **{pair_median:.3f}** |")
     print(f"| CPU share bare / full | {bare_best.cpu_share:.2f} / {full_best.cpu_share:.2f} |")
     print(f"| minor page faults per step, bare / full | {bare_best.faults_per_step:.0f} / "
           f"{full_best.faults_per_step:.0f} |")
     print(f"| all runs, s per step, bare | {' '.join(f'{t.seconds / (args.steps - 1):.3f}' for t in bare)} |")
     print(f"| all runs, s per step, full | {' '.join(f'{t.seconds / (args.steps - 1):.3f}' for t in full)} |")
-    full_steps, bare_steps = full_best.step_seconds, bare_best.step_seconds  # the same batch at each index
+    # step level, within each pair (the same batch at each index), median over the pairs
     for k in timed_logs:
         print(f"| step {k + 1} (with step {k}'s logging{' and comet media' if k in full_best.media else ''}), "
-              f"s full / bare | {full_steps[k - 1]:.3f} / {bare_steps[k - 1]:.3f} |")
-    others = [i for i in range(len(full_steps)) if i + 1 not in timed_logs]
+              f"s full / bare, median of the pairs | {statistics.median(x.step_seconds[k - 1] for x in full):.3f} / "
+              f"{statistics.median(y.step_seconds[k - 1] for y in bare):.3f} |")
+    others = [i for i in range(args.steps - 1) if i + 1 not in timed_logs]
     if others:
-        print(f"| steps without logging, full / bare | "
-              f"{sum(full_steps[i] for i in others) / sum(bare_steps[i] for i in others):.3f} |")
-    if full_best.data_wait:
-        print(f"| time waiting for the loader (the Trainer's data-wait share, steps 1..{min(full_best.logged)}) | "
-              f"{full_best.data_wait[0]:.1%} |")
+        plain = statistics.median(sum(x.step_seconds[i] for i in others) / sum(y.step_seconds[i] for i in others)
+                                  for y, x in zip(bare, full))
+        print(f"| steps without logging, full / bare, median of the pairs | {plain:.3f} |")
+    data_wait = statistics.median(x.data_wait_share for x in full)
+    print(f"| time the Trainer waits for the loader, share of its steps, median of the runs | {data_wait:.1%} |")
     print(f"| loader alone, utterances/s | {n_utts / load_time:.1f} |")
     consumed = n_utts * (args.steps - 1) / args.steps / b
     print(f"| model consumes, utterances/s | {consumed:.1f} |")
     print(f"| loader / model | {n_utts / load_time / consumed:.1f}x |")
     return {"ratio": f / b, "pair_median": pair_median, "bare_s": b / (args.steps - 1), "full_s": f / (args.steps - 1),
             "timed_logs": timed_logs, "timed_media": [k for k in timed_logs if k in full_best.media],
-            "data_wait_share": full_best.data_wait[0] if full_best.data_wait else None}
+            "data_wait_share": data_wait, "pairs": pairs,
+            "step_seconds": [{"bare": y.step_seconds, "full": x.step_seconds} for y, x in zip(bare, full)]}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""The precision / MFU benchmark: its FLOP count, its device table and its refusals."""
+"""The benchmarks' own logic: the precision / MFU FLOP count, device table and refusals; the pipeline benchmark's timing."""
+import time
+
 import pytest
 import torch
 
@@ -101,3 +103,22 @@ def test_pipeline_benchmark_times_one_logging_window_by_default(capsys, monkeypa
     # step 2 logs after the last timed stamp
     figures = pipeline.main(common + ["--steps", "2", "trainer.log_step=2", "trainer.visualize=null"])
     assert figures["timed_logs"] == [] and "no logging step falls in the timed steps 2..2" in capsys.readouterr().err
+
+
+def test_pipeline_lockstep_leaves_the_bare_steps_out_of_the_trainers_time(monkeypatch):
+    """Lock-step: the bare loop's step k runs right after the Trainer's step k; a bare step made
+    1 s slower must show in the bare loop's time and not in the Trainer's."""
+    from benchmarks import pipeline
+    monkeypatch.chdir(pipeline.Path(pipeline.__file__).resolve().parents[1])
+    build = pipeline.BareLoop.__init__
+
+    def slow_bare_loop(self, *args):
+        build(self, *args)
+        step = self.optimizer.step
+        self.optimizer.step = lambda: (time.sleep(1.0), step())[1]
+
+    monkeypatch.setattr(pipeline.BareLoop, "__init__", slow_bare_loop)
+    figures = pipeline.main(["-c", "configs/one_batch_test.json", "--repeats", "1", "--steps", "3",
+                             "trainer.log_step=2", "trainer.visualize=null"])
+    assert figures["bare_s"] > 1.0
+    assert figures["full_s"] < figures["bare_s"] - 0.5
