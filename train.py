@@ -23,6 +23,7 @@ from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
 from hw_asr.trainer.distributed import barrier, broadcast_object, init_distributed, sync_batchnorm
 from hw_asr.trainer.distributed import cleanup as cleanup_distributed
+from hw_asr.trainer.host_memory import configure as configure_host_memory
 from hw_asr.trainer.inference import allow_tf32
 from hw_asr.trainer.trainer import NonFiniteLossError, Trainer, load_matching_weights
 
@@ -100,6 +101,7 @@ def main(argv=None):
 
 def _train(args, config, resume_path, resume_state, dist_info):
     device = dist_info.device
+    configure_host_memory(get_path(config, "trainer.keep_freed_memory", None), device)  # before any big allocation
     # the same seed on every rank would give every rank the same augmentation draws;
     # model weights are the same anyway (DDP copies rank 0's at start)
     seed_everything(config.get("seed", 42) + dist_info.rank)

@@ -218,7 +218,7 @@ def validate_config(config):
             raise ConfigError(f"missing required config key 'data.{split}.batch_size'")
     if get_path(config, "trainer.compile", None):
         compile_options(config["trainer"]["compile"])
-    for key in ("tf32", "sync_batchnorm"):
+    for key in ("tf32", "sync_batchnorm", "keep_freed_memory"):
         if not isinstance(get_path(config, f"trainer.{key}", None), (bool, type(None))):
             raise ConfigError(f"trainer.{key} must be true, false or null, got {config['trainer'][key]!r}")
     init = get_path(config, "trainer.init_weights", None)
