@@ -29,6 +29,8 @@
    bare loop does not). Each loop also reports its CPU share -- process CPU time /
    (wall time x threads) -- because another process competing for the cores slows
    whichever loop it overlaps; the run warns when the shares differ.
+   Both loops run on glibc's default allocator settings (``trainer.keep_freed_memory``,
+   which train.py turns on for the CPU, is measured by ``benchmarks/host_memory.py``).
 2. Loader: utterances per second the DataLoader delivers on its own, against the
    utterances per second the bare training loop consumes.
 """
@@ -206,6 +208,21 @@ def full_run(config, encoder, dataset, steps, tmp, bare=None, batches=None):
     return timing
 
 
+def collect_batches(config, dataset, steps):
+    """The first ``steps`` batches of the Trainer's stream, epoch after epoch, collated in memory."""
+    loader = build_dataloader(config, "train", dataset, seed=0)
+    batches, data_epoch = [], 0
+    while len(batches) < steps:
+        loader.batch_sampler.set_epoch(data_epoch)
+        loader.generator.manual_seed(config.get("seed", 42) + data_epoch)
+        for batch in loader:
+            batches.append(move_batch(batch, torch.device("cpu")))
+            if len(batches) == steps:
+                break
+        data_epoch += 1
+    return batches
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True)
@@ -227,18 +244,8 @@ def main(argv=None):
         parser.error("--steps must be at least 2 (the first step is a warm-up and is not timed)")
     encoder = build_text_encoder(config)
     dataset = build_dataset(config, "train", encoder)
-    loader = build_dataloader(config, "train", dataset, seed=0)
-
     start = time.perf_counter()
-    batches, data_epoch = [], 0
-    while len(batches) < args.steps:  # the batches the Trainer's stream will see, epoch after epoch
-        loader.batch_sampler.set_epoch(data_epoch)
-        loader.generator.manual_seed(config.get("seed", 42) + data_epoch)
-        for batch in loader:
-            batches.append(move_batch(batch, torch.device("cpu")))
-            if len(batches) == args.steps:
-                break
-        data_epoch += 1
+    batches = collect_batches(config, dataset, args.steps)
     load_time = time.perf_counter() - start
     n_utts = sum(len(b["text"]) for b in batches)
 
