@@ -21,8 +21,8 @@ TRIM_THRESHOLD = 2 ** 31 - 1  # the largest mallopt takes: freed memory stays un
 
 
 def keep_freed_memory():
-    """Tell glibc's malloc to keep freed memory for reuse. True when it took effect;
-    False (and nothing changed) on other C libraries and systems."""
+    """Tell glibc's malloc to keep freed memory for reuse. True when both thresholds took
+    effect; False on other C libraries and systems, whose allocators are left as they are."""
     if not sys.platform.startswith("linux"):
         return False
     try:
