@@ -216,6 +216,8 @@ def validate_config(config):
             _check_types(cfg["batch_sampler"], [batch_sampler], f"data.{split}.batch_sampler")
         elif "batch_size" not in cfg:
             raise ConfigError(f"missing required config key 'data.{split}.batch_size'")
+    from hw_asr.trainer.trainer import check_trainer_config
+    check_trainer_config(config["trainer"])
     if get_path(config, "trainer.compile", None):
         compile_options(config["trainer"]["compile"])
     for key in ("tf32", "sync_batchnorm", "keep_freed_memory"):

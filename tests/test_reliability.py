@@ -258,6 +258,12 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
      "augmentations.wave.0.args.augmentation.type"),
     ("trainer.init_weights=missing.pth", "init_weights: checkpoint not found"),
     ("data.val.datasets=[]", "data.val.datasets must be a non-empty list"),
+    ('trainer.epochs="ten"', "trainer.epochs must be a whole number >= 1, got 'ten'"),
+    ("trainer.log_step=0", "trainer.log_step must be a whole number >= 1, got 0"),
+    ("trainer.keep_last=true", "trainer.keep_last must be a whole number >= 0 or null, got True"),
+    ("trainer.grad_norm_clip=-1", "trainer.grad_norm_clip must be a positive number or null"),
+    ("trainer.amp=bf61", "trainer.amp must be one of"),
+    ("trainer.monitor=3", "trainer.monitor must be 'off' or"),
 ])
 def test_config_mistakes_fail_fast_before_anything_is_built(tmp_path, monkeypatch, override, message):
     import hw_asr.builder as builder

@@ -24,10 +24,39 @@ class NonFiniteLossError(RuntimeError):
     """Too many optimiser steps in a row had a non-finite loss or gradient."""
 
 
+# trainer keys that count steps, epochs, files or rows: (least value, whether null is allowed);
+# where 0 or null is allowed it means the whole loader (len_epoch), never (media_step,
+# max_nonfinite_steps, early_stop), keep every file (keep_last) or no utterance (beam_subset)
+COUNTS = {"epochs": (1, False), "len_epoch": (0, True), "log_step": (1, False), "media_step": (0, True),
+          "grad_accum_steps": (1, False), "save_period": (1, False), "keep_last": (0, True),
+          "max_nonfinite_steps": (0, True), "early_stop": (0, True), "max_predictions_logged": (0, False),
+          "beam_subset": (0, True)}
+
+
+def check_trainer_config(cfg):
+    """Refuse a ``trainer`` block whose counts, clipping, precision or monitor cannot work,
+    naming the key: at start-up, not at the first logging step or the end of an epoch."""
+    for key, (least, nullable) in COUNTS.items():
+        value = cfg.get(key, least)
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"trainer.{key} must be a whole number >= {least}{' or null' if nullable else ''}, "
+                              f"got {value!r}")
+    clip = cfg.get("grad_norm_clip")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+        raise ConfigError(f"trainer.grad_norm_clip must be a positive number or null (no clipping), got {clip!r}")
+    if cfg.get("amp", "fp32") not in AMP_MODES:
+        raise ConfigError(f"trainer.amp must be one of {AMP_MODES}, got {cfg['amp']!r}")
+    parse_monitor(cfg.get("monitor", "off"))
+
+
 def parse_monitor(monitor):
     """``"min val_WER (argmax)"`` -> ``("min", "val_WER (argmax)")``; ``"off"`` -> ``("off", None)``."""
     if monitor in (None, "off"):
         return "off", None
+    if not isinstance(monitor, str):
+        raise ConfigError(f"trainer.monitor must be 'off' or 'min|max <split>_<metric>', got {monitor!r}")
     mode, _, key = monitor.partition(" ")
     if mode not in ("min", "max") or not key:
         raise ConfigError(f"trainer.monitor must be 'off' or 'min|max <split>_<metric>', got {monitor!r}")
@@ -72,13 +101,11 @@ class Trainer:
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
         self.sample_rate = config.get("sample_rate", 16000)
         cfg = config["trainer"]
+        check_trainer_config(cfg)
         self.epochs = cfg["epochs"]
         self.len_epoch = cfg.get("len_epoch") or len(train_loader)
         self.log_step = cfg.get("log_step", 50)
         self.media_step = cfg.get("media_step", 10 * self.log_step)
-        if self.media_step is not None and (not isinstance(self.media_step, int) or self.media_step < 0):
-            raise ConfigError(f"trainer.media_step must be a number of steps (0 or null: never), "
-                              f"got {self.media_step!r}")
         self._media_window = None   # media_step window of the last media logged
         self.accum = cfg.get("grad_accum_steps", 1)
         if self.len_epoch % self.accum:
@@ -92,8 +119,6 @@ class Trainer:
         self.mode, self.monitor_key = parse_monitor(cfg.get("monitor", "off"))
         self.max_predictions = cfg.get("max_predictions_logged", 10)
         self.amp = cfg.get("amp", "fp32")
-        if self.amp not in AMP_MODES:
-            raise ConfigError(f"trainer.amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.amp != "fp32" and device.type != "cuda":
             logger.warning("trainer.amp=%s needs CUDA; training in fp32 on %s", self.amp, device.type)
             self.amp = "fp32"
