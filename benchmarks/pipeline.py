@@ -29,8 +29,9 @@
    bare loop does not). Each loop also reports its CPU share -- process CPU time /
    (wall time x threads) -- because another process competing for the cores slows
    whichever loop it overlaps; the run warns when the shares differ.
-   Both loops run on glibc's default allocator settings (``trainer.keep_freed_memory``,
-   which train.py turns on for the CPU, is measured by ``benchmarks/host_memory.py``).
+   Both loops run under the allocator setting train.py would use, ``trainer.keep_freed_memory``
+   (on for the CPU unless the config or an override says false; its own gain is measured by
+   ``benchmarks/host_memory.py``), so the ratio is the overhead a user's training pays.
 2. Loader: utterances per second the DataLoader delivers on its own, against the
    utterances per second the bare training loop consumes.
 """
@@ -48,9 +49,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hw_asr.builder import (build_dataloader, build_dataset, build_loss, build_lr_scheduler,  # noqa: E402
                             build_metrics, build_model, build_optimizer, build_text_encoder, resolve_num_workers)
-from hw_asr.config import apply_overrides, load_config  # noqa: E402
+from hw_asr.config import apply_overrides, get_path, load_config  # noqa: E402
 from hw_asr.logger import Writer  # noqa: E402
 from hw_asr.trainer.inference import move_batch  # noqa: E402
+from hw_asr.trainer.host_memory import configure as configure_host_memory  # noqa: E402
 from hw_asr.trainer.trainer import Trainer  # noqa: E402
 
 
@@ -242,6 +244,8 @@ def main(argv=None):
         args.steps = log_every + 1
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first step is a warm-up and is not timed)")
+    # as train.py does, before any big allocation; one setting for the whole process, so both loops share it
+    kept = configure_host_memory(get_path(config, "trainer.keep_freed_memory", None), torch.device("cpu"))
     encoder = build_text_encoder(config)
     dataset = build_dataset(config, "train", encoder)
     start = time.perf_counter()
@@ -290,7 +294,8 @@ def main(argv=None):
     print(f"\n{args.config}: {args.steps} steps, {n_utts} utterances, "
           f"{sum(x['audio_length'].sum().item() for x in batches) / 16000:.0f} s of audio, "
           f"{torch.get_num_threads()} threads, {workers} loader worker(s), "
-          f"{'lock-step' if args.interleave == 'steps' else 'alternating runs'}")
+          f"{'lock-step' if args.interleave == 'steps' else 'alternating runs'}, "
+          f"trainer.keep_freed_memory {'on' if kept else 'off'}")
     print("| measure | value |\n|---|---:|")
     print(f"| bare forward/backward/optimiser, s per step | {b / (args.steps - 1):.3f} |")
     print(f"| full Trainer step, s per step | {f / (args.steps - 1):.3f} |")
@@ -322,7 +327,7 @@ def main(argv=None):
     print(f"| loader / model | {n_utts / load_time / consumed:.1f}x |")
     return {"ratio": f / b, "pair_median": pair_median, "bare_s": b / (args.steps - 1), "full_s": f / (args.steps - 1),
             "timed_logs": timed_logs, "timed_media": [k for k in timed_logs if k in full_best.media],
-            "data_wait_share": data_wait, "pairs": pairs,
+            "data_wait_share": data_wait, "pairs": pairs, "keep_freed_memory": bool(kept),
             "step_seconds": [{"bare": y.step_seconds, "full": x.step_seconds} for y, x in zip(bare, full)]}
 
 

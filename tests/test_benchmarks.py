@@ -8,6 +8,7 @@ from benchmarks import attention, precision
 from hw_asr.builder import build_model, build_text_encoder
 from hw_asr.config import load_config
 from hw_asr.loss import CTCLoss
+from hw_asr.trainer.host_memory import keep_freed_memory
 
 
 def test_step_flops_count_forward_and_backward_and_scale_with_batch():
@@ -100,9 +101,15 @@ def test_pipeline_benchmark_times_one_logging_window_by_default(capsys, monkeypa
     assert figures["timed_logs"] == [2] and figures["timed_media"] == [2]
     assert "step 3 (with step 2's logging and comet media)" in out.out
     assert "no logging step" not in out.err and 0 < figures["data_wait_share"] < 1
+    # the allocator setting train.py would use on the CPU, unless the config turns it off
+    kept = keep_freed_memory()  # True wherever glibc's mallopt is there, as on CI
+    assert figures["keep_freed_memory"] is kept and f"trainer.keep_freed_memory {'on' if kept else 'off'}" in out.out
     # step 2 logs after the last timed stamp
-    figures = pipeline.main(common + ["--steps", "2", "trainer.log_step=2", "trainer.visualize=null"])
-    assert figures["timed_logs"] == [] and "no logging step falls in the timed steps 2..2" in capsys.readouterr().err
+    figures = pipeline.main(common + ["--steps", "2", "trainer.log_step=2", "trainer.visualize=null",
+                                      "trainer.keep_freed_memory=false"])
+    out = capsys.readouterr()
+    assert figures["timed_logs"] == [] and "no logging step falls in the timed steps 2..2" in out.err
+    assert figures["keep_freed_memory"] is False and "trainer.keep_freed_memory off" in out.out
 
 
 def test_pipeline_lockstep_leaves_the_bare_steps_out_of_the_trainers_time(monkeypatch):

@@ -40,5 +40,8 @@ def test_kept_memory_is_reused_instead_of_mapped_and_zeroed_again():
 def test_the_default_keeps_freed_memory_on_the_cpu_only(monkeypatch, setting, device, called):
     calls = []
     monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(1) or True)
-    assert host_memory.configure(setting, torch.device(device)) == called
+    assert host_memory.configure(setting, torch.device(device)) is called
     assert bool(calls) == called
+    # where the C library takes no such setting, nothing is kept, and configure says so
+    monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: False)
+    assert host_memory.configure(setting, torch.device(device)) is False

@@ -36,10 +36,14 @@ def keep_freed_memory():
 
 
 def configure(setting, device):
-    """``trainer.keep_freed_memory``: true, false, or null (default: true on the CPU)."""
+    """``trainer.keep_freed_memory``: true, false, or null (default: true on the CPU).
+    Returns whether freed memory is now kept (False where the C library has no such setting)."""
     if setting is None:
         setting = device.type == "cpu"
-    if setting and not keep_freed_memory():
+    if not setting:
+        return False
+    if not keep_freed_memory():
         logger.info("trainer.keep_freed_memory: this C library has no glibc mallopt; its allocator keeps its "
                     "defaults")
-    return setting
+        return False
+    return True
