@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hw_asr.builder import build_dataloader, build_dataset, build_decoders, build_model, eval_splits
-from hw_asr.config import ConfigError, apply_overrides, load_config
+from hw_asr.config import ConfigError, apply_overrides, get_path, load_config
 from hw_asr.datasets import CustomDirAudioDataset
 from hw_asr.ensemble import ConfidenceEnsemble
 from hw_asr.ensemble.ensemble import FORMAT as ENSEMBLE_FORMAT, check_ensemble_state
@@ -28,6 +28,7 @@ from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoint import CheckpointError, check_checkpoint, load_checkpoint, safe_torch_load
 from hw_asr.trainer.distributed import pick_device
+from hw_asr.trainer.host_memory import configure as configure_host_memory
 from hw_asr.trainer.inference import predict
 
 logger = logging.getLogger("test")
@@ -188,6 +189,9 @@ def main(argv=None):
     setup_logging()
 
     device = pick_device(args.device)
+    # kept freed memory, as in training: on for the CPU unless trainer.keep_freed_memory=false is given
+    host_memory = [o for o in args.overrides if o.partition("=")[0].strip() == "trainer.keep_freed_memory"]
+    configure_host_memory(get_path(apply_overrides({}, host_memory), "trainer.keep_freed_memory", None), device)
     state = safe_torch_load(args.resume)  # read once: a checkpoint or an ensemble file
     if isinstance(state, dict) and state.get("format") == ENSEMBLE_FORMAT:
         result = run_ensemble(args, device, state)

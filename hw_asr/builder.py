@@ -220,7 +220,7 @@ def validate_config(config):
     check_trainer_config(config["trainer"])
     if get_path(config, "trainer.compile", None):
         compile_options(config["trainer"]["compile"])
-    for key in ("tf32", "sync_batchnorm", "keep_freed_memory"):
+    for key in ("tf32", "sync_batchnorm"):  # keep_freed_memory: host_memory.configure, train.py's first step
         if not isinstance(get_path(config, f"trainer.{key}", None), (bool, type(None))):
             raise ConfigError(f"trainer.{key} must be true, false or null, got {config['trainer'][key]!r}")
     init = get_path(config, "trainer.init_weights", None)

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hw_asr.config import ConfigError
 from hw_asr.trainer import host_memory
+from hw_asr.trainer.checkpoint import CheckpointError
 
 PROBE = """
 import resource, sys, torch
@@ -45,3 +47,18 @@ def test_the_default_keeps_freed_memory_on_the_cpu_only(monkeypatch, setting, de
     # where the C library takes no such setting, nothing is kept, and configure says so
     monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: False)
     assert host_memory.configure(setting, torch.device(device)) is False
+
+
+def test_test_py_keeps_freed_memory_on_the_cpu_unless_told_not_to(tmp_path, monkeypatch):
+    import test as test_script
+    seen = []
+    monkeypatch.setattr(test_script, "configure_host_memory",
+                        lambda setting, device: seen.append((setting, device.type)))
+    missing = str(tmp_path / "missing.pth")  # set before the checkpoint is read, so a missing one will do
+    for extra in ([], ["trainer.keep_freed_memory=false"]):
+        with pytest.raises((FileNotFoundError, CheckpointError)):
+            test_script.main(["-r", missing, "-d", "cpu", *extra])
+    assert seen == [(None, "cpu"), (False, "cpu")]
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="trainer.keep_freed_memory must be true, false or null, got 2"):
+        test_script.main(["-r", missing, "-d", "cpu", "trainer.keep_freed_memory=2"])

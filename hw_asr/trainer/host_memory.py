@@ -13,6 +13,8 @@ import ctypes
 import logging
 import sys
 
+from hw_asr.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, malloc.h
@@ -38,6 +40,8 @@ def keep_freed_memory():
 def configure(setting, device):
     """``trainer.keep_freed_memory``: true, false, or null (default: true on the CPU).
     Returns whether freed memory is now kept (False where the C library has no such setting)."""
+    if not isinstance(setting, (bool, type(None))):
+        raise ConfigError(f"trainer.keep_freed_memory must be true, false or null, got {setting!r}")
     if setting is None:
         setting = device.type == "cpu"
     if not setting:
