@@ -327,7 +327,7 @@ def main(argv=None):
     print(f"| loader / model | {n_utts / load_time / consumed:.1f}x |")
     return {"ratio": f / b, "pair_median": pair_median, "bare_s": b / (args.steps - 1), "full_s": f / (args.steps - 1),
             "timed_logs": timed_logs, "timed_media": [k for k in timed_logs if k in full_best.media],
-            "data_wait_share": data_wait, "pairs": pairs, "keep_freed_memory": bool(kept),
+            "data_wait_share": data_wait, "pairs": pairs, "keep_freed_memory": kept,
             "step_seconds": [{"bare": y.step_seconds, "full": x.step_seconds} for y, x in zip(bare, full)]}
 
 
