@@ -110,7 +110,7 @@ def test_a_crafted_pickle_is_refused(tmp_path):
         def __reduce__(self):
             return (print, ("pwned",))
     bad = tmp_path / "evil.pth"
-    bad.write_bytes(pickle.dumps({"format": "hw_asr.confidence_ensemble", "x": Evil()}))
+    bad.write_bytes(pickle.dumps({"format": "hw_asr.confidence_ensemble", "x": Evil()}, protocol=2))  # as torch.save
     with pytest.raises(CheckpointError, match="refused"):
         ConfidenceEnsemble.load(bad)
 
