@@ -2,6 +2,7 @@ import json
 import signal
 
 import pytest
+import soundfile as sf
 import torch
 
 import test as test_script
@@ -87,6 +88,21 @@ def test_one_batch_overfit(tmp_path):
     assert list((run_dir / "comet").glob("*.zip")), "comet-ml wrote an offline archive"
     plot_metrics.main([str(run_dir / "metrics.jsonl"), "-o", str(tmp_path / "curves.png")])
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_train_rows_report_audio_throughput_and_data_wait(tmp_path):
+    """Each batch is the whole sample, so audio seconds per second / batches per second is its length."""
+    run_dir = run_train(tmp_path, "data.train.datasets.0.args.limit=null", "data.train.batch_size=16",
+                        "arch.args.rnn_layers=1", "arch.args.rnn_hidden=32", "trainer.epochs=1",
+                        "trainer.len_epoch=4", "trainer.log_step=2", "trainer.visualize=null")
+    rows = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    sample = [SAMPLE_MANIFEST.parent / json.loads(line)["audio_filepath"]
+              for line in SAMPLE_MANIFEST.read_text().splitlines()]
+    seconds = sum(sf.info(str(p)).frames for p in sample) / 16000
+    assert [r["step"] for r in rows] == [2, 4]
+    for r in rows:
+        assert r["audio_s_per_s"] / r["batches_per_s"] == pytest.approx(seconds, rel=1e-6)
+        assert 0 < r["data_wait_share"] < 1
 
 
 def weights(path):

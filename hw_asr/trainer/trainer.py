@@ -272,9 +272,10 @@ class Trainer:
         step_ok = True
         while self.epoch_batches < self.len_epoch:
             t0 = time.perf_counter()
-            batch = move_batch(next(stream), self.device)
+            batch = next(stream)
+            window_audio += batch["audio_length"].sum().item() / self.sample_rate  # on the host: no device sync
+            batch = move_batch(batch, self.device)
             window_wait += time.perf_counter() - t0
-            window_audio += batch["audio_length"].sum().item() / self.sample_rate
             self._count_load_failures(batch)
             outputs, value = self._forward_backward(batch, sync=(self.epoch_batches + 1) % self.accum == 0)
             if value is not None:
