@@ -42,6 +42,13 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
     # gradients are summed in another order across processes; Adam magnifies the last bits a little
     assert_same_weights(weights(single / "checkpoint-epoch2.pth"), weights(ddp_dir / "checkpoint-epoch2.pth"),
                         atol=1e-4)
+    # the logged audio throughput counts both ranks: per batch of each rank, the global batch's audio
+    train_one, train_two = ([r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+                             if r["split"] == "train"] for d in (single, ddp_dir))
+    assert len(train_one) == len(train_two) > 0
+    for a, b in zip(train_one, train_two):
+        assert a["audio_s_per_s"] / a["batches_per_s"] == pytest.approx(b["audio_s_per_s"] / b["batches_per_s"])
+        assert 0 < b["data_wait_share"] < 1
     one, two = epoch_rows(single), epoch_rows(ddp_dir)
     for a, b in zip(one, two):
         assert a["val_WER (argmax)"] == pytest.approx(b["val_WER (argmax)"])

@@ -290,12 +290,14 @@ class Trainer:
                 step_ok = True
                 if self.step % self.log_step == 0:
                     elapsed = time.perf_counter() - window_start
-                    loss_sum, loss_n = all_reduce_sum([window_loss, window_n], self.device)
+                    # over all ranks: the loss, the audio trained on and the mean share of time waiting for data
+                    loss_sum, loss_n, audio, wait_share = all_reduce_sum(
+                        [window_loss, window_n, window_audio, window_wait / max(elapsed, 1e-9)], self.device)
                     self._log_train(epoch, batch, outputs, {
                         "loss": loss_sum / max(loss_n, 1), "grad_norm": grad_norm,
-                        "batches_per_s": window_n / max(elapsed, 1e-9),
-                        "audio_s_per_s": window_audio / max(elapsed, 1e-9),
-                        "data_wait_share": window_wait / max(elapsed, 1e-9)})
+                        "batches_per_s": window_n / max(elapsed, 1e-9),  # on each rank
+                        "audio_s_per_s": audio / max(elapsed, 1e-9),
+                        "data_wait_share": wait_share / self.dist.world_size})
                     bar.set_postfix(loss=f"{window_loss / max(window_n, 1):.3f}")
                     window_loss, window_n, window_wait, window_start = 0.0, 0, 0.0, time.perf_counter()
                     window_audio = 0.0
