@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hw_asr.model import Conformer
-from hw_asr.trainer.distributed import DistInfo, sync_batchnorm
+from hw_asr.config import ConfigError
+from hw_asr.trainer.distributed import DistInfo, pick_device, sync_batchnorm
 from tests.conftest import REPO
 from tests.test_training import TINY, assert_same_weights, run_train, weights
 
@@ -79,3 +80,18 @@ def test_sync_batchnorm_converts_only_a_multi_process_cuda_run(caplog):
     for model in (one_rank, on_cpu):
         assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     assert "trainer.sync_batchnorm needs CUDA" in caplog.text
+
+
+def test_pick_device_refuses_a_device_torch_cannot_use(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == pick_device(None) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="'cuda', but torch .* sees no CUDA device"):
+        pick_device("cuda")
+    with pytest.raises(ConfigError, match="'gpu' is not a device"):
+        pick_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("auto", local_rank=1) == pick_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    assert pick_device("cuda:0", local_rank=1) == torch.device("cuda", 0)
+    with pytest.raises(ConfigError, match="'cuda:2', but torch sees 2 CUDA device"):
+        pick_device("cuda:2")

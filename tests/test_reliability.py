@@ -264,6 +264,7 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     ("trainer.grad_norm_clip=-1", "trainer.grad_norm_clip must be a positive number or null"),
     ("trainer.amp=bf61", "trainer.amp must be one of"),
     ("trainer.monitor=3", "trainer.monitor must be 'off' or"),
+    ("trainer.device=gpu", "device 'gpu' is not a device: use auto, cpu, cuda or cuda:N"),
 ])
 def test_config_mistakes_fail_fast_before_anything_is_built(tmp_path, monkeypatch, override, message):
     import hw_asr.builder as builder

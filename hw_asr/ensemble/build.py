@@ -36,6 +36,7 @@ from hw_asr.ensemble.confidence import confidence_features, confidence_settings
 from hw_asr.ensemble.ensemble import (SELECTOR_GRID, ConfidenceEnsemble, Member, fit_selector, members_log_probs,
                                       tune_selector)
 from hw_asr.trainer.checkpoint import CheckpointError
+from hw_asr.trainer.distributed import pick_device
 
 logger = logging.getLogger("ensemble.build")
 
@@ -120,7 +121,7 @@ def search_confidence(train_lp, train_y, dev_lp, dev_y, grid=None):
 def build(cfg):
     validate(cfg)
     seed, batch_size = cfg.get("seed", 0), cfg.get("batch_size", 8)
-    device = cfg.get("device", "cpu")
+    device = pick_device(cfg.get("device", "cpu"))
     members = []
     for i, m in enumerate(cfg["ensemble"]):
         members.append(Member.from_checkpoint(m["model"], m.get("name") or f"member{i}", m.get("decoders"), device))
