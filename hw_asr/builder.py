@@ -7,13 +7,18 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from hw_asr import augmentations, batch_sampler, datasets, loss, metric, model, text_encoder
-from hw_asr.config import ConfigError, get_path, lookup, resolve
+from hw_asr.config import ConfigError, check_known_keys, get_path, lookup, resolve
 from hw_asr.collate_fn import collate_fn
 from hw_asr.trainer import lr_schedulers
 
 logger = logging.getLogger(__name__)
 
 TRAIN_SPLIT = "train"
+# the keys a training config may hold at the top and in each data split ("base" is merged away on loading)
+CONFIG_KEYS = {"name", "description", "seed", "sample_rate", "text_encoder", "arch", "data", "augmentations",
+               "optimizer", "lr_scheduler", "loss", "metrics", "decoders", "trainer"}
+SPLIT_KEYS = {"datasets", "batch_size", "batch_sampler", "num_workers", "pin_memory", "persistent_workers",
+              "prefetch_factor"}
 
 
 def build_text_encoder(config):
@@ -184,6 +189,8 @@ def validate_config(config):
     from pathlib import Path
     for key in ("arch", "data.train", "optimizer", "trainer.epochs"):
         get_path(config, key)
+    check_known_keys(config, CONFIG_KEYS, "config")
+    check_known_keys(config.get("augmentations") or {}, {"wave"}, "augmentations")
     _check_types(config.get("text_encoder", {"type": "CTCCharTextEncoder"}), [text_encoder], "text_encoder")
     _check_types(config["arch"], [model], "arch")
     _check_types(config.get("loss", {"type": "CTCLoss"}), [loss], "loss")
@@ -203,6 +210,7 @@ def validate_config(config):
     for i, spec in enumerate(get_path(config, "augmentations.wave", [])):
         _map_nested(spec, f"augmentations.wave.{i}", lambda block, where: block)  # checks every type
     for split, cfg in config["data"].items():
+        check_known_keys(cfg, SPLIT_KEYS, f"data.{split}")
         specs = get_path(config, f"data.{split}.datasets")
         if not isinstance(specs, list) or not specs:
             raise ConfigError(f"data.{split}.datasets must be a non-empty list of dataset blocks")

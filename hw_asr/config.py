@@ -5,6 +5,7 @@ whose ``type`` is looked up in a package namespace (the registry), e.g. ``hw_asr
 Nothing in a config is ever evaluated as code.
 """
 import copy
+import difflib
 import importlib
 import inspect
 import json
@@ -13,6 +14,16 @@ from pathlib import Path
 
 class ConfigError(ValueError):
     """A config that cannot be used, with a message that says where and why."""
+
+
+def check_known_keys(block, known, where):
+    """Refuse a key of ``block`` that nothing reads (a typo would otherwise be ignored in silence),
+    suggesting the nearest known key."""
+    for key in block:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            raise ConfigError(f"{where}.{key}: unknown key{f', did you mean {near[0]!r}?' if near else ''} "
+                              f"(known: {', '.join(sorted(known))})")
 
 
 def deep_merge(base, override):

@@ -265,6 +265,10 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     ("trainer.amp=bf61", "trainer.amp must be one of"),
     ("trainer.monitor=3", "trainer.monitor must be 'off' or"),
     ("trainer.device=gpu", "device 'gpu' is not a device: use auto, cpu, cuda or cuda:N"),
+    ("trainer.epochz=3", "trainer.epochz: unknown key, did you mean 'epochs'?"),
+    ("data.val.batchsize=3", "data.val.batchsize: unknown key, did you mean 'batch_size'?"),
+    ('augmentation={"wave": []}', "config.augmentation: unknown key, did you mean 'augmentations'?"),
+    ('augmentations={"spec": []}', "augmentations.spec: unknown key"),
 ])
 def test_config_mistakes_fail_fast_before_anything_is_built(tmp_path, monkeypatch, override, message):
     import hw_asr.builder as builder

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hw_asr.config import ConfigError
+from hw_asr.config import ConfigError, check_known_keys
 from hw_asr.metric import calc_cer, calc_wer
 from hw_asr.trainer.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hw_asr.trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, any_rank
@@ -33,9 +33,15 @@ COUNTS = {"epochs": (1, False), "len_epoch": (0, True), "log_step": (1, False), 
           "beam_subset": (0, True)}
 
 
+# every other key the ``trainer`` block may hold (read by train.py, the Trainer, the writer)
+OTHER_KEYS = {"grad_norm_clip", "amp", "monitor", "device", "init_weights", "sync_batchnorm", "compile", "tf32",
+              "visualize", "project_name", "save_dir", "run_name", "keep_freed_memory"}
+
+
 def check_trainer_config(cfg):
     """Refuse a ``trainer`` block whose counts, clipping, precision or monitor cannot work,
     naming the key: at start-up, not at the first logging step or the end of an epoch."""
+    check_known_keys(cfg, set(COUNTS) | OTHER_KEYS, "trainer")
     for key, (least, nullable) in COUNTS.items():
         value = cfg.get(key, least)
         if value is None and nullable:
