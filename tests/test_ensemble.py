@@ -196,6 +196,13 @@ def test_build_config_errors_are_clear(tmp_path):
                                             {"model": "b.pth"}], "output_path": "x.pth"}))
     with pytest.raises(SystemExit, match="ensemble.1: needs 'training_manifest'"):
         build_cmd.main(["-c", str(cfg)])
+    members = [{"model": "a.pth", "training_manifest": "t"}, {"model": "b.pth", "training_manifest": "u"}]
+    cfg.write_text(json.dumps({"ensemble": members, "output_path": "x.pth", "temprature": 2.0}))
+    with pytest.raises(SystemExit, match="config.temprature: unknown key, did you mean 'temperature'"):
+        build_cmd.main(["-c", str(cfg)])
+    cfg.write_text(json.dumps({"ensemble": [members[0], {**members[1], "dev_manfest": "d"}], "output_path": "x.pth"}))
+    with pytest.raises(SystemExit, match="ensemble.1.dev_manfest: unknown key, did you mean 'dev_manifest'"):
+        build_cmd.main(["-c", str(cfg)])
 
 
 def test_member_from_checkpoint_names(tmp_path):

@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from hw_asr.config import ConfigError, apply_overrides, load_config
+from hw_asr.config import ConfigError, apply_overrides, check_known_keys, load_config
 from hw_asr.datasets.base_dataset import report_skipped
 from hw_asr.datasets.manifest_dataset import read_manifest
 from hw_asr.ensemble.confidence import confidence_features, confidence_settings
@@ -63,7 +63,13 @@ def manifest_paths(path, limit, seed):
     return paths
 
 
+BUILD_KEYS = {"name", "description", "ensemble", "output_path", "temperature", "confidence", "tune_confidence",
+              "selector_grid", "max_training_samples", "max_dev_samples", "seed", "batch_size", "device"}
+MEMBER_KEYS = {"model", "training_manifest", "dev_manifest", "name", "decoders"}
+
+
 def validate(cfg):
+    check_known_keys(cfg, BUILD_KEYS, "config")
     members = cfg.get("ensemble")
     if not isinstance(members, list) or len(members) < 2:
         raise ConfigError("'ensemble' must list at least two members: {\"model\": ..., \"training_manifest\": ...}")
@@ -71,9 +77,7 @@ def validate(cfg):
         for key in ("model", "training_manifest"):
             if not isinstance(m, dict) or key not in m:
                 raise ConfigError(f"ensemble.{i}: needs {key!r}")
-        unknown = set(m) - {"model", "training_manifest", "dev_manifest", "name", "decoders"}
-        if unknown:
-            raise ConfigError(f"ensemble.{i}: unknown keys {sorted(unknown)}")
+        check_known_keys(m, MEMBER_KEYS, f"ensemble.{i}")
     dev = [("dev_manifest" in m) for m in members]
     if any(dev) and not all(dev):
         raise ConfigError("give dev_manifest for every member or for none")
