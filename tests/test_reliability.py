@@ -245,6 +245,12 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_checkpoint(tmp_path / "cut.pth")
+    (tmp_path / "notes.pth").write_text("epoch 1 went well\n")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="notes.pth: not a checkpoint: .*begins b'epoc'"):
+        load_checkpoint(tmp_path / "notes.pth")
+    with pytest.raises(CheckpointError, match="empty.pth: not a checkpoint: .*empty"):
+        load_checkpoint(tmp_path / "empty.pth")
 
 
 # ---- fail fast -----------------------------------------------------------------------------

@@ -41,6 +41,11 @@ def safe_torch_load(path, map_location="cpu"):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch.save's zip, or a pickle
+        raise CheckpointError(f"{path}: not a checkpoint: a file written by torch.save begins as a zip archive "
+                              f"(or a pickle), this one does not ({'empty' if not head else f'begins {head!r}'})")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
