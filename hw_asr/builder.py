@@ -7,8 +7,9 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from hw_asr import augmentations, batch_sampler, datasets, loss, metric, model, text_encoder
-from hw_asr.config import ConfigError, check_known_keys, get_path, lookup, resolve
+from hw_asr.config import ConfigError, check_argument_names, check_known_keys, get_path, lookup, resolve
 from hw_asr.collate_fn import collate_fn
+from hw_asr.model.base_model import check_model_parts
 from hw_asr.trainer import lr_schedulers
 
 logger = logging.getLogger(__name__)
@@ -165,9 +166,13 @@ def eval_splits(config):
 
 
 def _check_types(spec, modules, where):
+    """The block's type exists and takes every argument the block names."""
     if not isinstance(spec, dict) or "type" not in spec:
         raise ConfigError(f"{where}: expected a block {{\"type\": ..., \"args\": {{...}}}}")
-    lookup(spec["type"], modules, f"{where}.type")
+    args = spec.get("args") or {}
+    if not isinstance(args, dict):
+        raise ConfigError(f"{where}.args must be an object")
+    check_argument_names(lookup(spec["type"], modules, f"{where}.type"), args, f"{where}.args", spec["type"])
 
 
 def compile_options(value):
@@ -193,6 +198,7 @@ def validate_config(config):
     check_known_keys(config.get("augmentations") or {}, {"wave"}, "augmentations")
     _check_types(config.get("text_encoder", {"type": "CTCCharTextEncoder"}), [text_encoder], "text_encoder")
     _check_types(config["arch"], [model], "arch")
+    check_model_parts(config["arch"].get("args") or {}, "arch.args")
     _check_types(config.get("loss", {"type": "CTCLoss"}), [loss], "loss")
     _check_types(config["optimizer"], [torch.optim], "optimizer")
     if config.get("lr_scheduler"):

@@ -171,6 +171,38 @@ def lookup(type_name, modules, where):
         f"{', '.join(m.__name__ for m in modules)}: {', '.join(known)}")
 
 
+def accepted_arguments(target):
+    """The keyword arguments a class or function takes, following ``**kwargs`` up the base
+    classes' ``__init__`` (a dataset passes ``limit`` on to ``BaseDataset``); None when it
+    takes any keyword (a ``**kwargs`` that reaches no base class that names its arguments)."""
+    chain = [c for c in target.__mro__ if "__init__" in vars(c)] if inspect.isclass(target) else [target]
+    names = []
+    for part in chain:
+        if part is object:
+            return names
+        try:
+            parameters = inspect.signature(part.__init__ if inspect.isclass(part) else part).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names += [p.name for p in parameters if p.name != "self" and
+                  p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return names
+    return None
+
+
+def check_argument_names(target, args, where, type_name):
+    """Refuse an argument ``target`` does not take, naming the nearest it does: before anything is built."""
+    accepted = accepted_arguments(target)
+    if accepted is None:
+        return
+    for key in args:
+        if key not in accepted:
+            near = difflib.get_close_matches(key, accepted, n=1)
+            raise ConfigError(f"{where}: unexpected argument {key!r} for {type_name}"
+                              f"{f', did you mean {near[0]!r}?' if near else ''} (accepts: {', '.join(accepted)})")
+
+
 def resolve(spec, modules, where, *args, **extra):
     """Build the object a ``{"type", "args"}`` block describes.
 
@@ -193,6 +225,7 @@ def resolve(spec, modules, where, *args, **extra):
     if clash:
         raise ConfigError(f"{where}.args: {sorted(clash)} are set by the framework, remove them")
     kwargs.update(extra)
+    check_argument_names(cls, kwargs, f"{where}.args", spec["type"])
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):
@@ -201,8 +234,8 @@ def resolve(spec, modules, where, *args, **extra):
         try:
             signature.bind(*args, **kwargs)
         except TypeError as e:
-            params = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
-            raise ConfigError(f"{where}.args: {e} for {spec['type']} (accepts: {', '.join(params)})") from None
+            accepted = accepted_arguments(cls) or []
+            raise ConfigError(f"{where}.args: {e} for {spec['type']} (accepts: {', '.join(accepted)})") from None
     return cls(*args, **kwargs)
 
 

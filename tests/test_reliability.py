@@ -275,6 +275,13 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     ("data.val.batchsize=3", "data.val.batchsize: unknown key, did you mean 'batch_size'?"),
     ('augmentation={"wave": []}', "config.augmentation: unknown key, did you mean 'augmentations'?"),
     ('augmentations={"spec": []}', "augmentations.spec: unknown key"),
+    ("data.train.datasets.0.args.limt=3",  # a dataset's own arguments and those it passes to BaseDataset
+     "data.train.datasets.0.args: unexpected argument 'limt' for ManifestDataset, did you mean 'limit'?"),
+    ("optimizer.args.weight_decy=0.1", "optimizer.args: unexpected argument 'weight_decy' for AdamW"),
+    ('arch.args.frontend={"n_mel": 64}', "arch.args.frontend: unexpected argument 'n_mel' for LogMelFrontend"),
+    ('arch.args.spec_augment={"freq_mask": 1}', "arch.args.spec_augment: unexpected argument 'freq_mask'"),
+    ('arch.args.frontend={"type": "SpectrogramFrontend", "args": {"nfft": 400}}',
+     "arch.args.frontend.args: unexpected argument 'nfft' for SpectrogramFrontend, did you mean 'n_fft'?"),
 ])
 def test_config_mistakes_fail_fast_before_anything_is_built(tmp_path, monkeypatch, override, message):
     import hw_asr.builder as builder

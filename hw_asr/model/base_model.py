@@ -2,20 +2,36 @@
 import torch
 from torch import nn
 
+from hw_asr.config import ConfigError, check_argument_names
 from hw_asr.model.frontend import LogMelFrontend, SpectrogramFrontend, lengths_to_mask
 from hw_asr.model.spec_augment import SpecAugment
 
 FRONTENDS = {"LogMelFrontend": LogMelFrontend, "SpectrogramFrontend": SpectrogramFrontend}
 
 
+def _frontend_class_and_args(spec, where="frontend"):
+    spec = dict(spec or {})
+    if "type" not in spec:
+        return LogMelFrontend, spec, where
+    if spec["type"] not in FRONTENDS:
+        raise ConfigError(f"{where}.type: unknown frontend {spec['type']!r}; known: {', '.join(FRONTENDS)}")
+    return FRONTENDS[spec["type"]], spec.get("args") or {}, f"{where}.args"
+
+
 def build_frontend(spec):
     """``{"type": "LogMelFrontend", "args": {...}}`` or the args of a LogMelFrontend alone."""
-    spec = dict(spec or {})
-    if "type" in spec:
-        if spec["type"] not in FRONTENDS:
-            raise ValueError(f"unknown frontend {spec['type']!r}; known: {', '.join(FRONTENDS)}")
-        return FRONTENDS[spec["type"]](**spec.get("args", {}))
-    return LogMelFrontend(**spec)
+    cls, args, _ = _frontend_class_and_args(spec)
+    return cls(**args)
+
+
+def check_model_parts(args, where):
+    """The frontend and SpecAugment settings every model takes (``<where>.frontend``,
+    ``<where>.spec_augment``) name only arguments those take: a config check, before anything is built."""
+    if isinstance(args.get("frontend"), dict):
+        cls, frontend_args, at = _frontend_class_and_args(args["frontend"], f"{where}.frontend")
+        check_argument_names(cls, frontend_args, at, cls.__name__)
+    if isinstance(args.get("spec_augment"), dict):
+        check_argument_names(SpecAugment, args["spec_augment"], f"{where}.spec_augment", "SpecAugment")
 
 
 class CTCModel(nn.Module):
@@ -78,4 +94,4 @@ def masked_apply(module, x, mask):
     return out
 
 
-__all__ = ["CTCModel", "build_frontend", "lengths_to_mask", "masked_apply"]
+__all__ = ["CTCModel", "build_frontend", "check_model_parts", "lengths_to_mask", "masked_apply"]
