@@ -93,7 +93,8 @@ def main(argv=None):
     cost = {"ensemble_s": ensemble_s, "single_member_s": dict(zip(names, single_s)),
             "ensemble_over_mean_single": ensemble_s / float(np.mean(single_s)), "audio_s": audio_s}
 
-    cols = ["decoder", "set", "utterances", "routing_accuracy", "ensemble_WER", "oracle_WER"] + [f"{n}_WER" for n in names]
+    cols = ["decoder", "set", "utterances", "routing_accuracy", "ensemble_WER", "oracle_WER"]
+    cols += [f"{n}_WER" for n in names]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in table:

@@ -37,7 +37,8 @@ def main(argv=None):
     if hit is None:
         print(f"\nval WER did not reach {args.target} within {args.max_steps} steps")
     else:
-        print(f"\nval WER < {args.target} at step {hit['step']}, {hit['time'] - start:.1f} s after the start of training")
+        print(f"\nval WER < {args.target} at step {hit['step']}, "
+              f"{hit['time'] - start:.1f} s after the start of training")
 
 
 if __name__ == "__main__":

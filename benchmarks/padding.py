@@ -42,7 +42,8 @@ def main(argv=None):
     durations = [r["duration"] for r in ds.index]
     print(f"{args.part}: {len(durations)} utterances, {min(durations):.1f}-{max(durations):.1f} s, "
           f"mean {statistics.mean(durations):.1f} s\n")
-    print("| sampler | mean padded share per batch | padding in all computed audio | mean batch size | batches per epoch |")
+    print("| sampler | mean padded share per batch | padding in all computed audio | mean batch size "
+          "| batches per epoch |")
     print("|---|---:|---:|---:|---:|")
     samplers = {
         f"RandomBatchSampler(batch_size={args.batch_size})": RandomBatchSampler(ds, args.batch_size),

@@ -26,7 +26,8 @@ def main(argv=None):
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     config = apply_overrides(load_config(args.config), args.overrides)
-    n = args.batches or len(build_dataloader(config, "train", build_dataset(config, "train", build_text_encoder(config))))
+    n = args.batches or len(build_dataloader(config, "train",
+                                             build_dataset(config, "train", build_text_encoder(config))))
     val_limits = [f"data.{s}.datasets.{i}.args.limit=1" for s in config["data"] if s != "train"
                   for i in range(len(config["data"][s]["datasets"]))]
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,5 @@
-"""The benchmarks' own logic: the precision / MFU FLOP count, device table and refusals; the pipeline benchmark's timing."""
+"""The benchmarks' own logic: the precision / MFU FLOP count, device table and refusals;
+the pipeline benchmark's timing."""
 import time
 
 import pytest

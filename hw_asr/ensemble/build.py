@@ -151,7 +151,8 @@ def build(cfg):
     train_x = confidence_features(train_lp, confidence, temperature).numpy()
     if has_dev:
         dev_x = confidence_features(dev_lp, confidence, temperature).numpy()
-        selector, dev_acc, table = tune_selector(train_x, train_y, dev_x, dev_y, cfg.get("selector_grid", SELECTOR_GRID))
+        selector, dev_acc, table = tune_selector(train_x, train_y, dev_x, dev_y,
+                                                 cfg.get("selector_grid", SELECTOR_GRID))
         info.update(dev_counts=np.bincount(dev_y, minlength=len(members)).tolist(), dev_accuracy=dev_acc,
                     selector_search=table)
     else:

@@ -58,7 +58,8 @@ def main(argv=None):
     status = 0
     for f in args.files:
         try:
-            print(f"{f}: {'migrated measure_cfg -> method_cfg (original kept as .bak)' if migrate(f) else 'already current'}")
+            done = migrate(f)
+            print(f"{f}: {'migrated measure_cfg -> method_cfg (original kept as .bak)' if done else 'already current'}")
         except (OSError, ValueError, CheckpointError) as e:
             print(f"{f}: error: {e}", file=sys.stderr)
             status = 1

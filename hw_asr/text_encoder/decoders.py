@@ -77,7 +77,8 @@ class PrefixBeamSearchDecoder:
     tokens among the ``token_top_k`` most likely and above ``token_min_logp`` are
     tried, and only the ``max_extensions`` best extensions (default 2 x beam) are
     merged into the next beam. The greedy labeling is always among the final
-    candidates (scored exactly), so the result is never less likely than greedy's. With ``lm`` (a KenLM word model path or any object with
+    candidates (scored exactly), so the result is never less likely than greedy's.
+    With ``lm`` (a KenLM word model path or any object with
     ``score(words, final) -> ln p``), prefixes are ranked by
     ``ln p_ctc + alpha * ln p_lm(words) + beta * len(words)``, the LM scoring each
     word when the next word starts (and the last at the end).

@@ -28,8 +28,8 @@ from hw_asr.datasets.base_dataset import cache_dir
 from hw_asr.datasets.download import download_file
 from hw_asr.text_encoder.base import normalize_text
 
-KENLM_SDIST = ("https://files.pythonhosted.org/packages/02/6e/f4e159cef39ea4ef2244b4aa32857d447d60a5d0ee269e1b1f8d3723c03e/"
-               "kenlm-0.3.0.tar.gz")
+KENLM_SDIST = ("https://files.pythonhosted.org/packages/02/6e/"
+               "f4e159cef39ea4ef2244b4aa32857d447d60a5d0ee269e1b1f8d3723c03e/kenlm-0.3.0.tar.gz")
 KENLM_SHA256 = "c4628bb9fb63c8a6f9240035b8b037385cfc404cb72e933cf48878291edac1e8"
 APT_PACKAGES = ["build-essential", "cmake", "libboost-program-options-dev", "libboost-system-dev",
                 "libboost-thread-dev", "libboost-test-dev", "zlib1g-dev", "libbz2-dev", "liblzma-dev"]

@@ -108,7 +108,8 @@ def synthesize(engine, voice, text, speed, pitch, out_wav):
                "-w", str(out_wav), text]
         remaining = 0.0
     elif engine == "flite":
-        cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={1.0 / speed:.3f}", "-t", text, "-o", str(out_wav)]
+        cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={1.0 / speed:.3f}", "-t", text,
+               "-o", str(out_wav)]
         remaining = pitch
     else:
         script = Path(out_wav).with_suffix(".txt")
