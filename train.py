@@ -20,7 +20,7 @@ from hw_asr.builder import (build_dataloader, build_dataset, build_decoders, bui
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, write_config
 from hw_asr.logger import Writer, setup_logging
 from hw_asr.text_encoder import text_encoder_from_state
-from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
+from hw_asr.trainer.checkpoint import CheckpointError, check_weights_fit, load_checkpoint
 from hw_asr.trainer.distributed import barrier, broadcast_object, init_distributed, sync_batchnorm
 from hw_asr.trainer.distributed import cleanup as cleanup_distributed
 from hw_asr.trainer.host_memory import configure as configure_host_memory
@@ -110,16 +110,24 @@ def _train(args, config, resume_path, resume_state, dist_info):
         run_dir = broadcast_object(new_run_dir(config) if dist_info.is_main else None)
     setup_logging(run_dir if dist_info.is_main else None,
                   level=logging.INFO if dist_info.is_main else logging.WARNING)
+    encoder = text_encoder_from_state(resume_state["text_encoder"]) if resume_state else build_text_encoder(config)
+    # the model before the data (neither draws from the global random streams while it is built), so that
+    # a checkpoint whose weights do not fit is refused before the run folder's config.json is rewritten
+    model = build_model(config, n_tokens=len(encoder))
+    if resume_state:
+        trained_as, here = (get_path(c, "arch.type", "?") for c in (resume_state["config"], config))
+        check_weights_fit(model, resume_state["model"], resume_path,
+                          f"It was trained as {trained_as}, this config builds {here}. Resume with the checkpoint's "
+                          f"own config (no -c), or start a new run from its weights: trainer.init_weights={resume_path}")
     if dist_info.is_main:
         write_config(config, run_dir / "config.json")
     logger.info("run folder: %s (%d process%s)", run_dir, dist_info.world_size, "es" * (dist_info.world_size > 1))
 
-    encoder = text_encoder_from_state(resume_state["text_encoder"]) if resume_state else build_text_encoder(config)
     train_set = build_dataset(config, "train", encoder)
     train_loader = build_dataloader(config, "train", train_set, seed=config.get("seed", 42))
     eval_loaders = {s: build_dataloader(config, s, build_dataset(config, s, encoder)) for s in eval_splits(config)}
 
-    model = build_model(config, n_tokens=len(encoder)).to(device)
+    model = model.to(device)
     logger.info("%s", model)
     init_weights = get_path(config, "trainer.init_weights", None)
     if init_weights and not resume_state:

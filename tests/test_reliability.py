@@ -239,6 +239,20 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_resume_with_a_config_whose_model_does_not_fit_is_refused_before_anything_is_written(tmp_path):
+    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1")
+    written = (run_dir / "config.json").read_text()
+    with pytest.raises(CheckpointError, match=r"its weights do not fit .* \(first: convs\..*It was trained as "
+                                              r"BaselineModel, this config builds DeepSpeech2.*trainer.init_weights="):
+        train_script.main(["-r", str(run_dir / "checkpoint-epoch1.pth"),
+                           "-c", str(REPO / "configs" / "one_batch_test.json"), "trainer.visualize=null"])
+    assert (run_dir / "config.json").read_text() == written
+    # a change that keeps every tensor's name and shape resumes
+    train_script.main(["-r", str(run_dir / "checkpoint-epoch1.pth"), "trainer.epochs=2", "arch.args.hidden=32"])
+    with pytest.raises(CheckpointError, match=r"differ in shape \(first: "):
+        train_script.main(["-r", str(run_dir / "checkpoint-epoch1.pth"), "trainer.epochs=2", "arch.args.hidden=48"])
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1")
     data = (run_dir / "checkpoint-epoch1.pth").read_bytes()

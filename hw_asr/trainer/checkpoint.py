@@ -73,6 +73,25 @@ def check_checkpoint(state, path):
     return state
 
 
+def check_weights_fit(model, weights, path, hint=""):
+    """Refuse ``weights`` (a state dict) that do not fit ``model``, in one short account of what
+    differs rather than torch's list of every tensor."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if not (missing or unexpected or reshaped):
+        return
+    parts = [f"{len(missing)} of this model's tensors are not in it" + (f" (first: {missing[0]})" if missing else ""),
+             f"{len(unexpected)} of its tensors are not in this model"
+             + (f" (first: {unexpected[0]})" if unexpected else "")]
+    if reshaped:
+        k = reshaped[0]
+        parts.append(f"{len(reshaped)} differ in shape (first: {k}, {list(weights[k].shape)} in the file, "
+                     f"{list(own[k].shape)} here)")
+    raise CheckpointError(f"{path}: its weights do not fit the model this config builds: {'; '.join(parts)}. {hint}")
+
+
 def rng_state():
     """RNG states of python, numpy and torch as plain data (safe to load)."""
     np_state = np.random.get_state()
