@@ -73,13 +73,20 @@ def check_checkpoint(state, path):
     return state
 
 
+def compare_weights(own, weights):
+    """Two state dicts by tensor name and shape: ``(missing, unexpected, reshaped)`` names --
+    in ``own`` only, in ``weights`` only, in both with other shapes."""
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [k for k in own if k in weights and own[k].shape != weights[k].shape]
+    return missing, unexpected, reshaped
+
+
 def check_weights_fit(model, weights, path, hint=""):
     """Refuse ``weights`` (a state dict) that do not fit ``model``, in one short account of what
     differs rather than torch's list of every tensor."""
     own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    reshaped = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    missing, unexpected, reshaped = compare_weights(own, weights)
     if not (missing or unexpected or reshaped):
         return
     parts = [f"{len(missing)} of this model's tensors are not in it" + (f" (first: {missing[0]})" if missing else ""),

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from hw_asr.config import ConfigError, check_known_keys
 from hw_asr.metric import calc_cer, calc_wer
-from hw_asr.trainer.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hw_asr.trainer.checkpoint import compare_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hw_asr.trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, any_rank
 from hw_asr.trainer.inference import autocast_context, move_batch, predict
 
@@ -72,9 +72,10 @@ def parse_monitor(monitor):
 def load_matching_weights(model, path):
     """Copy every tensor of ``path``'s model whose name and shape match; report the rest."""
     state = load_checkpoint(path)["model"]
-    own = model.state_dict()
-    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(own) - set(loaded))
+    missing, unexpected, reshaped = compare_weights(model.state_dict(), state)
+    rejected = set(unexpected) | set(reshaped)
+    loaded = {k: v for k, v in state.items() if k not in rejected}
+    skipped = sorted(missing + reshaped)
     model.load_state_dict(loaded, strict=False)
     logger.info("init_weights %s: loaded %d tensors, kept %d freshly initialised%s", path, len(loaded),
                 len(skipped), f": {', '.join(skipped)}" if skipped else "")
