@@ -117,8 +117,9 @@ def _train(args, config, resume_path, resume_state, dist_info):
     if resume_state:
         trained_as, here = (get_path(c, "arch.type", "?") for c in (resume_state["config"], config))
         check_weights_fit(model, resume_state["model"], resume_path,
-                          f"It was trained as {trained_as}, this config builds {here}. Resume with the checkpoint's "
-                          f"own config (no -c), or start a new run from its weights: trainer.init_weights={resume_path}")
+                          f"It was trained as {trained_as}, this config builds {here}. Resume with the "
+                          f"checkpoint's own config (no -c), or start a new run from its weights: "
+                          f"trainer.init_weights={resume_path}")
     if dist_info.is_main:
         write_config(config, run_dir / "config.json")
     logger.info("run folder: %s (%d process%s)", run_dir, dist_info.world_size, "es" * (dist_info.world_size > 1))
