@@ -1,8 +1,13 @@
 """Evaluate a checkpoint: predictions per utterance and WER/CER per decoder, as one JSON.
 
     python test.py -r checkpoints/<run>/model_best.pth -o result.json            # the config's eval splits
+    python test.py -r checkpoints/<run> -o result.json                            # its model_best.pth
     python test.py -r ... -o result.json -t path/to/folder                        # audio (+ same-named .txt)
-    python test.py -r ... -o result.json -c eval.json                             # the "data" splits of eval.json
+    python test.py -r ... -o result.json -c eval.json                             # eval.json's non-train splits
+    python test.py -r ... -o result.json --splits val,test                        # these splits by name
+
+A file that cannot be read is never replaced by another: it is left out, listed under
+``skipped`` in the JSON with the reason, and counted in the printed summary.
 
 ``-r`` also takes a confidence-ensemble file (``python -m hw_asr.ensemble.build``);
 its rows then name the member each utterance was routed to and all confidences.
@@ -10,23 +15,27 @@ its rows then name the member each utterance was routed to and all confidences.
 transcripts, or a folder holding ``audio/`` and ``transcriptions/``.
 """
 import argparse
-import json
 import logging
-import os
+import re
 import sys
 from pathlib import Path
 
+from torch.utils.data import ConcatDataset
 from tqdm import tqdm
 
+from hw_asr.audio import AudioError, load_audio
 from hw_asr.builder import build_dataloader, build_dataset, build_decoders, build_model, eval_splits
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config
 from hw_asr.datasets import CustomDirAudioDataset
+from hw_asr.datasets.download import DownloadError
 from hw_asr.ensemble import ConfidenceEnsemble
 from hw_asr.ensemble.ensemble import FORMAT as ENSEMBLE_FORMAT, check_ensemble_state
+from hw_asr.files import write_json
 from hw_asr.logger import setup_logging
 from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.text_encoder import text_encoder_from_state
-from hw_asr.trainer.checkpoint import CheckpointError, check_checkpoint, load_checkpoint, safe_torch_load
+from hw_asr.trainer.checkpoint import (CheckpointError, check_checkpoint, find_checkpoint, load_checkpoint,
+                                      safe_torch_load)
 from hw_asr.trainer.distributed import pick_device
 from hw_asr.trainer.host_memory import configure as configure_host_memory
 from hw_asr.trainer.inference import predict
@@ -53,12 +62,36 @@ def folder_dataset(folder, encoder, sample_rate):
     return CustomDirAudioDataset(folder, text_encoder=encoder, sample_rate=sample_rate)
 
 
+def dataset_parts(dataset):
+    return [p for d in dataset.datasets for p in dataset_parts(d)] if isinstance(dataset, ConcatDataset) else [dataset]
+
+
+def index_skips(dataset, split):
+    """Rows left out while the index was built (bad headers, missing files, ...), as skipped rows."""
+    rows = []
+    for part in dataset_parts(dataset):
+        for where, reason in getattr(part, "skipped", ()):
+            named = re.fullmatch(r"(.*) \((.*)\)", where)  # "manifest.jsonl:3 (wav/a.wav)"
+            row = {"split": split, "audio_path": named.group(2) if named else where, "reason": reason}
+            if named:
+                row["where"] = named.group(1)
+            rows.append(row)
+    return rows
+
+
 class Scores:
-    """Per-utterance rows and corpus WER/CER per decoder, per split and over all splits."""
+    """Per-utterance rows and corpus WER/CER per decoder, per split and over all splits, and the files
+    that were left out (``skipped``) with the reason."""
 
     def __init__(self, decoders):
         self.decoders, self.rows, self.per_split = list(decoders), [], {}
         self.totals = self._metrics()
+        self.skipped = []
+
+    def skip(self, split, items):
+        """``items``: ``(path, reason)`` of files that could not be read, or ready rows."""
+        self.skipped += [it if isinstance(it, dict) else {"split": split, "audio_path": it[0], "reason": it[1]}
+                         for it in items]
 
     def _metrics(self):
         return {d: (WERMetric(decoder=d), CERMetric(decoder=d)) for d in self.decoders}
@@ -74,7 +107,7 @@ class Scores:
             for m in (*split_metrics[d], *self.totals[d]):
                 m.update(refs, hyps[d])
         for i, path in enumerate(paths):
-            row = {"split": split, "audio_path": path, "ground_truth": refs[i], **(extra[i] if extra else {})}
+            row = {"split": split, "audio_path": path, "ground_truth": refs[i] or None, **(extra[i] if extra else {})}
             for d in self.decoders:
                 row[f"pred_{d}"] = hyps[d][i]
                 if refs[i] and hyps[d][i] is not None:
@@ -83,15 +116,21 @@ class Scores:
             self.rows.append(row)
 
     def result(self):
+        """WER/CER are null where no utterance has a transcript (standard JSON has no NaN)."""
         return {"decoders": self._summary(self.totals),
-                "splits": {s: self._summary(m) for s, m in self.per_split.items()}, "utterances": self.rows}
+                "splits": {s: self._summary(m) for s, m in self.per_split.items()},
+                "counts": {"decoded": len(self.rows), "scored": sum(bool(r["ground_truth"]) for r in self.rows),
+                           "skipped": len(self.skipped)},
+                "utterances": self.rows, "skipped": self.skipped}
 
 
 def evaluate(model, encoder, loaders, decoders, device):
     """Rows per utterance and aggregate WER/CER per decoder, per split and over all splits."""
     scores = Scores(decoders)
     for split, loader in loaders.items():
+        scores.skip(split, index_skips(loader.dataset, split))
         for batch, _, hyps, _ in predict(model, loader, encoder, decoders, device, desc=f"test {split}"):
+            scores.skip(split, batch["skipped"])
             scores.add(split, batch["audio_path"], batch["text"], hyps)
     return scores.result()
 
@@ -101,11 +140,19 @@ def evaluate_ensemble(ensemble, datasets, decoders, batch_size=8, chunk=64):
     member the selector picks; rows also name that member and hold all confidences."""
     scores = Scores(decoders)
     routed = {m.name: 0 for m in ensemble.members}
+    sample_rate = ensemble.members[0].sample_rate
     for split, dataset in datasets.items():
+        scores.skip(split, index_skips(dataset, split))
         index = dataset.index
         for start in tqdm(range(0, len(index), chunk), desc=f"test {split}", leave=False):
-            part = index[start:start + chunk]
-            results = ensemble.route_and_decode([r["path"] for r in part], decoders, batch_size)
+            part, waves = [], []
+            for r in index[start:start + chunk]:  # a file that cannot be read is left out, never replaced
+                try:
+                    waves.append((load_audio(r["path"], sample_rate), sample_rate))
+                    part.append(r)
+                except AudioError as e:
+                    scores.skip(split, [(r["path"], str(e).split(": ", 1)[-1])])
+            results = ensemble.route_and_decode(waves, decoders, batch_size)
             for res in results:
                 routed[res["model"]] += 1
             scores.add(split, [r["path"] for r in part], [r["text"] for r in part],
@@ -124,7 +171,7 @@ def run_ensemble(args, device, state):
         datasets = {"test": folder_dataset(args.test_data_folder, None, sample_rate)}
     elif args.config:
         data_cfg = apply_overrides(load_config(args.config), args.overrides)
-        datasets = {s: build_dataset(data_cfg, s, None) for s in data_cfg["data"]}
+        datasets = {s: build_dataset(data_cfg, s, None) for s in pick_splits(data_cfg, args.splits)}
     else:
         raise ConfigError("an ensemble file has no evaluation splits of its own: use -t <folder> or -c <config>")
     common = set.intersection(*(set(m.decoders) for m in ensemble.members))
@@ -147,11 +194,10 @@ def run_checkpoint(args, device, state):
     else:
         data_cfg = apply_overrides(eval_cfg, args.overrides)
         data_cfg.setdefault("sample_rate", sample_rate)
-        splits = list(data_cfg["data"]) if args.config else eval_splits(data_cfg)
-        if not splits:
-            raise ConfigError("no evaluation splits: the config's 'data' has only 'train'; use -t or -c")
-        datasets = {s: build_dataset(data_cfg, s, encoder) for s in splits}
-    for split in datasets:
+        datasets = {s: build_dataset(data_cfg, s, encoder) for s in pick_splits(data_cfg, args.splits)}
+    for split, dataset in datasets.items():
+        for part in dataset_parts(dataset):
+            part.replace_failed_files = False  # never, not even for a train split named in --splits
         data_cfg["data"][split]["batch_size"] = args.batch_size
         data_cfg["data"][split].pop("batch_sampler", None)
     loaders = {s: build_dataloader(data_cfg, s, ds, train=False) for s, ds in datasets.items()}
@@ -163,22 +209,39 @@ def run_checkpoint(args, device, state):
     return {"checkpoint": str(args.resume), **evaluate(model, encoder, loaders, decoders, device)}
 
 
-def write_json_atomic(obj, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def pick_splits(config, wanted=None):
+    """The splits to evaluate: ``wanted`` (comma-separated names), else every split but ``train``."""
+    available = list(config.get("data") or {})
+    if wanted:
+        names = [s.strip() for s in wanted.split(",") if s.strip()]
+        unknown = [s for s in names if s not in available]
+        if unknown:
+            raise ConfigError(f"--splits names {unknown}, which the config does not have; it has: {available}")
+        return names
+    splits = eval_splits(config)
+    if not splits:
+        raise ConfigError("no evaluation splits: the config's 'data' has only 'train'; use -t, -c, or --splits train")
+    return splits
+
+
+def summary_line(result):
+    counts = result["counts"]
+    return (f"{counts['decoded']} utterances decoded, {counts['scored']} scored against a transcript, "
+            f"{counts['skipped']} skipped")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-r", "--resume", required=True,
-                        help="checkpoint (.pth) or confidence-ensemble file (hw_asr.ensemble.build) to evaluate")
+                        help="checkpoint (.pth), run folder (its model_best.pth, else its newest checkpoint) or "
+                             "confidence-ensemble file (hw_asr.ensemble.build) to evaluate")
     parser.add_argument("-o", "--output", default="result.json", help="where to write the JSON")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("-t", "--test-data-folder", help="folder of audio files (+ optional .txt transcripts)")
-    src.add_argument("-c", "--config", help="JSON whose 'data' splits are evaluated")
+    src.add_argument("-c", "--config", help="JSON whose 'data' splits other than train are evaluated (its "
+                                            "'decoders' too, else the checkpoint's)")
+    parser.add_argument("--splits", help="comma-separated split names to evaluate, train included if named "
+                                         "(default: every split but train)")
     parser.add_argument("-b", "--batch-size", type=int, default=8)
     parser.add_argument("-d", "--device", default="auto")
     parser.add_argument("--decoders", default="all",
@@ -192,21 +255,31 @@ def main(argv=None):
     # kept freed memory, as in training: on for the CPU unless trainer.keep_freed_memory=false is given
     host_memory = [o for o in args.overrides if o.partition("=")[0].strip() == "trainer.keep_freed_memory"]
     configure_host_memory(get_path(apply_overrides({}, host_memory), "trainer.keep_freed_memory", None), device)
+    args.resume = find_checkpoint(args.resume, prefer_best=True)
     state = safe_torch_load(args.resume)  # read once: a checkpoint or an ensemble file
     if isinstance(state, dict) and state.get("format") == ENSEMBLE_FORMAT:
         result = run_ensemble(args, device, state)
         print(f"routed: {result['ensemble']['routed']}")
     else:
         result = run_checkpoint(args, device, state)
-    write_json_atomic(result, args.output)
+    write_json(args.output, result)
     for d, m in result["decoders"].items():
-        print(f"{d:>10}: WER {m['WER']:.4f}  CER {m['CER']:.4f}  ({len(result['utterances'])} utterances)")
+        print(f"{d:>10}: WER {fmt(m['WER'])}  CER {fmt(m['CER'])}")
+    print(summary_line(result))
+    for row in result["skipped"][:10]:
+        print(f"  skipped {row['audio_path']}: {row['reason']}")
+    if len(result["skipped"]) > 10:
+        print(f"  ... {len(result['skipped']) - 10} more under 'skipped' in {args.output}")
     print(f"wrote {args.output}")
     return result
+
+
+def fmt(value):
+    return "  n/a " if value is None or value != value else f"{value:.4f}"
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, DownloadError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

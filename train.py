@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from hw_asr.builder import (build_dataloader, build_dataset, build_decoders, build_loss, build_lr_scheduler,
-                            build_metrics, build_model, build_optimizer, build_text_encoder, compile_options,
-                            eval_splits, validate_config)
+                            build_metrics, build_model, build_optimizer, build_text_encoder, check_batches,
+                            compile_options, eval_splits, validate_config)
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, write_config
-from hw_asr.logger import Writer, setup_logging
+from hw_asr.datasets.download import DownloadError
+from hw_asr.logger import Writer, attach_log_file, setup_logging
 from hw_asr.text_encoder import text_encoder_from_state
-from hw_asr.trainer.checkpoint import CheckpointError, check_weights_fit, load_checkpoint
+from hw_asr.trainer.checkpoint import CheckpointError, check_weights_fit, find_checkpoint, load_checkpoint
 from hw_asr.trainer.distributed import barrier, broadcast_object, init_distributed, sync_batchnorm
 from hw_asr.trainer.distributed import cleanup as cleanup_distributed
 from hw_asr.trainer.host_memory import configure as configure_host_memory
@@ -55,19 +56,6 @@ def new_run_dir(config):
     return run_dir
 
 
-def latest_checkpoint(path):
-    """``path`` itself, or for a run folder its newest complete checkpoint (after a crash, say)."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    for stale in path.glob(".*.pth.tmp*"):  # left by a process killed while writing
-        stale.unlink(missing_ok=True)
-    candidates = [p for p in path.glob("checkpoint-*.pth")]
-    if not candidates:
-        raise CheckpointError(f"no checkpoint-*.pth in {path} to resume from")
-    return max(candidates, key=lambda p: p.stat().st_mtime_ns)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", help="config JSON (with -r: replaces the checkpoint's config)")
@@ -81,15 +69,35 @@ def parse_args(argv=None):
     return args
 
 
+def check_resume(resume_path, resume_state, config):
+    """A finished run resumes only with more epochs; said before anything is written."""
+    done, epochs = resume_state.get("epoch", 0), config["trainer"]["epochs"]
+    if done >= epochs:
+        raise ConfigError(f"{resume_path}: the run already finished at epoch {done}; raise trainer.epochs to "
+                          f"continue (e.g. python train.py -r {resume_path} trainer.epochs={done + 10})")
+
+
+def check_schedule_length(lr_scheduler, total_steps):
+    """OneCycleLR stops the run with an error one step past its ``total_steps``: a schedule given a
+    total shorter than the run is refused at start-up instead of hours into it."""
+    planned = getattr(lr_scheduler, "total_steps", None)
+    if isinstance(lr_scheduler, torch.optim.lr_scheduler.OneCycleLR) and planned < total_steps:
+        raise ConfigError(f"lr_scheduler.args sets OneCycleLR's total_steps to {planned}, but the run takes "
+                          f"{total_steps} optimiser steps (trainer.epochs x len_epoch / grad_accum_steps); remove "
+                          f"total_steps (and epochs) from lr_scheduler.args to plan it for the run's length")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    resume_path = latest_checkpoint(args.resume) if args.resume else None
+    resume_path = find_checkpoint(args.resume) if args.resume else None
     resume_state = load_checkpoint(resume_path) if resume_path else None
     config = load_config(args.config) if args.config else resume_state["config"]
     config = apply_overrides(config, args.overrides)
     if resume_state:
         config["trainer"].pop("init_weights", None)  # the checkpoint already holds the weights
     validate_config(config)
+    if resume_state:
+        check_resume(resume_path, resume_state, config)
     dist_info = init_distributed(args.device or get_path(config, "trainer.device", "auto"))
     try:
         run_dir = _train(args, config, resume_path, resume_state, dist_info)
@@ -105,14 +113,14 @@ def _train(args, config, resume_path, resume_state, dist_info):
     # the same seed on every rank would give every rank the same augmentation draws;
     # model weights are the same anyway (DDP copies rank 0's at start)
     seed_everything(config.get("seed", 42) + dist_info.rank)
+    # Everything that can fail on the config, the checkpoint or the data happens before the run folder
+    # exists (or, on resume, before its config.json is rewritten); the log is held until then.
+    setup_logging(None, level=logging.INFO if dist_info.is_main else logging.WARNING, hold=dist_info.is_main)
     run_dir = resume_path.parent if resume_path else None
-    if run_dir is None:
+    if run_dir is None:  # its name only: the folder is made once the run can start
         run_dir = broadcast_object(new_run_dir(config) if dist_info.is_main else None)
-    setup_logging(run_dir if dist_info.is_main else None,
-                  level=logging.INFO if dist_info.is_main else logging.WARNING)
     encoder = text_encoder_from_state(resume_state["text_encoder"]) if resume_state else build_text_encoder(config)
-    # the model before the data (neither draws from the global random streams while it is built), so that
-    # a checkpoint whose weights do not fit is refused before the run folder's config.json is rewritten
+    # the model before the data (neither draws from the global random streams while it is built)
     model = build_model(config, n_tokens=len(encoder))
     if resume_state:
         trained_as, here = (get_path(c, "arch.type", "?") for c in (resume_state["config"], config))
@@ -120,23 +128,30 @@ def _train(args, config, resume_path, resume_state, dist_info):
                           f"It was trained as {trained_as}, this config builds {here}. Resume with the "
                           f"checkpoint's own config (no -c), or start a new run from its weights: "
                           f"trainer.init_weights={resume_path}")
-    if dist_info.is_main:
-        write_config(config, run_dir / "config.json")
-    logger.info("run folder: %s (%d process%s)", run_dir, dist_info.world_size, "es" * (dist_info.world_size > 1))
 
     train_set = build_dataset(config, "train", encoder)
     train_loader = build_dataloader(config, "train", train_set, seed=config.get("seed", 42))
+    check_batches(config, "train", train_loader, dist_info.world_size)
     eval_loaders = {s: build_dataloader(config, s, build_dataset(config, s, encoder)) for s in eval_splits(config)}
-
+    tcfg = config["trainer"]
+    len_epoch = tcfg.get("len_epoch") or len(train_loader)
+    total_steps = tcfg["epochs"] * len_epoch // tcfg.get("grad_accum_steps", 1)
     model = model.to(device)
+    if tcfg.get("sync_batchnorm"):
+        model = sync_batchnorm(model, dist_info)  # before the optimiser is built
+    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    lr_scheduler = build_lr_scheduler(config, optimizer, total_steps)
+    check_schedule_length(lr_scheduler, total_steps)
+
+    if dist_info.is_main:
+        attach_log_file(run_dir)
+        write_config(config, run_dir / "config.json")
+    logger.info("run folder: %s (%d process%s)", run_dir, dist_info.world_size, "es" * (dist_info.world_size > 1))
+
     logger.info("%s", model)
     init_weights = get_path(config, "trainer.init_weights", None)
     if init_weights and not resume_state:
-        load_matching_weights(model, init_weights)
-    tcfg = config["trainer"]
-    if tcfg.get("sync_batchnorm"):
-        model = sync_batchnorm(model, dist_info)
-    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+        load_matching_weights(model, init_weights, arch=get_path(config, "arch.type", None))
     if tcfg.get("tf32") is not None:  # null: torch's default (TF32 convolutions, fp32 matrix products)
         if device.type == "cuda":
             allow_tf32(tcfg["tf32"])
@@ -147,9 +162,6 @@ def _train(args, config, resume_path, resume_state, dist_info):
     if dist_info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    len_epoch = tcfg.get("len_epoch") or len(train_loader)
-    total_steps = tcfg["epochs"] * len_epoch // tcfg.get("grad_accum_steps", 1)
-    lr_scheduler = build_lr_scheduler(config, optimizer, total_steps)
     writer = Writer(run_dir, config, visualize=tcfg.get("visualize", "comet"),
                     project_name=tcfg.get("project_name", "hw_asr"), enabled=dist_info.is_main)
     metrics = build_metrics(config)
@@ -168,5 +180,5 @@ def _train(args, config, resume_path, resume_state, dist_info):
 if __name__ == "__main__":
     try:
         main()
-    except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError) as e:
+    except (ConfigError, CheckpointError, DownloadError, FileNotFoundError, NonFiniteLossError) as e:
         sys.exit(f"error: {e}")

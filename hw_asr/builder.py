@@ -2,12 +2,15 @@
 import inspect
 import logging
 import os
+import types
+from pathlib import Path
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from hw_asr import augmentations, batch_sampler, datasets, loss, metric, model, text_encoder
-from hw_asr.config import ConfigError, check_argument_names, check_known_keys, get_path, lookup, resolve
+from hw_asr.config import (ConfigError, check_argument_names, check_known_keys, get_path, lookup, registry_names,
+                            resolve)
 from hw_asr.collate_fn import collate_fn
 from hw_asr.model.base_model import check_model_parts
 from hw_asr.trainer import lr_schedulers
@@ -20,6 +23,25 @@ CONFIG_KEYS = {"name", "description", "seed", "sample_rate", "text_encoder", "ar
                "optimizer", "lr_scheduler", "loss", "metrics", "decoders", "trainer"}
 SPLIT_KEYS = {"datasets", "batch_size", "batch_sampler", "num_workers", "pin_memory", "persistent_workers",
               "prefetch_factor"}
+
+
+def _class_registry(name, modules, base):
+    """A registry of the public subclasses of ``base`` in ``modules`` (``base`` itself left out), so that an
+    unknown name lists optimisers only, not torch.optim's submodules and base classes."""
+    registry = types.ModuleType(name)
+    registry.__all__ = []
+    for module in modules:
+        for key in registry_names(module):
+            value = getattr(module, key)
+            if inspect.isclass(value) and issubclass(value, base) and value is not base and key not in registry.__all__:
+                setattr(registry, key, value)
+                registry.__all__.append(key)
+    return registry
+
+
+OPTIMIZERS = _class_registry("torch.optim", [torch.optim], torch.optim.Optimizer)
+LR_SCHEDULERS = _class_registry("hw_asr.trainer.lr_schedulers, torch.optim.lr_scheduler",
+                                [lr_schedulers, torch.optim.lr_scheduler], torch.optim.lr_scheduler.LRScheduler)
 
 
 def build_text_encoder(config):
@@ -72,6 +94,9 @@ def build_dataset(config, split, encoder):
     for i, p in enumerate(parts):
         if len(p) == 0:
             raise ConfigError(f"data.{split}.datasets.{i} ({p.describe()}) has no usable utterances")
+        # training replaces a file that fails to decode by the next one (an epoch never dies on one file);
+        # evaluation never substitutes: such a file is left out and reported
+        p.replace_failed_files = split == TRAIN_SPLIT
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
@@ -109,6 +134,30 @@ def build_dataloader(config, split, dataset, seed=0, train=None):
     return loader
 
 
+def check_batches(config, split, loader, world_size=1):
+    """Refuse a split that gives this process no batch: an epoch of it would never end. Under torchrun
+    every rank needs a batch of its own, and training drops an incomplete global batch."""
+    if len(loader) > 0:
+        return
+    n = len(loader.dataset)
+    sampler = loader.batch_sampler
+    per_rank = getattr(sampler, "batch_size", None)
+    procs = f"{world_size} process{'es' * (world_size > 1)}"
+    if getattr(sampler, "max_batch_seconds", None) is not None:
+        made = len(sampler.all_batches())
+        raise ConfigError(
+            f"data.{split} gives no batch to each of {procs}: its {n} utterances make {made} batch(es) of at most "
+            f"{sampler.max_batch_seconds} s, and every process needs at least one. Lower "
+            f"data.{split}.batch_sampler.args.max_batch_seconds, add data, or run fewer processes")
+    if per_rank is not None:
+        raise ConfigError(
+            f"data.{split} gives no batch to each of {procs}: it has {n} utterances, fewer than one global batch of "
+            f"{per_rank} x {world_size} = {per_rank * world_size} (an incomplete global batch is dropped in "
+            f"training). Set data.{split}.batch_size to at most {max(1, n // world_size)}, add data, or run "
+            f"fewer processes")
+    raise ConfigError(f"data.{split} gives no batch to this process ({n} utterances, {procs})")
+
+
 def build_model(config, n_tokens):
     spec = get_path(config, "arch")
     args = dict(spec.get("args") or {})
@@ -116,7 +165,19 @@ def build_model(config, n_tokens):
     target = frontend.setdefault("args", {}) if "type" in frontend else frontend
     target.setdefault("sample_rate", config.get("sample_rate", 16000))
     args["frontend"] = frontend
-    return resolve({"type": spec.get("type"), "args": args}, model, "arch", n_tokens=n_tokens)
+    try:
+        return resolve({"type": spec.get("type"), "args": args}, model, "arch", n_tokens=n_tokens)
+    except ConfigError:
+        raise
+    except ValueError as e:  # an argument's value the model refuses (pos_encoding, dim vs heads, ...)
+        raise ConfigError(f"arch.args ({spec.get('type')}): {e}") from None
+
+
+def check_model_values(config):
+    """Build the model on the meta device (no memory, no weights): argument values the model refuses
+    are found before any data is read. The vocabulary size does not matter for that."""
+    with torch.device("meta"):
+        build_model(config, n_tokens=32)
 
 
 def build_loss(config):
@@ -140,12 +201,49 @@ def build_decoders(config, encoder, names=None):
                           f"(defined: {sorted(specs) or 'none'}; 'argmax' needs no definition)")
     out = {"argmax": None}
     for name in sorted(wanted):
+        check_decoder_files(specs[name], f"decoders.{name}")
         out[name] = resolve(specs[name], decoder_registry, f"decoders.{name}", encoder)
     return out
 
 
+def lm_hint(path):
+    """How to get a missing language-model file: the command that builds or downloads it."""
+    name = Path(path).name
+    if name.startswith("librispeech_"):
+        return "./download_artifacts.sh downloads and prepares LibriSpeech's n-gram LMs into data/lm/"
+    return ("build one with python -m hw_asr.tools.make_lm_corpus (a text corpus) and python -m "
+            "hw_asr.tools.build_lm (README, 'Language models'), or ./download_artifacts.sh for LibriSpeech's LMs")
+
+
+def check_decoder_files(spec, where):
+    """The files a decoder block names exist: the KenLM model (``lm_path``, or ``lm`` of the prefix beam
+    search), the unigram list, and the word list a lexicon decoder reads beside a binary LM. A missing one
+    is named with the command that makes it, before any model runs (not a kenlm traceback mid-test)."""
+    if not isinstance(spec, dict):
+        return
+    args = spec.get("args") or {}
+    kind = spec.get("type")
+    if kind == "NBestRescoringDecoder":
+        check_decoder_files(args.get("decoder"), f"{where}.args.decoder")
+        lm = args.get("lm_path")
+        if isinstance(lm, str) and not Path(lm).is_dir():
+            raise ConfigError(f"{where}.args.lm_path: no such folder: {lm} (a local Hugging Face causal LM: a "
+                              f"folder with config.json, the weights and the tokenizer)")
+        return
+    for key in ("lm_path", "lm", "unigrams_path"):
+        path = args.get(key)
+        if isinstance(path, str) and not Path(path).is_file():
+            raise ConfigError(f"{where}.args.{key}: file not found: {path}; {lm_hint(path)}")
+    lm = args.get("lm_path")
+    if kind == "FlashlightDecoder" and isinstance(lm, str) and not args.get("lexicon_words"):
+        unigrams = Path(lm.rsplit(".", 1)[0] + ".unigrams.txt")
+        if not lm.endswith(".arpa") and not unigrams.is_file():
+            raise ConfigError(f"{where}: the lexicon decoder needs the LM's words: {unigrams} beside {lm} is "
+                              f"missing (build_lm and download_artifacts.sh write it), or give lexicon_words")
+
+
 def build_optimizer(config, params):
-    return resolve(get_path(config, "optimizer"), torch.optim, "optimizer", params)
+    return resolve(get_path(config, "optimizer"), OPTIMIZERS, "optimizer", params)
 
 
 def build_lr_scheduler(config, optimizer, total_steps):
@@ -153,12 +251,12 @@ def build_lr_scheduler(config, optimizer, total_steps):
     if not spec:
         return None
     spec = {"type": spec.get("type"), "args": dict(spec.get("args") or {})}
-    cls = lookup(spec["type"], [lr_schedulers, torch.optim.lr_scheduler], "lr_scheduler.type")
+    cls = lookup(spec["type"], [LR_SCHEDULERS], "lr_scheduler.type")
     if cls is torch.optim.lr_scheduler.OneCycleLR and not {"total_steps", "epochs"} & set(spec["args"]):
         spec["args"]["total_steps"] = total_steps
     if getattr(cls, "needs_total_steps", False):
         spec["args"].setdefault("total_steps", total_steps)
-    return resolve(spec, [lr_schedulers, torch.optim.lr_scheduler], "lr_scheduler", optimizer)
+    return resolve(spec, [LR_SCHEDULERS], "lr_scheduler", optimizer)
 
 
 def eval_splits(config):
@@ -191,7 +289,6 @@ def compile_options(value):
 def validate_config(config):
     """Check a training config before anything is built: every ``type`` resolves, the
     required keys exist, splits list datasets and the files it names exist."""
-    from pathlib import Path
     for key in ("arch", "data.train", "optimizer", "trainer.epochs"):
         get_path(config, key)
     check_known_keys(config, CONFIG_KEYS, "config")
@@ -200,14 +297,16 @@ def validate_config(config):
     _check_types(config["arch"], [model], "arch")
     check_model_parts(config["arch"].get("args") or {}, "arch.args")
     _check_types(config.get("loss", {"type": "CTCLoss"}), [loss], "loss")
-    _check_types(config["optimizer"], [torch.optim], "optimizer")
+    check_model_values(config)
+    _check_types(config["optimizer"], [OPTIMIZERS], "optimizer")
     if config.get("lr_scheduler"):
-        _check_types(config["lr_scheduler"], [lr_schedulers, torch.optim.lr_scheduler], "lr_scheduler")
+        _check_types(config["lr_scheduler"], [LR_SCHEDULERS], "lr_scheduler")
     for i, spec in enumerate(config.get("metrics", [])):
         _check_types(spec, [metric], f"metrics.{i}")
     from hw_asr.text_encoder import decoders as decoder_registry
     for name, spec in (config.get("decoders") or {}).items():
         _check_types(spec, [decoder_registry], f"decoders.{name}")
+        check_decoder_files(spec, f"decoders.{name}")
     used = {(s.get("args") or {}).get("decoder", "argmax") for s in config.get("metrics", [])}
     undefined = used - {"argmax"} - set(config.get("decoders") or {})
     if undefined:

@@ -5,9 +5,15 @@ import torch
 def collate_fn(items):
     """``audio [B, T_max]``, ``audio_length [B]``, ``text_encoded [B, L_max]``,
     ``text_encoded_length [B]``, ``text``, ``audio_path`` (and ``duration``).
-    Padding is zeros; lengths say what is real."""
+    Padding is zeros; lengths say what is real. Items that failed to load (``load_error``) are
+    left out and listed as ``skipped: [(path, reason), ...]``; a batch of only such items has B = 0."""
     if not items:
         raise ValueError("collate_fn got an empty batch")
+    skipped = [it["load_error"] for it in items if "load_error" in it]  # files that failed to decode
+    items = [it for it in items if "load_error" not in it]
+    if not items:
+        return {"audio": torch.zeros(0, 0), "audio_length": torch.zeros(0, dtype=torch.long), "text": [],
+                "audio_path": [], "duration": [], "load_failures": [], "skipped": skipped}
     audio_length = torch.tensor([it["audio"].shape[-1] for it in items], dtype=torch.long)
     audio = torch.zeros(len(items), int(audio_length.max()), dtype=torch.float32)
     for i, it in enumerate(items):
@@ -19,6 +25,7 @@ def collate_fn(items):
         "audio_path": [it["audio_path"] for it in items],
         "duration": [it["duration"] for it in items],
         "load_failures": [path for it in items for path in it.get("load_failures", ())],
+        "skipped": skipped,
     }
     if all("text_encoded" in it for it in items):
         text_length = torch.tensor([len(it["text_encoded"]) for it in items], dtype=torch.long)

@@ -11,6 +11,8 @@ import inspect
 import json
 from pathlib import Path
 
+from hw_asr.files import write_json
+
 
 class ConfigError(ValueError):
     """A config that cannot be used, with a message that says where and why."""
@@ -240,6 +242,5 @@ def resolve(spec, modules, where, *args, **extra):
 
 
 def write_config(cfg, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """The config as JSON, written atomically (a run folder never holds half a config.json)."""
+    write_json(path, cfg)

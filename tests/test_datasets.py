@@ -8,6 +8,8 @@ import torch
 
 from hw_asr.datasets import (CustomDirAudioDataset, GolosDataset, LibrispeechDataset, LJSpeechDataset,
                              ManifestDataset)
+from hw_asr.builder import build_dataset
+from hw_asr.collate_fn import collate_fn
 from hw_asr.datasets.base_dataset import BaseDataset
 from hw_asr.text_encoder import CTCCharTextEncoder
 from tests.conftest import SHARED_DATA, write_audio
@@ -185,13 +187,36 @@ def test_custom_dir_dataset_with_and_without_transcripts(tmp_path):
     assert ds[1]["text_encoded"].numel() == 0
 
 
-def test_loader_replaces_a_file_that_breaks_after_indexing(manifest_dir, caplog):
+def test_training_replaces_a_file_that_breaks_after_indexing(manifest_dir, caplog):
     ds = ManifestDataset(manifest_dir / "manifest.jsonl", text_encoder=EN)
+    ds.replace_failed_files = True  # as builder.build_dataset sets it for the train split
     (manifest_dir / "wavs" / "u0.wav").write_bytes(b"RIFF garbage")
     with caplog.at_level(logging.WARNING):
         item = ds[0]
     assert item["audio_path"].endswith("u1.wav")
+    assert item["load_failures"] == [str(manifest_dir / "wavs" / "u0.wav")]
     assert "u0.wav" in caplog.text
+
+
+def test_evaluation_leaves_out_a_file_that_breaks_after_indexing(manifest_dir):
+    ds = ManifestDataset(manifest_dir / "manifest.jsonl", text_encoder=EN)
+    assert not ds.replace_failed_files  # the default: nothing is ever scored in another file's place
+    (manifest_dir / "wavs" / "u0.wav").write_bytes(b"RIFF garbage")
+    assert ds[0] == {"load_error": (str(manifest_dir / "wavs" / "u0.wav"), ds[0]["load_error"][1])}
+    assert "cannot decode" in ds[0]["load_error"][1]
+    batch = collate_fn([ds[0], ds[1], ds[2]])
+    assert [p.rsplit("/", 1)[1] for p in batch["audio_path"]] == ["u1.wav", "u2.wav"]
+    assert batch["audio"].shape[0] == 2 and batch["skipped"] == [ds[0]["load_error"]]
+    only_bad = collate_fn([ds[0]])
+    assert only_bad["text"] == [] and only_bad["audio"].shape[0] == 0 and len(only_bad["skipped"]) == 1
+
+
+def test_build_dataset_replaces_in_training_only(manifest_dir):
+    config = {"data": {s: {"batch_size": 2, "datasets": [
+        {"type": "ManifestDataset", "args": {"manifest_path": str(manifest_dir / "manifest.jsonl")}}]}
+        for s in ("train", "val")}}
+    assert build_dataset(config, "train", EN).replace_failed_files
+    assert not build_dataset(config, "val", EN).replace_failed_files
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "mini-librispeech").is_dir(), reason="../shared/data is absent")

@@ -110,6 +110,7 @@ def test_bad_input_corpus_outcomes(tmp_path, caplog):
     for where, reason in ds.skipped:
         assert str(manifest) in where and reason, "every skip names the file:line and a reason"
 
+    ds.replace_failed_files = True  # training's rule (builder.build_dataset sets it for the train split)
     loader = build_dataloader({"data": {"train": {"batch_size": 4}}}, "train", ds, train=False)
     failures, seen = [], 0
     for batch in loader:
@@ -178,7 +179,7 @@ def test_run_stops_after_k_nonfinite_steps_with_last_good_weights(tmp_path, monk
     monkeypatch.setattr(Trainer, "_optimizer_step", remember)
     with pytest.raises(NonFiniteLossError, match="3 optimiser steps in a row") as err:
         run_train(tmp_path, *TINY, "trainer.grad_accum_steps=1", "trainer.max_nonfinite_steps=3",
-                  "trainer.epochs=5")
+                  "trainer.epochs=5", "lr_scheduler.args.total_steps=20")
     ckpt = next(tmp_path.glob("*/checkpoint-nonfinite.pth"))
     assert str(ckpt) in str(err.value)
     assert_same_weights(load_checkpoint(ckpt)["model"], good)

@@ -73,6 +73,11 @@ class BaseDataset(Dataset):
     """
 
     allow_empty_text = False
+    # what a file that fails to decode after indexing becomes: replaced by the next file (training: an
+    # epoch never dies on one file; set by builder.build_dataset for the train split), or left out and
+    # reported as ``{"load_error": (path, reason)}``, which collate_fn lists under the batch's ``skipped``
+    # (evaluation never scores other audio in its place)
+    replace_failed_files = False
 
     def __init__(self, text_encoder=None, sample_rate=16000, limit=None, max_audio_length=None,
                  max_text_length=None, wave_augs=None, seed=42, use_cache=True):
@@ -182,8 +187,17 @@ class BaseDataset(Dataset):
         return item
 
     def __getitem__(self, i):
-        """A file that fails to decode is reported and replaced by the next one;
-        the item's ``load_failures`` lists the files it replaced (the trainer counts them)."""
+        """A file that fails to decode is reported and, with ``replace_failed_files``, replaced by the
+        next one (the item's ``load_failures`` lists the files it replaced; the trainer counts them);
+        otherwise the item is ``{"load_error": (path, reason)}``."""
+        if not self.replace_failed_files:
+            try:
+                item = self.load_item(i)
+            except AudioError as e:
+                logger.warning("%s: left out at load time: %s", self.describe(), e)
+                return {"load_error": (self.index[i]["path"], str(e).split(": ", 1)[-1])}
+            item["load_failures"] = []
+            return item
         failures = []
         for attempt in range(MAX_LOAD_RETRIES):
             j = (i + attempt) % len(self.index)

@@ -48,8 +48,17 @@ def download_and_extract(url, target_dir, manual_hint=""):
     """Fetch an archive into ``target_dir`` and unpack it there; the archive is removed after."""
     target_dir = Path(target_dir)
     archive = target_dir / url.rsplit("/", 1)[-1]
+    created = [p for p in (target_dir, *target_dir.parents) if not p.exists()]  # deepest first
     logger.info("downloading %s to %s", url, target_dir)
-    download_file(url, archive, manual_hint=manual_hint)
+    try:
+        download_file(url, archive, manual_hint=manual_hint)
+    except DownloadError:
+        for folder in created:  # a failed download leaves no empty folders behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     tmp = target_dir / (archive.name + ".unpacking")
     shutil.rmtree(tmp, ignore_errors=True)
     with tarfile.open(archive) as tar:

@@ -6,6 +6,7 @@ run never waits on the network.
 """
 import json
 import logging
+import logging.handlers
 import os
 import sys
 import time
@@ -15,14 +16,37 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def setup_logging(run_dir=None, level=logging.INFO):
-    """Log to stderr and, with ``run_dir``, to ``<run_dir>/train.log``."""
+LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def setup_logging(run_dir=None, level=logging.INFO, hold=False):
+    """Log to stderr and, with ``run_dir``, to ``<run_dir>/train.log``. With ``hold`` the records are
+    also kept in memory until :func:`attach_log_file` writes them into the run folder, which then need
+    not exist yet (nothing is created for a run that fails while it starts)."""
     handlers = [logging.StreamHandler(sys.stderr)]
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8"))
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", handlers=handlers, force=True)
+    elif hold:
+        handlers.append(logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1))
+    for h in handlers:
+        h.setFormatter(LOG_FORMAT)
+    logging.basicConfig(level=level, handlers=handlers, force=True)
+
+
+def attach_log_file(run_dir):
+    """Log into ``<run_dir>/train.log`` from now on, beginning with the records held since start-up."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8")
+    file_handler.setFormatter(LOG_FORMAT)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, logging.handlers.MemoryHandler):
+            h.setTarget(file_handler)
+            h.flush()
+            root.removeHandler(h)
+            h.close()
+    root.addHandler(file_handler)
 
 
 def _make_comet(run_dir, project_name, run_name, config):

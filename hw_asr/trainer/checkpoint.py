@@ -35,6 +35,23 @@ def save_checkpoint(state, path):
         os.close(dir_fd)
 
 
+def find_checkpoint(path, prefer_best=False):
+    """``path`` itself, or for a run folder the checkpoint in it: its newest complete
+    ``checkpoint-*.pth`` (to resume), or with ``prefer_best`` its ``model_best.pth`` when there
+    is one (to evaluate). Temporary files left by a process killed while writing are removed."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for stale in path.glob(".*.pth.tmp*"):
+        stale.unlink(missing_ok=True)
+    if prefer_best and (path / "model_best.pth").is_file():
+        return path / "model_best.pth"
+    candidates = list(path.glob("checkpoint-*.pth"))
+    if not candidates:
+        raise CheckpointError(f"no {'model_best.pth or ' * prefer_best}checkpoint-*.pth in the folder {path}")
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns)
+
+
 def safe_torch_load(path, map_location="cpu"):
     """``torch.load(weights_only=True)``: tensors and plain containers only; anything that
     would run code is refused with a :class:`CheckpointError`."""

@@ -37,7 +37,8 @@ def decode_batch(log_probs, lengths, encoder, decoders):
 
 @torch.no_grad()
 def predict(model, loader, encoder, decoders, device, amp=None, criterion=None, desc="inference", beam_subset=None):
-    """Yield per-batch ``(batch, outputs, hyps, loss)`` in eval mode.
+    """Yield per-batch ``(batch, outputs, hyps, loss)`` in eval mode. A batch whose files all failed to
+    load gives ``outputs`` and ``loss`` None and empty hypotheses.
 
     With ``beam_subset``, decoders other than argmax only run on the first that many
     utterances (their hypotheses are None for the rest).
@@ -45,6 +46,9 @@ def predict(model, loader, encoder, decoders, device, amp=None, criterion=None, 
     model.eval()
     seen = 0
     for batch in tqdm(loader, desc=desc, leave=False):
+        if not batch["text"]:  # every file of the batch failed to load (listed in batch["skipped"])
+            yield batch, None, {k: [] for k in decoders}, None
+            continue
         batch = move_batch(batch, device)
         with autocast_context(device, amp):
             outputs = model(**batch)

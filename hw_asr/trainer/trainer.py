@@ -18,10 +18,20 @@ from hw_asr.trainer.inference import autocast_context, move_batch, predict
 logger = logging.getLogger(__name__)
 
 AMP_MODES = ("fp32", "fp16", "bf16")
+VISUALIZE = ("comet", None, "none")
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many optimiser steps in a row had a non-finite loss or gradient."""
+
+
+def continue_schedule(scheduler, step):
+    """Put a freshly built per-step schedule at ``step`` (steps already taken) and set the optimiser's
+    learning rates to its value there. For schedules whose rate is a function of the step (OneCycleLR,
+    LambdaLR and WarmupLR), not of the rate before it."""
+    scheduler.last_epoch = step - 1
+    scheduler._step_count = max(scheduler._step_count, 2)  # past the first call: torch's order check is done
+    scheduler.step()
 
 
 # trainer keys that count steps, epochs, files or rows: (least value, whether null is allowed);
@@ -54,6 +64,8 @@ def check_trainer_config(cfg):
         raise ConfigError(f"trainer.grad_norm_clip must be a positive number or null (no clipping), got {clip!r}")
     if cfg.get("amp", "fp32") not in AMP_MODES:
         raise ConfigError(f"trainer.amp must be one of {AMP_MODES}, got {cfg['amp']!r}")
+    if cfg.get("visualize", "comet") not in VISUALIZE:
+        raise ConfigError(f"trainer.visualize must be \"comet\" or null (metrics.jsonl only), got {cfg['visualize']!r}")
     parse_monitor(cfg.get("monitor", "off"))
 
 
@@ -69,16 +81,36 @@ def parse_monitor(monitor):
     return mode, key
 
 
-def load_matching_weights(model, path):
-    """Copy every tensor of ``path``'s model whose name and shape match; report the rest."""
-    state = load_checkpoint(path)["model"]
-    missing, unexpected, reshaped = compare_weights(model.state_dict(), state)
+def is_counter(name):
+    """Bookkeeping buffers (BatchNorm's step counter) that hold no learned value."""
+    return name.endswith("num_batches_tracked")
+
+
+def load_matching_weights(model, path, arch=None):
+    """Copy every tensor of ``path``'s model whose name and shape match; report the rest.
+
+    Counters (BatchNorm's ``num_batches_tracked``) are copied but not counted as weights. Loading
+    fewer than half of the model's weights is a warning naming both architectures (``arch``: this
+    model's ``arch.type``): the checkpoint is most likely of another architecture."""
+    checkpoint = load_checkpoint(path)
+    state = checkpoint["model"]
+    own = model.state_dict()
+    missing, unexpected, reshaped = compare_weights(own, state)
     rejected = set(unexpected) | set(reshaped)
     loaded = {k: v for k, v in state.items() if k not in rejected}
-    skipped = sorted(missing + reshaped)
+    skipped = sorted(k for k in missing + reshaped if not is_counter(k))
     model.load_state_dict(loaded, strict=False)
-    logger.info("init_weights %s: loaded %d tensors, kept %d freshly initialised%s", path, len(loaded),
-                len(skipped), f": {', '.join(skipped)}" if skipped else "")
+    n_loaded = sum(not is_counter(k) for k in loaded)
+    n_weights = sum(not is_counter(k) for k in own)
+    listed = f": {', '.join(skipped[:20])}{', ...' if len(skipped) > 20 else ''}" if skipped else ""
+    if n_loaded * 2 < n_weights:
+        trained_as = (checkpoint.get("config") or {}).get("arch", {}).get("type", "?")
+        logger.warning("init_weights %s: loaded only %d of this model's %d weight tensors, kept %d freshly "
+                       "initialised: the checkpoint is a %s, this model a %s%s", path, n_loaded, n_weights,
+                       len(skipped), trained_as, arch or "?", listed)
+    else:
+        logger.info("init_weights %s: loaded %d of %d weight tensors, kept %d freshly initialised%s", path, n_loaded,
+                    n_weights, len(skipped), listed)
     return loaded, skipped
 
 
@@ -172,15 +204,28 @@ class Trainer:
         state = load_checkpoint(path)
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         for key in ("step", "epoch", "epoch_batches", "data_epoch", "data_batch", "not_improved"):
             setattr(self, key, state[key])
+        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
+            self._resume_schedule(state["lr_scheduler"])
         self.best = state["monitor_best"]
         per_rank = state.get("rng_per_rank") or []
         set_rng_state(per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else state["rng"])
         logger.info("resumed from %s: epoch %d, step %d", path, self.epoch, self.step)
+
+    def _resume_schedule(self, saved):
+        """The saved schedule, unless the run's length changed (``trainer.epochs`` or ``len_epoch`` raised
+        on resume): a schedule planned for the whole run (OneCycleLR, WarmupLR's decay) is then rebuilt for
+        the new number of steps and continued at the current step, at the rate the new plan has there."""
+        planned, now = saved.get("total_steps"), getattr(self.lr_scheduler, "total_steps", None)
+        if planned is None or now is None or planned == now:
+            self.lr_scheduler.load_state_dict(saved)
+            return
+        continue_schedule(self.lr_scheduler, self.step)
+        logger.warning("the learning-rate schedule was planned for %d steps and this run now takes %d: rebuilt for "
+                       "%d steps and continued at step %d (learning rate %.3g)", planned, now, now, self.step,
+                       self.optimizer.param_groups[0]["lr"])
 
     # ---- data -------------------------------------------------------------------------
     def _train_stream(self):
@@ -190,9 +235,15 @@ class Trainer:
         while True:
             sampler.set_epoch(self.data_epoch, self.data_batch)
             self.train_loader.generator.manual_seed(seed + self.data_epoch)  # worker seeds per data epoch
+            yielded = False
             for batch in self.train_loader:
                 self.data_batch += 1
+                yielded = True
                 yield batch
+            if not yielded and self.data_batch == 0:  # a pass without a batch: the next would be the same
+                raise ConfigError(f"the training loader gave no batch in a whole pass (data epoch "
+                                  f"{self.data_epoch}, {len(self.train_loader.dataset)} utterances); "
+                                  f"see builder.check_batches")
             self.data_epoch, self.data_batch = self.data_epoch + 1, 0
 
     # ---- signals ----------------------------------------------------------------------
@@ -231,6 +282,8 @@ class Trainer:
             if epoch % self.save_period == 0 or epoch == self.epochs:
                 self.save(f"checkpoint-epoch{epoch}.pth")
                 self._remove_old_checkpoints()
+                if self.dist.is_main:  # a newer complete checkpoint replaces the one written on a signal
+                    (self.run_dir / "checkpoint-interrupted.pth").unlink(missing_ok=True)
             if improved:
                 self.save("model_best.pth")
             if self.not_improved >= self.early_stop:
@@ -278,6 +331,9 @@ class Trainer:
                    leave=False, dynamic_ncols=True)
         step_ok = True
         while self.epoch_batches < self.len_epoch:
+            if self.epoch_batches % self.accum == 0 and self._stop_requested():  # before a step begins
+                bar.close()
+                return None
             t0 = time.perf_counter()
             batch = next(stream)
             window_audio += batch["audio_length"].sum().item() / self.sample_rate  # on the host: no device sync
@@ -308,12 +364,13 @@ class Trainer:
                     bar.set_postfix(loss=f"{window_loss / max(window_n, 1):.3f}")
                     window_loss, window_n, window_wait, window_start = 0.0, 0, 0.0, time.perf_counter()
                     window_audio = 0.0
-                stop = self._stop_signal is not None
-                if any_rank(stop, self.device) if self.dist.enabled else stop:
-                    bar.close()
-                    return None
         bar.close()
         return {"train_loss": epoch_loss / epoch_n} if epoch_n else {}
+
+    def _stop_requested(self):
+        """A signal asked to stop (on any rank, under torchrun)."""
+        stop = self._stop_signal is not None
+        return any_rank(stop, self.device) if self.dist.enabled else stop
 
     def _count_load_failures(self, batch):
         failures = batch.get("load_failures") or []
@@ -417,10 +474,11 @@ class Trainer:
         """Loss and every metric over the whole split (corpus-level, not per-batch averages)."""
         for m in self.metrics:
             m.reset()
-        total_loss, n_batches, rows = 0.0, 0, []
+        total_loss, n_batches, rows, skipped = 0.0, 0, [], 0
         for batch, _, hyps, loss in predict(self.raw_model, loader, self.text_encoder, self.decoders, self.device,
                                             self.amp, self.criterion, desc=f"eval {split}",
                                             beam_subset=self.beam_subset):
+            skipped += len(batch.get("skipped", ()))
             for m in self.metrics:
                 m.update(batch["text"], hyps[m.decoder])
             if loss is not None and math.isfinite(loss):
@@ -430,11 +488,13 @@ class Trainer:
                 rows += [{"target": t, **{f"pred_{d}": hyps[d][i] for d in self.decoders},
                           "WER": calc_wer(t, hyps["argmax"][i]), "CER": calc_cer(t, hyps["argmax"][i])}
                          for i, t in enumerate(batch["text"])][: self.max_predictions - len(rows)]
-        sums = all_reduce_sum([total_loss, n_batches, *[x for m in self.metrics for x in (m.errors, m.total)]],
-                              self.device)
-        total_loss, n_batches = sums[0], sums[1]
+        sums = all_reduce_sum([total_loss, n_batches, skipped,
+                               *[x for m in self.metrics for x in (m.errors, m.total)]], self.device)
+        total_loss, n_batches, skipped = sums[0], sums[1], int(sums[2])
         for i, m in enumerate(self.metrics):
-            m.errors, m.total = sums[2 + 2 * i], sums[3 + 2 * i]
+            m.errors, m.total = sums[3 + 2 * i], sums[4 + 2 * i]
+        if skipped and self.dist.is_main:
+            logger.warning("%s: %d file(s) could not be read and were left out of the metrics", split, skipped)
         self.writer.log_predictions(self.step, split, rows)
         if self.dist.is_main:
             for r in rows[:3]:
