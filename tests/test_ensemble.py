@@ -233,3 +233,21 @@ def test_confidence_search_picks_a_setting_that_separates_the_members():
     (settings, temperature, acc), table = build_cmd.search_confidence(train, y_train, dev, y_dev, grid)
     assert len(table) == 8 and acc == max(r["dev_accuracy"] for r in table) >= 0.95
     assert temperature in (1.0, 2.0) and settings["aggregation"] in ("mean", "min")
+
+
+def test_test_py_with_an_ensemble_leaves_out_a_broken_file(ensemble_setup, tmp_path):
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+    folder = tmp_path / "audio"
+    shutil.copytree(ensemble_setup / "ru", folder)
+    x = np.full(8000, 0.1, np.float32)
+    x[10] = np.nan  # the header reads; the samples do not
+    sf.write(folder / "broken.wav", x, 16000, subtype="FLOAT")
+    out = tmp_path / "result.json"
+    result = test_script.main(["-r", str(ensemble_setup / "ensemble.pth"), "-o", str(out), "-t", str(folder)])
+    assert sorted(r["audio_path"].rsplit("/", 1)[1] for r in result["utterances"]) == [f"t{i}.wav" for i in range(6)]
+    assert [(r["audio_path"].rsplit("/", 1)[1], "NaN" in r["reason"]) for r in result["skipped"]] == [
+        ("broken.wav", True)]
+    assert result["counts"] == {"decoded": 6, "scored": 6, "skipped": 1}
