@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from hw_asr.builder import build_model, build_text_encoder  # noqa: E402
 from hw_asr.config import load_config  # noqa: E402
 from hw_asr.loss import CTCLoss  # noqa: E402
+from hw_asr.model.base_model import allow_rnn_capture  # noqa: E402
 
 ARCH_DIR = REPO / "configs" / "arch"
 PRESETS = sorted(p.stem for p in ARCH_DIR.glob("*.json"))
@@ -108,7 +109,7 @@ def synthetic_batch(encoder, batch, seconds, device, seed=0):
     return {"audio": audio, "audio_length": torch.tensor(lengths), "text_encoded": text,
             "text_encoded_length": torch.tensor(n_chars), "text": ["a" * n for n in n_chars],
             "audio_path": [f"u{i}" for i in range(batch)], "duration": [n / sr for n in lengths],
-            "load_failures": [], "skipped": []}
+            "load_failures": [], "skipped": [], "num_samples": sum(lengths)}
 
 
 def make_trainer(model, encoder, device, amp, log_step=10 ** 9):
@@ -183,6 +184,8 @@ def graph_breaks(preset, batch=2, seconds=2.0):
     def forward(audio, audio_length):
         return model(audio=audio, audio_length=audio_length)["log_probs"]
 
+    if any(isinstance(m, torch.nn.RNNBase) for m in model.modules()):
+        allow_rnn_capture()  # as CTCModel.compile_blocks does
     torch._dynamo.reset()
     explained = torch._dynamo.explain(forward)(data["audio"], data["audio_length"])
     reasons = []
@@ -218,6 +221,28 @@ def shapes_per_epoch(max_batch_seconds=160.0, durations=None, seed=0):
     return {"batches": len(sampler.all_batches()), "shapes": len(shapes), "padding": 1 - real / padded}
 
 
+def optimizer_step_ms(preset, fused, repeats=20, pairs=2):
+    """Median time of one AdamW update of every parameter of ``preset`` (random gradients), torch's
+    default implementation vs the fused kernel, in alternating runs (milliseconds)."""
+    import statistics
+    import time
+    cfg = load_config(ARCH_DIR / f"{preset}.json")
+    encoder = build_text_encoder(cfg)
+    times = []
+    for _ in range(pairs):
+        torch.manual_seed(0)
+        model = build_model(cfg, n_tokens=len(encoder))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused or None)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        optimizer.step()  # state allocated
+        for _ in range(repeats):
+            start = time.perf_counter()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="*", default=PRESETS)
@@ -228,8 +253,15 @@ def main(argv=None):
     parser.add_argument("--amp", default="fp32", choices=["fp32", "fp16", "bf16"], help="the Trainer's amp (CUDA)")
     parser.add_argument("--no-graph-breaks", action="store_true", help="skip torch._dynamo.explain (slow)")
     parser.add_argument("--no-casts", action="store_true", help="skip the CPU bf16 autocast cast count")
+    parser.add_argument("--optimizer", action="store_true",
+                        help="only time AdamW's update per preset: torch's default vs fused")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
+    if args.optimizer:
+        for preset in args.presets:
+            default, fused = optimizer_step_ms(preset, False), optimizer_step_ms(preset, True)
+            print(f"{preset:<20} AdamW update: default {default:.1f} ms, fused {fused:.1f} ms ({default / fused:.2f}x)")
+        return None
     rows = []
     print(f"{'preset':<20} {'ops/step':>9} {'casts/step (bf16)':>18} {'syncs/step':>11} {'graph breaks':>13}")
     for preset in args.presets:

@@ -13,7 +13,7 @@ def collate_fn(items):
     items = [it for it in items if "load_error" not in it]
     if not items:
         return {"audio": torch.zeros(0, 0), "audio_length": torch.zeros(0, dtype=torch.long), "text": [],
-                "audio_path": [], "duration": [], "load_failures": [], "skipped": skipped}
+                "audio_path": [], "duration": [], "load_failures": [], "skipped": skipped, "num_samples": 0}
     audio_length = torch.tensor([it["audio"].shape[-1] for it in items], dtype=torch.long)
     audio = torch.zeros(len(items), int(audio_length.max()), dtype=torch.float32)
     for i, it in enumerate(items):
@@ -21,6 +21,7 @@ def collate_fn(items):
     batch = {
         "audio": audio,
         "audio_length": audio_length,
+        "num_samples": sum(it["audio"].shape[-1] for it in items),  # a host number: read without a device sync
         "text": [it["text"] for it in items],
         "audio_path": [it["audio_path"] for it in items],
         "duration": [it["duration"] for it in items],

@@ -1,5 +1,6 @@
 """Faults, bad input and unsafe files: nothing is lost, nothing dies mid-epoch, no code runs."""
 import json
+import math
 import os
 import pickle
 import random
@@ -19,6 +20,7 @@ import train as train_script
 from hw_asr.builder import build_dataloader
 from hw_asr.config import ConfigError
 from hw_asr.datasets import ManifestDataset
+from hw_asr.loss import CTCLoss
 from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
@@ -137,35 +139,35 @@ def test_training_survives_the_bad_corpus(tmp_path):
 
 # ---- numerical guards and out-of-memory ---------------------------------------------------
 
-def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch, caplog):
-    original = Trainer._forward_backward
+def nan_loss_when(condition):
+    """A CTCLoss.forward that returns NaN (with a gradient: backward runs) when ``condition(call)``."""
+    original = CTCLoss.forward
     calls = {"n": 0}
 
-    def nan_every_third(self, batch, sync=True):
+    def forward(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] % 3 == 0:
-            with torch.no_grad():
-                outputs = self.model(**batch)
-            return outputs, None  # what a non-finite loss gives
-        return original(self, batch, sync)
+        out = original(self, *args, **kwargs)
+        return {"loss": out["loss"] * float("nan")} if condition(calls["n"]) else out
+    return forward
 
-    monkeypatch.setattr(Trainer, "_forward_backward", nan_every_third)
+
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(CTCLoss, "forward", nan_loss_when(lambda n: n % 3 == 0))
     run_dir = run_train(tmp_path, *TINY, "trainer.grad_accum_steps=1")
     state = load_checkpoint(run_dir / "checkpoint-epoch2.pth")
     assert state["step"] == 8
+    # calls 1-4 are epoch 1's steps, 5-6 its validation, 7-10 epoch 2's steps: steps 3 and 7 are NaN
     log = (run_dir / "train.log").read_text()
-    assert "2 optimiser steps were skipped" in log and "step 3 skipped: non-finite loss" in log
+    assert "1 optimiser step(s) up to step 4 skipped: non-finite loss or gradient" in log
+    assert "1 optimiser step(s) up to step 8 skipped" in log
+    assert "2 optimiser steps were skipped for non-finite loss or gradients" in log
+    rows = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    assert all(math.isfinite(r["loss"]) for r in rows), "a skipped step's loss is left out of the mean"
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()), \
+        "a NaN gradient never reached the weights"
 
 
 def test_run_stops_after_k_nonfinite_steps_with_last_good_weights(tmp_path, monkeypatch):
-    original = Trainer._forward_backward
-
-    def nan_after_two(self, batch, sync=True):
-        if self.step >= 2:
-            with torch.no_grad():
-                return self.model(**batch), None  # what a non-finite loss gives
-        return original(self, batch, sync)
-
     good = {}
     original_step = Trainer._optimizer_step
 
@@ -175,14 +177,26 @@ def test_run_stops_after_k_nonfinite_steps_with_last_good_weights(tmp_path, monk
             good.update({k: v.clone() for k, v in self.model.state_dict().items()})
         return out
 
-    monkeypatch.setattr(Trainer, "_forward_backward", nan_after_two)
+    monkeypatch.setattr(CTCLoss, "forward", nan_loss_when(lambda n: n > 2))  # every loss from step 3 on
     monkeypatch.setattr(Trainer, "_optimizer_step", remember)
-    with pytest.raises(NonFiniteLossError, match="3 optimiser steps in a row") as err:
+    # checked at logging steps (log_step 2): steps 3 to 6 are 4 in a row at step 6
+    with pytest.raises(NonFiniteLossError, match="4 optimiser steps in a row") as err:
         run_train(tmp_path, *TINY, "trainer.grad_accum_steps=1", "trainer.max_nonfinite_steps=3",
                   "trainer.epochs=5", "lr_scheduler.args.total_steps=20")
     ckpt = next(tmp_path.glob("*/checkpoint-nonfinite.pth"))
-    assert str(ckpt) in str(err.value)
+    assert str(ckpt) in str(err.value) and load_checkpoint(ckpt)["step"] == 6
     assert_same_weights(load_checkpoint(ckpt)["model"], good)
+
+
+def test_a_fused_optimiser_skips_a_nonfinite_step_without_the_host_reading_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(CTCLoss, "forward", nan_loss_when(lambda n: n == 3))
+    run_dir = run_train(tmp_path, *TINY, "trainer.grad_accum_steps=1", "trainer.epochs=1", "trainer.log_step=100",
+                        'optimizer={"type": "AdamW", "args": {"lr": 0.01, "fused": true}}')
+    state = load_checkpoint(run_dir / "checkpoint-epoch1.pth")
+    # the optimiser's step count: 4 steps, the NaN one not counted (the fused kernel skipped it)
+    assert int(state["optimizer"]["state"][0]["step"]) == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert "1 optimiser step(s) up to step 4 skipped" in (run_dir / "train.log").read_text()
 
 
 def test_out_of_memory_skips_the_batch_and_goes_on(tmp_path, monkeypatch):

@@ -72,6 +72,8 @@ class CTCModel(nn.Module):
         sample count (``ValueRangeError`` in torch 2.13). Parameter names, and so
         checkpoints, are unchanged.
         """
+        if any(isinstance(m, nn.RNNBase) for m in self.modules()):
+            allow_rnn_capture()
         blocks = []
         for name, child in self.named_children():
             if name in ("frontend", "spec_augment"):
@@ -87,11 +89,53 @@ class CTCModel(nn.Module):
         return super().__str__() + f"\nAll parameters: {n_all:,}\nTrainable parameters: {n_train:,}"
 
 
+def allow_rnn_capture():
+    """Let torch.compile trace ``nn.GRU``/``nn.LSTM`` into its graph (dynamo's ``allow_rnn``, off by
+    default: every RNN would otherwise break the graph in two). A process-wide switch."""
+    import torch._dynamo
+    torch._dynamo.config.allow_rnn = True
+
+
 def masked_apply(module, x, mask):
-    """Apply a per-frame module (e.g. BatchNorm1d on ``[N, C]``) to real frames only."""
-    out = torch.zeros_like(x)
-    out[mask] = module(x[mask]).to(x.dtype)
-    return out
+    """Apply a per-frame module to the real frames of ``x [B, T, C]`` (``mask [B, T]``, True on real
+    frames), zeros on padding. Batch norm in training takes its statistics over the real frames alone.
+
+    Without a data-dependent shape (no ``x[mask]``, whose size the host must read from the device),
+    so a training step does not wait for the GPU here and compiles into one graph. SyncBatchNorm
+    (statistics over the ranks) keeps torch's own kernel on the selected frames."""
+    keep = mask.unsqueeze(-1).to(x.dtype)
+    if isinstance(module, nn.SyncBatchNorm) and module.training:
+        out = torch.zeros_like(x)
+        out[mask] = module(x[mask]).to(x.dtype)
+        return out
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if module.training or module.running_mean is None:
+            return masked_batch_norm(module, x, keep)
+        return module(x.reshape(-1, x.shape[-1])).reshape(x.shape).to(x.dtype) * keep
+    return module(x).to(x.dtype) * keep
 
 
-__all__ = ["CTCModel", "build_frontend", "check_model_parts", "lengths_to_mask", "masked_apply"]
+def masked_batch_norm(bn, x, keep):
+    """``bn`` (a BatchNorm1d over the last dimension) in training mode with statistics over the frames
+    where ``keep [..., 1]`` is 1: the same result and running statistics as ``bn(x[mask])``
+    (unbiased variance in the running estimate, as torch keeps it), computed with sums over the whole
+    tensor instead of a selection."""
+    dims = tuple(range(x.dim() - 1))
+    xf, keep = x.float(), keep.float()
+    n = keep.sum()
+    mean = (xf * keep).sum(dims) / n
+    var = ((xf - mean).square() * keep).sum(dims) / n
+    if bn.training and bn.track_running_stats:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            momentum = bn.momentum if bn.momentum is not None else 1.0 / bn.num_batches_tracked
+            bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+            unbiased = var * n / (n - 1).clamp(min=1)
+            bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), momentum)
+    out = (xf - mean) * torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        out = out * bn.weight + bn.bias
+    return (out * keep).to(x.dtype)
+
+
+__all__ = ["CTCModel", "build_frontend", "check_model_parts", "lengths_to_mask", "masked_apply", "masked_batch_norm"]

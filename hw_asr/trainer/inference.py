@@ -10,6 +10,12 @@ def move_batch(batch, device):
     return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def batch_samples(batch):
+    """Audio samples in a batch, from the host's numbers (``num_samples`` from collate_fn, else the
+    lengths while they are still on the host): reading it never waits for a GPU."""
+    return batch["num_samples"] if "num_samples" in batch else int(batch["audio_length"].sum())
+
+
 def autocast_context(device, amp):
     """bf16/fp16 autocast on CUDA; a no-op elsewhere (CPU trains in fp32)."""
     if device.type != "cuda" or amp in (None, "fp32"):

@@ -13,7 +13,7 @@ from hw_asr.config import ConfigError, check_known_keys
 from hw_asr.metric import calc_cer, calc_wer
 from hw_asr.trainer.checkpoint import compare_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hw_asr.trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, any_rank
-from hw_asr.trainer.inference import autocast_context, move_batch, predict
+from hw_asr.trainer.inference import autocast_context, batch_samples, move_batch, predict
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,11 @@ class Trainer:
         self.not_improved = 0
         self.skipped_steps = 0       # optimiser steps skipped for non-finite loss/gradients
         self.consecutive_skips = 0
+        # the same on the device, read at logging steps: skips since the last read, the current run of
+        # consecutive skips and the longest run since the last read
+        self._skips = torch.zeros((), dtype=torch.long, device=device)
+        self._run = torch.zeros((), dtype=torch.long, device=device)
+        self._longest_run = torch.zeros((), dtype=torch.long, device=device)
         self.oom_batches = 0         # batches skipped for running out of device memory
         self.load_failures = 0       # files replaced at load time
         self._stop_signal = None
@@ -323,49 +328,59 @@ class Trainer:
         return improved
 
     def _train_epoch(self, epoch, stream):
+        """One epoch of ``len_epoch`` batches. The host never waits for the device between logging steps:
+        losses, skip counts and the gradient norm stay device tensors until a logging step reads them."""
         self.model.train()
-        window_loss, window_n, window_wait, window_start = 0.0, 0, 0.0, time.perf_counter()
-        window_audio = 0.0
-        epoch_loss, epoch_n = 0.0, 0
+        zero = torch.zeros((), device=self.device)
+        window_loss, window_n, window_wait, window_start = zero.clone(), zero.clone(), 0.0, time.perf_counter()
+        window_audio, window_batches = 0.0, 0
+        epoch_loss, epoch_n = zero.clone(), zero.clone()
         bar = tqdm(total=self.len_epoch, initial=self.epoch_batches, desc=f"epoch {epoch}/{self.epochs}",
                    leave=False, dynamic_ncols=True)
-        step_ok = True
+        step_loss_ok = torch.ones((), dtype=torch.bool, device=self.device)  # every loss of the step was finite
         while self.epoch_batches < self.len_epoch:
             if self.epoch_batches % self.accum == 0 and self._stop_requested():  # before a step begins
                 bar.close()
                 return None
             t0 = time.perf_counter()
             batch = next(stream)
-            window_audio += batch["audio_length"].sum().item() / self.sample_rate  # on the host: no device sync
+            window_audio += batch_samples(batch) / self.sample_rate  # from the host's own numbers
             batch = move_batch(batch, self.device)
             window_wait += time.perf_counter() - t0
             self._count_load_failures(batch)
-            outputs, value = self._forward_backward(batch, sync=(self.epoch_batches + 1) % self.accum == 0)
-            if value is not None:
-                window_loss, window_n = window_loss + value, window_n + 1
-                epoch_loss, epoch_n = epoch_loss + value, epoch_n + 1
-            elif outputs is not None:
-                step_ok = False  # a non-finite loss spoils the whole accumulated step
+            outputs, loss = self._forward_backward(batch, sync=(self.epoch_batches + 1) % self.accum == 0)
+            if loss is not None:
+                finite = torch.isfinite(loss)
+                step_loss_ok = step_loss_ok & finite  # a non-finite loss spoils the whole accumulated step
+                value = torch.where(finite, loss, zero)
+                window_loss, window_n = window_loss + value, window_n + finite
+                epoch_loss, epoch_n = epoch_loss + value, epoch_n + finite
+            window_batches += 1
             self.epoch_batches += 1
             bar.update(1)
             if self.epoch_batches % self.accum == 0:
-                grad_norm = self._optimizer_step(step_ok)
-                step_ok = True
+                grad_norm = self._optimizer_step(step_loss_ok)
+                step_loss_ok = torch.ones((), dtype=torch.bool, device=self.device)
                 if self.step % self.log_step == 0:
+                    self._check_skips()
                     elapsed = time.perf_counter() - window_start
                     # over all ranks: the loss, the audio trained on and the mean share of time waiting for data
                     loss_sum, loss_n, audio, wait_share = all_reduce_sum(
-                        [window_loss, window_n, window_audio, window_wait / max(elapsed, 1e-9)], self.device)
+                        [float(window_loss), float(window_n), window_audio, window_wait / max(elapsed, 1e-9)],
+                        self.device)
                     self._log_train(epoch, batch, outputs, {
-                        "loss": loss_sum / max(loss_n, 1), "grad_norm": grad_norm,
-                        "batches_per_s": window_n / max(elapsed, 1e-9),  # on each rank
+                        "loss": loss_sum / max(loss_n, 1), "grad_norm": float(grad_norm),
+                        "batches_per_s": window_batches / max(elapsed, 1e-9),  # on each rank
                         "audio_s_per_s": audio / max(elapsed, 1e-9),
                         "data_wait_share": wait_share / self.dist.world_size})
-                    bar.set_postfix(loss=f"{window_loss / max(window_n, 1):.3f}")
-                    window_loss, window_n, window_wait, window_start = 0.0, 0, 0.0, time.perf_counter()
-                    window_audio = 0.0
+                    bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}")
+                    window_loss, window_n, window_wait, window_start = zero.clone(), zero.clone(), 0.0, \
+                        time.perf_counter()
+                    window_audio, window_batches = 0.0, 0
         bar.close()
-        return {"train_loss": epoch_loss / epoch_n} if epoch_n else {}
+        self._check_skips()
+        epoch_n = int(epoch_n)
+        return {"train_loss": float(epoch_loss) / epoch_n} if epoch_n else {}
 
     def _stop_requested(self):
         """A signal asked to stop (on any rank, under torchrun)."""
@@ -377,12 +392,13 @@ class Trainer:
         self.load_failures += len(failures)
 
     def _forward_backward(self, batch, sync=True):
-        """Forward and backward of one batch: ``(outputs, loss value)``.
+        """Forward and backward of one batch: ``(outputs, loss)``, the loss a device tensor.
 
-        A non-finite loss gives ``(outputs, None)`` and no backward. Running out of
-        device memory frees what it can, logs the batch size and gives ``(None, None)``.
-        Under DDP the ranks agree first: if any rank cannot go on, none runs backward;
-        ``sync=False`` (inside an accumulation window) skips the gradient all-reduce.
+        Backward runs whatever the loss: a non-finite one makes the gradient non-finite and the
+        optimiser step is skipped then (:meth:`_optimizer_step`), without the host reading the loss.
+        Running out of device memory frees what it can, logs the batch size and gives ``(None, None)``;
+        under DDP the ranks agree on that first (none runs backward if one cannot: a host read per step
+        in multi-process runs). ``sync=False`` (inside an accumulation window) skips the gradient all-reduce.
         """
         outputs = loss = None
         try:
@@ -396,50 +412,70 @@ class Trainer:
                 torch.cuda.empty_cache()
             b, t = batch["audio"].shape
             logger.warning("out of memory on a batch of %d utterances x %d samples (%.1f s of audio in all); "
-                           "batch skipped", b, t, batch["audio_length"].sum().item() / self.sample_rate)
-        ok = loss is not None and bool(torch.isfinite(loss))
-        if self.dist.enabled:
-            ok = not any_rank(not ok, self.device)
-        if not ok:
+                           "batch skipped", b, t, batch_samples(batch) / self.sample_rate)
+        if self.dist.enabled and any_rank(loss is None, self.device):
+            return outputs, None
+        if loss is None:
             return outputs, None
         no_sync = self.model.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
         with no_sync:
             self.scaler.scale(loss / self.accum).backward()
-        return outputs, loss.item()
+        return outputs, loss.detach()
 
-    def _optimizer_step(self, step_ok):
-        """Clip, step (unless the loss or gradients are not finite), schedule. Returns the gradient norm."""
+    def _optimizer_step(self, loss_ok):
+        """Clip, step unless a loss or the gradient is not finite (``loss_ok``: a device bool), schedule.
+
+        The decision stays on the device: fused optimisers (``fused=True``: Adam, AdamW, SGD; the default
+        on CUDA) and the fp16 GradScaler skip the update themselves, given the flag; other optimisers need
+        the host to read it (one wait per step). Skips are counted on the device and checked against
+        ``trainer.max_nonfinite_steps`` at logging steps and at the end of the epoch. Returns the gradient
+        norm (a device tensor)."""
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip if self.clip else math.inf) if params \
-            else torch.tensor(float("nan"))
-        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
-        if step_ok and params and (torch.isfinite(grad_norm) or self.scaler.is_enabled()):
-            self.scaler.step(self.optimizer)  # GradScaler skips steps with inf/nan gradients itself
-            skipped = False
-        else:
-            skipped = bool(params) or not step_ok
-            if skipped:
-                logger.warning("step %d skipped: non-finite %s", self.step + 1,
-                               "loss" if not step_ok else "gradient")
         if params:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip if self.clip else math.inf)
+            skip = ~(torch.isfinite(grad_norm) & loss_ok)
+            if self.scaler.is_enabled():
+                self.scaler.step(self.optimizer)  # skips on its own inf/nan check of the gradients
+            elif all(g.get("fused") for g in self.optimizer.param_groups):  # as loaded (a resume can change it)
+                self.optimizer.grad_scale, self.optimizer.found_inf = None, skip.float()
+                try:
+                    self.optimizer.step()
+                finally:
+                    del self.optimizer.grad_scale, self.optimizer.found_inf
+            elif not skip:  # the host reads the flag: optimisers without a fused kernel
+                self.optimizer.step()
             self.scaler.update()
-        if scale is not None and self.scaler.get_scale() < scale:
-            skipped = True  # the scaler found inf/nan gradients and skipped the step
+        else:  # no backward ran in this step (out of memory): a non-finite loss still counts as a skip
+            grad_norm = torch.full((), float("nan"), device=self.device)
+            skip = ~loss_ok
         self.optimizer.zero_grad(set_to_none=True)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
         self.step += 1
-        self.skipped_steps += skipped
-        self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
-        if self.max_nonfinite_steps and self.consecutive_skips >= self.max_nonfinite_steps:
+        self._skips = self._skips + skip
+        self._run = (self._run + 1) * skip  # consecutive skipped steps up to this one
+        self._longest_run = torch.maximum(self._longest_run, self._run)
+        return grad_norm
+
+    def _check_skips(self):
+        """Read the device's skip counters (at logging steps and epoch ends): warn about the skipped steps
+        and stop the run after ``max_nonfinite_steps`` in a row."""
+        skips, longest, run = int(self._skips), int(self._longest_run), int(self._run)
+        if skips:
+            logger.warning("%d optimiser step(s) up to step %d skipped: non-finite loss or gradient", skips,
+                           self.step)
+            self.skipped_steps += skips
+            self._skips.zero_()
+        self.consecutive_skips = run
+        if self.max_nonfinite_steps and longest >= self.max_nonfinite_steps:
             path = self.save("checkpoint-nonfinite.pth")
             raise NonFiniteLossError(
-                f"{self.consecutive_skips} optimiser steps in a row had a non-finite loss or gradient "
-                f"(step {self.step}); the weights are those of the last good step, saved in {path}. "
+                f"{longest} optimiser steps in a row had a non-finite loss or gradient "
+                f"(up to step {self.step}); the weights are those of the last good step, saved in {path}. "
                 f"Lower the learning rate, clip gradients (trainer.grad_norm_clip) or check the data, then "
                 f"resume with: python train.py -r {path}")
-        return grad_norm.item()
+        self._longest_run = self._run.clone()
 
     def _log_train(self, epoch, batch, outputs, window):
         if not self.dist.is_main:
