@@ -196,10 +196,10 @@ def graph_breaks(preset, batch=2, seconds=2.0):
     return explained.graph_break_count, reasons
 
 
-def shapes_per_epoch(max_batch_seconds=160.0, durations=None, seed=0):
-    """Distinct ``[batch, samples]`` input shapes in one epoch of a ``LengthBucketSampler`` and the
-    share of padding, over ``durations`` (seconds) or 1,500 draws from a log-normal fit of mini
-    LibriSpeech's utterance lengths (median 14 s, 2 to 35 s)."""
+def shapes_per_epoch(max_batch_seconds=160.0, durations=None, seed=0, length_grid=None):
+    """Distinct ``[batch, samples]`` input shapes in one epoch of a ``LengthBucketSampler`` (with its
+    ``length_grid``, padded as collate_fn pads) and the share of padding, over ``durations`` (seconds)
+    or 1,500 draws from a log-normal fit of mini LibriSpeech's utterance lengths (median 14 s, 2 to 35 s)."""
     from hw_asr.batch_sampler import LengthBucketSampler
     if durations is None:
         rng = random.Random(seed)
@@ -211,10 +211,10 @@ def shapes_per_epoch(max_batch_seconds=160.0, durations=None, seed=0):
         def __len__(self):
             return len(self.index)
 
-    sampler = LengthBucketSampler(Index(), max_batch_seconds=max_batch_seconds)
+    sampler = LengthBucketSampler(Index(), max_batch_seconds=max_batch_seconds, length_grid=length_grid)
     shapes, real, padded = set(), 0.0, 0.0
     for b in sampler.all_batches():
-        longest = max(round(durations[i] * 16000) for i in b)
+        longest = round(sampler.padded(max(durations[i] for i in b)) * 16000)
         shapes.add((len(b), longest))
         real += sum(durations[i] for i in b)
         padded += len(b) * longest / 16000
@@ -277,9 +277,10 @@ def main(argv=None):
             print(f"    sync {n:>5.1f}/step  {source}")
         for reason in row.get("break_reasons", [])[:5]:
             print(f"    break  {reason}")
-    shapes = shapes_per_epoch()
-    print(f"LengthBucketSampler, 160 s batches, 1,500 utterances: {shapes['batches']} batches, "
-          f"{shapes['shapes']} distinct input shapes per epoch, {100 * shapes['padding']:.1f}% padding")
+    shapes = {str(grid): shapes_per_epoch(length_grid=grid) for grid in (None, 1.05, 1.1)}
+    for grid, row in shapes.items():
+        print(f"LengthBucketSampler, 160 s batches, 1,500 utterances, length_grid {grid}: {row['batches']} batches, "
+              f"{row['shapes']} distinct input shapes per epoch, {100 * row['padding']:.1f}% padding")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "shapes": shapes}, indent=2) + "\n")
     return rows, shapes

@@ -1,4 +1,5 @@
 """From a resolved config to objects: text encoder, datasets, loaders, model, metrics, optimiser."""
+import functools
 import inspect
 import logging
 import os
@@ -118,15 +119,18 @@ def build_dataloader(config, split, dataset, seed=0, train=None):
     """``train`` (default: whether ``split`` is the train split) shuffles the batches."""
     cfg = get_path(config, f"data.{split}")
     train = split == TRAIN_SPLIT if train is None else train
-    sampler_spec = cfg.get("batch_sampler", {"type": "RandomBatchSampler", "args": {
-        "batch_size": get_path(config, f"data.{split}.batch_size"), "shuffle": train, "drop_last": False}})
+    sampler_spec = cfg.get("batch_sampler") or {"type": "RandomBatchSampler", "args": {
+        "batch_size": get_path(config, f"data.{split}.batch_size"), "shuffle": train, "drop_last": False}}
     sampler_args = {} if "seed" in sampler_spec.get("args", {}) else {"seed": seed}
     sampler = resolve(sampler_spec, batch_sampler, f"data.{split}.batch_sampler", dataset, **sampler_args)
     num_workers = resolve_num_workers(cfg.get("num_workers", 0), f"data.{split}.num_workers")
     # A loader of its own generator: creating an iterator then draws no number from the
     # global RNG, so validation and resumes leave the training random stream unchanged.
+    grid = getattr(sampler, "length_grid", None)
+    collate = functools.partial(collate_fn, length_grid=grid, sample_rate=config.get("sample_rate", 16000)) \
+        if grid else collate_fn
     loader = DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
         pin_memory=cfg.get("pin_memory", torch.cuda.is_available()),
         persistent_workers=cfg.get("persistent_workers", False) and num_workers > 0,

@@ -1,12 +1,17 @@
 """Batching items into the batch contract of DESIGN.md."""
+import math
+
 import torch
 
+from hw_asr.batch_sampler import grid_length
 
-def collate_fn(items):
+
+def collate_fn(items, length_grid=None, sample_rate=16000):
     """``audio [B, T_max]``, ``audio_length [B]``, ``text_encoded [B, L_max]``,
     ``text_encoded_length [B]``, ``text``, ``audio_path`` (and ``duration``).
     Padding is zeros; lengths say what is real. Items that failed to load (``load_error``) are
-    left out and listed as ``skipped: [(path, reason), ...]``; a batch of only such items has B = 0."""
+    left out and listed as ``skipped: [(path, reason), ...]``; a batch of only such items has B = 0.
+    With ``length_grid`` (the sampler's), the audio is padded to the next length of that grid."""
     if not items:
         raise ValueError("collate_fn got an empty batch")
     skipped = [it["load_error"] for it in items if "load_error" in it]  # files that failed to decode
@@ -15,7 +20,10 @@ def collate_fn(items):
         return {"audio": torch.zeros(0, 0), "audio_length": torch.zeros(0, dtype=torch.long), "text": [],
                 "audio_path": [], "duration": [], "load_failures": [], "skipped": skipped, "num_samples": 0}
     audio_length = torch.tensor([it["audio"].shape[-1] for it in items], dtype=torch.long)
-    audio = torch.zeros(len(items), int(audio_length.max()), dtype=torch.float32)
+    width = int(audio_length.max())
+    if length_grid:
+        width = max(width, math.ceil(grid_length(width / sample_rate, length_grid) * sample_rate - 1e-6))
+    audio = torch.zeros(len(items), width, dtype=torch.float32)
     for i, it in enumerate(items):
         audio[i, : audio_length[i]] = it["audio"]
     batch = {

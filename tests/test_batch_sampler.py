@@ -115,3 +115,56 @@ def test_resume_position_and_errors():
 
 def test_durations_of_concatenated_datasets():
     assert dataset_durations(ConcatDataset([FakeDataset([1.0, 2.0]), FakeDataset([3.0])])) == [1.0, 2.0, 3.0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 200), budget=st.floats(40.0, 200.0), ratio=st.sampled_from([1.02, 1.05, 1.1]),
+       seed=st.integers(0, 5))
+def test_length_grid_pads_to_few_lengths_within_budget(n, budget, ratio, seed):
+    from hw_asr.batch_sampler import grid_length
+    d = durations(n, seed)
+    sampler = LengthBucketSampler(FakeDataset(d), max_batch_seconds=budget, length_grid=ratio, seed=seed)
+    batches = sampler.all_batches()
+    assert sorted(i for b in batches for i in b) == list(range(n))
+    for b in batches:
+        longest = max(d[i] for i in b)
+        padded = sampler.padded(longest)
+        assert longest <= padded <= longest * ratio + 1e-9
+        assert padded == pytest.approx(grid_length(padded, ratio))  # a grid point
+        assert len(b) * padded <= budget + 1e-9 or len(b) == 1
+
+
+def test_length_grid_gives_few_shapes_and_collate_pads_to_it():
+    import torch
+
+    from hw_asr.builder import build_dataloader
+    d = durations(400, seed=1)
+    plain = LengthBucketSampler(FakeDataset(d), max_batch_seconds=100)
+    grid = LengthBucketSampler(FakeDataset(d), max_batch_seconds=100, length_grid=1.05)
+    grid_lengths = {round(grid.padded(max(d[i] for i in b)), 6) for b in grid.all_batches()}
+    plain_lengths = {max(d[i] for i in b) for b in plain.all_batches()}
+    assert len(grid_lengths) <= 62  # 1 s to 20 s in steps of 5%
+    assert len(plain_lengths) > 1.5 * len(grid_lengths)
+
+    class Audio:
+        index = [{"duration": s} for s in (1.0, 1.3, 2.2)]
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            n = int(self.index[i]["duration"] * 16000)
+            return {"audio": torch.ones(n), "text": "a", "audio_path": str(i), "duration": n / 16000}
+
+    config = {"sample_rate": 16000, "data": {"train": {"batch_sampler": {"type": "LengthBucketSampler", "args": {
+        "max_batch_seconds": 10, "length_grid": 1.05, "shuffle": False}}}}}
+    batches = list(build_dataloader(config, "train", Audio()))
+    assert len(batches) == 1
+    batch = batches[0]
+    from hw_asr.batch_sampler import grid_length
+    assert batch["audio"].shape[1] == pytest.approx(grid_length(2.2, 1.05) * 16000, abs=1)
+    assert batch["audio"].shape[1] >= 2.2 * 16000
+    assert batch["audio_length"].tolist() == [16000, 20800, 35200]  # real lengths are kept
+    assert batch["audio"][0, 16000:].abs().sum() == 0  # padding is zeros
+    with pytest.raises(ValueError, match="length_grid must be a ratio"):
+        LengthBucketSampler(FakeDataset(d), max_batch_seconds=100, length_grid=3)

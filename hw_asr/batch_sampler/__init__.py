@@ -5,12 +5,21 @@ continues with exactly the batches it would have seen, and shards across
 ``world_size`` ranks (default: the running torch.distributed group) so that every
 rank gets the same number of batches and no utterance goes to two ranks.
 """
+import math
 import random
 
 import torch
 from torch.utils.data import ConcatDataset, Sampler
 
 __all__ = ["RandomBatchSampler", "LengthBucketSampler"]
+
+
+def grid_length(seconds, ratio):
+    """The smallest point of the geometric grid ``ratio ** k`` (k any integer) at or above ``seconds``:
+    a batch padded to it is at most ``ratio - 1`` longer than its longest utterance, and the lengths a
+    whole corpus pads to are few (``log(longest / shortest) / log(ratio)``)."""
+    k = math.ceil(math.log(seconds) / math.log(ratio) - 1e-9)
+    return ratio ** k
 
 
 def dataset_durations(dataset):
@@ -98,18 +107,29 @@ class LengthBucketSampler(_EpochSampler):
     longest of its batch. The batch order is then shuffled and every rank takes
     every ``world_size``-th batch (the few batches beyond a multiple of
     ``world_size`` wait for another epoch).
+
+    ``length_grid`` (a ratio such as 1.05) pads every batch to the next point of the
+    geometric grid ``ratio ** k`` seconds instead of to its longest utterance (the
+    collate function does it; ``max_batch_seconds`` counts the padded length), so that an
+    epoch has a few dozen input shapes instead of one per batch: static shapes for
+    ``cudnn.benchmark``, CUDA graphs and compiled steps, for at most ``ratio - 1`` more
+    padding per batch.
     """
 
     def __init__(self, dataset, max_batch_seconds=None, batch_size=None, num_buckets=60, shuffle=True, seed=0,
-                 rank=None, world_size=None):
+                 rank=None, world_size=None, length_grid=None):
         super().__init__(seed, rank, world_size)
         if (max_batch_seconds is None) == (batch_size is None):
             raise ValueError("give exactly one of max_batch_seconds or batch_size")
+        if length_grid is not None and not (isinstance(length_grid, (int, float)) and 1 < length_grid <= 2):
+            raise ValueError(f"length_grid must be a ratio in (1, 2], such as 1.05, got {length_grid!r}")
+        self.length_grid = length_grid
         self.durations = dataset_durations(dataset)
         if not self.durations:
             raise ValueError("cannot sample batches from an empty dataset")
-        if max_batch_seconds is not None and max(self.durations) > max_batch_seconds:
-            raise ValueError(f"the longest utterance ({max(self.durations):.1f} s) does not fit max_batch_seconds="
+        if max_batch_seconds is not None and self.padded(max(self.durations)) > max_batch_seconds:
+            raise ValueError(f"the longest utterance ({max(self.durations):.1f} s, padded to "
+                             f"{self.padded(max(self.durations)):.1f} s) does not fit max_batch_seconds="
                              f"{max_batch_seconds}; raise it or set the dataset's max_audio_length")
         self.max_batch_seconds, self.batch_size = max_batch_seconds, batch_size
         self.num_buckets, self.shuffle = max(1, num_buckets), shuffle
@@ -118,6 +138,10 @@ class LengthBucketSampler(_EpochSampler):
         edges = [round(k * n / self.num_buckets) for k in range(self.num_buckets + 1)]
         self.buckets = [by_length[a:b] for a, b in zip(edges, edges[1:]) if b > a]
 
+    def padded(self, seconds):
+        """The length a batch whose longest utterance lasts ``seconds`` is padded to."""
+        return grid_length(seconds, self.length_grid) if self.length_grid else seconds
+
     def _fill(self, indices):
         batches, batch, longest = [], [], 0.0
         for i in indices:
@@ -125,7 +149,7 @@ class LengthBucketSampler(_EpochSampler):
             if self.batch_size is not None:
                 full = len(batch) == self.batch_size
             else:
-                full = batch and (len(batch) + 1) * max(longest, d) > self.max_batch_seconds
+                full = batch and (len(batch) + 1) * self.padded(max(longest, d)) > self.max_batch_seconds
             if full:
                 batches.append(batch)
                 batch, longest = [], 0.0
