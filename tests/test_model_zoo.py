@@ -168,5 +168,8 @@ def test_conformer_compiles_block_by_block_with_dynamic_lengths():
         torch.testing.assert_close(out["log_probs"], ref["log_probs"], atol=1e-4, rtol=1e-4)
         out["log_probs"].sum().backward()
         ref["log_probs"].sum().backward()
+    # absolute tolerance relative to the largest gradient (660 here): the bias before each batch norm has a
+    # gradient that is zero in exact arithmetic, so what it holds is float32 rounding of large sums
+    scale = max(float(q.grad.abs().max()) for q in eager.parameters())
     for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=1e-3, rtol=1e-3, msg=name)
+        torch.testing.assert_close(p.grad, q.grad, atol=max(1e-3, 1e-5 * scale), rtol=1e-3, msg=name)

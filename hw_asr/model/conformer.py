@@ -56,13 +56,15 @@ class RelPositionMultiHeadAttention(nn.Module):
         nn.init.xavier_uniform_(self.pos_bias_v)
         self.dropout_p = dropout
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, rel=None):
+        """``x [B, T, D]``, ``mask [B, T]`` (True on real frames) -> ``[B, T, D]``. ``rel``: the
+        :func:`relative_sinusoids` of ``T`` (the same for every layer; computed here when not given)."""
         b, t, _ = x.shape
         split = lambda y: y.view(b, t, self.heads, self.d_k).transpose(1, 2)  # noqa: E731  [B, H, T, d_k]
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        # sinusoids of the relative distances t-1, ..., -(t-1): column c of the position scores is distance t-1-c
-        rel = sinusoids(torch.arange(t - 1, -t, -1, device=x.device), self.heads * self.d_k)
-        p = self.pos(rel.to(x.dtype)).view(2 * t - 1, self.heads, self.d_k).transpose(0, 1)  # [H, 2t-1, d_k]
+        if rel is None:
+            rel = relative_sinusoids(t, self.heads * self.d_k, x.device).to(x.dtype)
+        p = self.pos(rel).view(2 * t - 1, self.heads, self.d_k).transpose(0, 1)  # [H, 2t-1, d_k]
         position = torch.matmul(q + self.pos_bias_v[:, None], p.transpose(-2, -1))  # [B, H, T, 2T-1]
         bias = relative_shift(position) / math.sqrt(self.d_k)
         bias = bias.masked_fill(~mask[:, None, None, :], float("-inf"))
@@ -73,6 +75,12 @@ class RelPositionMultiHeadAttention(nn.Module):
                                                          attn_mask=bias.to(v.dtype),
                                                          dropout_p=self.dropout_p if self.training else 0.0)
         return self.out(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def relative_sinusoids(t, dim, device=None):
+    """Sinusoids ``[2t-1, dim]`` of the relative distances t-1, ..., -(t-1): column c of the position
+    scores is distance t-1-c."""
+    return sinusoids(torch.arange(t - 1, -t, -1, device=device), dim)
 
 
 def relative_shift(position):
@@ -95,7 +103,7 @@ class AbsPositionMultiHeadAttention(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, rel=None):
         return self.attn(x, x, x, key_padding_mask=~mask, need_weights=False)[0]
 
 
@@ -131,9 +139,9 @@ class ConformerLayer(nn.Module):
         self.final_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, rel=None):
         x = x + 0.5 * self.ff1(x)
-        x = x + self.dropout(self.attn(self.attn_norm(x), mask))
+        x = x + self.dropout(self.attn(self.attn_norm(x), mask, rel))
         x = x + self.conv(x, mask)
         x = x + 0.5 * self.ff2(x)
         return zero_padding(self.final_norm(x), mask)
@@ -150,7 +158,15 @@ class Conformer(CTCModel):
         self.layers = nn.ModuleList([ConformerLayer(dim, heads, ff_mult, kernel, pos_encoding, conv_norm, dropout)
                                      for _ in range(layers)])
         self.head = nn.Linear(dim, n_tokens)
+        self.pos_encoding, self.dim = pos_encoding, dim
+
+    def shared_inputs(self, x):
+        """What every layer needs that depends on the batch's length alone: the relative-position
+        sinusoids, computed and cast once per batch rather than in each of the layers."""
+        if self.pos_encoding != "rel":
+            return {}
+        return {"rel": relative_sinusoids(x.shape[1], self.dim, x.device).to(x.dtype)}
 
     def encode(self, feats, lengths):
-        x, lengths = run_encoder(self.subsampling, self.positions, self.layers, feats, lengths)
+        x, lengths = run_encoder(self.subsampling, self.positions, self.layers, feats, lengths, self.shared_inputs)
         return self.head(x), lengths

@@ -58,11 +58,15 @@ def zero_padding(x, mask):
     return x * mask.unsqueeze(-1).to(x.dtype)
 
 
-def run_encoder(subsampling, positions, layers, feats, lengths):
-    """Subsample, add positions, run the layers with the padding mask: ``(x [B, T', D], lengths)``."""
+def run_encoder(subsampling, positions, layers, feats, lengths, shared=None):
+    """Subsample, add positions, run the layers with the padding mask: ``(x [B, T', D], lengths)``.
+
+    ``shared(x)``, if given, returns keyword arguments for every layer that depend on the batch alone
+    (the relative-position sinusoids): computed once per batch instead of once per layer."""
     x, lengths = subsampling(feats, lengths)
     mask = lengths_to_mask(lengths, x.shape[1])
     x = zero_padding(positions(x), mask)
+    extra = shared(x) if shared is not None else {}
     for layer in layers:
-        x = layer(x, mask)
+        x = layer(x, mask, **extra)
     return x, lengths
