@@ -14,6 +14,7 @@ its rows then name the member each utterance was routed to and all confidences.
 ``-t`` takes a folder of audio files with optional same-named ``.txt``
 transcripts, or a folder holding ``audio/`` and ``transcriptions/``.
 """
+
 import argparse
 import logging
 import re
@@ -29,13 +30,19 @@ from hw_asr.config import ConfigError, apply_overrides, get_path, load_config
 from hw_asr.datasets import CustomDirAudioDataset
 from hw_asr.datasets.download import DownloadError
 from hw_asr.ensemble import ConfidenceEnsemble
-from hw_asr.ensemble.ensemble import FORMAT as ENSEMBLE_FORMAT, check_ensemble_state
+from hw_asr.ensemble.ensemble import FORMAT as ENSEMBLE_FORMAT
+from hw_asr.ensemble.ensemble import check_ensemble_state
 from hw_asr.files import write_json
 from hw_asr.logger import setup_logging
 from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.text_encoder import text_encoder_from_state
-from hw_asr.trainer.checkpoint import (CheckpointError, check_checkpoint, find_checkpoint, load_checkpoint,
-                                      safe_torch_load)
+from hw_asr.trainer.checkpoint import (
+    CheckpointError,
+    check_checkpoint,
+    find_checkpoint,
+    load_checkpoint,
+    safe_torch_load,
+)
 from hw_asr.trainer.distributed import pick_device
 from hw_asr.trainer.host_memory import configure as configure_host_memory
 from hw_asr.trainer.inference import predict
@@ -57,8 +64,9 @@ def folder_dataset(folder, encoder, sample_rate):
     folder = Path(folder)
     if (folder / "audio").is_dir():
         trans = folder / "transcriptions"
-        return CustomDirAudioDataset(folder / "audio", trans if trans.is_dir() else None,
-                                     text_encoder=encoder, sample_rate=sample_rate)
+        return CustomDirAudioDataset(
+            folder / "audio", trans if trans.is_dir() else None, text_encoder=encoder, sample_rate=sample_rate
+        )
     return CustomDirAudioDataset(folder, text_encoder=encoder, sample_rate=sample_rate)
 
 
@@ -90,8 +98,9 @@ class Scores:
 
     def skip(self, split, items):
         """``items``: ``(path, reason)`` of files that could not be read, or ready rows."""
-        self.skipped += [it if isinstance(it, dict) else {"split": split, "audio_path": it[0], "reason": it[1]}
-                         for it in items]
+        self.skipped += [
+            it if isinstance(it, dict) else {"split": split, "audio_path": it[0], "reason": it[1]} for it in items
+        ]
 
     def _metrics(self):
         return {d: (WERMetric(decoder=d), CERMetric(decoder=d)) for d in self.decoders}
@@ -117,11 +126,17 @@ class Scores:
 
     def result(self):
         """WER/CER are null where no utterance has a transcript (standard JSON has no NaN)."""
-        return {"decoders": self._summary(self.totals),
-                "splits": {s: self._summary(m) for s, m in self.per_split.items()},
-                "counts": {"decoded": len(self.rows), "scored": sum(bool(r["ground_truth"]) for r in self.rows),
-                           "skipped": len(self.skipped)},
-                "utterances": self.rows, "skipped": self.skipped}
+        return {
+            "decoders": self._summary(self.totals),
+            "splits": {s: self._summary(m) for s, m in self.per_split.items()},
+            "counts": {
+                "decoded": len(self.rows),
+                "scored": sum(bool(r["ground_truth"]) for r in self.rows),
+                "skipped": len(self.skipped),
+            },
+            "utterances": self.rows,
+            "skipped": self.skipped,
+        }
 
 
 def evaluate(model, encoder, loaders, decoders, device):
@@ -146,7 +161,7 @@ def evaluate_ensemble(ensemble, datasets, decoders, batch_size=8, chunk=64):
         index = dataset.index
         for start in tqdm(range(0, len(index), chunk), desc=f"test {split}", leave=False):
             part, waves = [], []
-            for r in index[start:start + chunk]:  # a file that cannot be read is left out, never replaced
+            for r in index[start : start + chunk]:  # a file that cannot be read is left out, never replaced
                 try:
                     waves.append((load_audio(r["path"], sample_rate), sample_rate))
                     part.append(r)
@@ -155,12 +170,22 @@ def evaluate_ensemble(ensemble, datasets, decoders, batch_size=8, chunk=64):
             results = ensemble.route_and_decode(waves, decoders, batch_size)
             for res in results:
                 routed[res["model"]] += 1
-            scores.add(split, [r["path"] for r in part], [r["text"] for r in part],
-                       {d: [res["text"][d] for res in results] for d in decoders},
-                       [{"model": res["model"], "confidences": res["confidences"],
-                         "probabilities": res["probabilities"]} for res in results])
-    info = {"members": [m.name for m in ensemble.members], "routed": routed,
-            "confidence": ensemble.confidence, "temperature": ensemble.temperature}
+            scores.add(
+                split,
+                [r["path"] for r in part],
+                [r["text"] for r in part],
+                {d: [res["text"][d] for res in results] for d in decoders},
+                [
+                    {"model": res["model"], "confidences": res["confidences"], "probabilities": res["probabilities"]}
+                    for res in results
+                ],
+            )
+    info = {
+        "members": [m.name for m in ensemble.members],
+        "routed": routed,
+        "confidence": ensemble.confidence,
+        "temperature": ensemble.temperature,
+    }
     return {"ensemble": info, **scores.result()}
 
 
@@ -202,8 +227,10 @@ def run_checkpoint(args, device, state):
         data_cfg["data"][split].pop("batch_sampler", None)
     loaders = {s: build_dataloader(data_cfg, s, ds, train=False) for s, ds in datasets.items()}
     # decoders: those of -c, else the checkpoint's; dotted decoders.* overrides apply to them
-    decoder_cfg = apply_overrides({"decoders": eval_cfg.get("decoders", config.get("decoders")) or {}},
-                                  [o for o in args.overrides if o.startswith("decoders")])
+    decoder_cfg = apply_overrides(
+        {"decoders": eval_cfg.get("decoders", config.get("decoders")) or {}},
+        [o for o in args.overrides if o.startswith("decoders")],
+    )
     names = None if args.decoders == "all" else [d.strip() for d in args.decoders.split(",") if d.strip()]
     decoders = build_decoders(decoder_cfg, encoder, names)
     return {"checkpoint": str(args.resume), **evaluate(model, encoder, loaders, decoders, device)}
@@ -226,27 +253,41 @@ def pick_splits(config, wanted=None):
 
 def summary_line(result):
     counts = result["counts"]
-    return (f"{counts['decoded']} utterances decoded, {counts['scored']} scored against a transcript, "
-            f"{counts['skipped']} skipped")
+    return (
+        f"{counts['decoded']} utterances decoded, {counts['scored']} scored against a transcript, "
+        f"{counts['skipped']} skipped"
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-r", "--resume", required=True,
-                        help="checkpoint (.pth), run folder (its model_best.pth, else its newest checkpoint) or "
-                             "confidence-ensemble file (hw_asr.ensemble.build) to evaluate")
+    parser.add_argument(
+        "-r",
+        "--resume",
+        required=True,
+        help="checkpoint (.pth), run folder (its model_best.pth, else its newest checkpoint) or "
+        "confidence-ensemble file (hw_asr.ensemble.build) to evaluate",
+    )
     parser.add_argument("-o", "--output", default="result.json", help="where to write the JSON")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("-t", "--test-data-folder", help="folder of audio files (+ optional .txt transcripts)")
-    src.add_argument("-c", "--config", help="JSON whose 'data' splits other than train are evaluated (its "
-                                            "'decoders' too, else the checkpoint's)")
-    parser.add_argument("--splits", help="comma-separated split names to evaluate, train included if named "
-                                         "(default: every split but train)")
+    src.add_argument(
+        "-c",
+        "--config",
+        help="JSON whose 'data' splits other than train are evaluated (its 'decoders' too, else the checkpoint's)",
+    )
+    parser.add_argument(
+        "--splits",
+        help="comma-separated split names to evaluate, train included if named (default: every split but train)",
+    )
     parser.add_argument("-b", "--batch-size", type=int, default=8)
     parser.add_argument("-d", "--device", default="auto")
-    parser.add_argument("--decoders", default="all",
-                        help="comma-separated decoder names: argmax and those under 'decoders' in the checkpoint's "
-                             "config (or -c); default: all of them")
+    parser.add_argument(
+        "--decoders",
+        default="all",
+        help="comma-separated decoder names: argmax and those under 'decoders' in the checkpoint's "
+        "config (or -c); default: all of them",
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides applied to the evaluation config")
     args = parser.parse_args(argv)
     setup_logging()

@@ -1,9 +1,10 @@
 """Train a CTC speech recogniser from a JSON config.
 
-    python train.py -c configs/one_batch_test.json [key.path=value ...]
-    python train.py -r checkpoints/<run>/checkpoint-epoch10.pth [key.path=value ...]
-    torchrun --nproc_per_node=N train.py -c ...
+python train.py -c configs/one_batch_test.json [key.path=value ...]
+python train.py -r checkpoints/<run>/checkpoint-epoch10.pth [key.path=value ...]
+torchrun --nproc_per_node=N train.py -c ...
 """
+
 import argparse
 import logging
 import random
@@ -14,9 +15,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw_asr.builder import (build_dataloader, build_dataset, build_decoders, build_loss, build_lr_scheduler,
-                            build_metrics, build_model, build_optimizer, build_text_encoder, check_batches,
-                            compile_options, eval_splits, validate_config)
+from hw_asr.builder import (
+    build_dataloader,
+    build_dataset,
+    build_decoders,
+    build_loss,
+    build_lr_scheduler,
+    build_metrics,
+    build_model,
+    build_optimizer,
+    build_text_encoder,
+    check_batches,
+    compile_options,
+    eval_splits,
+    validate_config,
+)
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, write_config
 from hw_asr.datasets.download import DownloadError
 from hw_asr.logger import Writer, attach_log_file, setup_logging
@@ -44,8 +57,10 @@ def new_run_dir(config):
     if run_name:
         run_dir = save_dir / run_name
         if list(run_dir.glob("*.pth")):
-            raise ConfigError(f"run folder {run_dir} already holds checkpoints: resume it with "
-                              f"-r {run_dir}/<checkpoint>.pth or choose another trainer.run_name")
+            raise ConfigError(
+                f"run folder {run_dir} already holds checkpoints: resume it with "
+                f"-r {run_dir}/<checkpoint>.pth or choose another trainer.run_name"
+            )
         return run_dir
     name = config.get("name", "run")
     run_dir = save_dir / f"{name}_{datetime.now():%m%d_%H%M%S}"
@@ -59,8 +74,11 @@ def new_run_dir(config):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", help="config JSON (with -r: replaces the checkpoint's config)")
-    parser.add_argument("-r", "--resume", help="checkpoint to resume from, or a run folder (its newest "
-                                               "checkpoint); the run folder is reused")
+    parser.add_argument(
+        "-r",
+        "--resume",
+        help="checkpoint to resume from, or a run folder (its newest checkpoint); the run folder is reused",
+    )
     parser.add_argument("-d", "--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
     parser.add_argument("overrides", nargs="*", help="dotted overrides: trainer.epochs=5 optimizer.args.lr=1e-3")
     args = parser.parse_args(argv)
@@ -73,8 +91,10 @@ def check_resume(resume_path, resume_state, config):
     """A finished run resumes only with more epochs; said before anything is written."""
     done, epochs = resume_state.get("epoch", 0), config["trainer"]["epochs"]
     if done >= epochs:
-        raise ConfigError(f"{resume_path}: the run already finished at epoch {done}; raise trainer.epochs to "
-                          f"continue (e.g. python train.py -r {resume_path} trainer.epochs={done + 10})")
+        raise ConfigError(
+            f"{resume_path}: the run already finished at epoch {done}; raise trainer.epochs to "
+            f"continue (e.g. python train.py -r {resume_path} trainer.epochs={done + 10})"
+        )
 
 
 def check_schedule_length(lr_scheduler, total_steps):
@@ -82,9 +102,11 @@ def check_schedule_length(lr_scheduler, total_steps):
     total shorter than the run is refused at start-up instead of hours into it."""
     planned = getattr(lr_scheduler, "total_steps", None)
     if isinstance(lr_scheduler, torch.optim.lr_scheduler.OneCycleLR) and planned < total_steps:
-        raise ConfigError(f"lr_scheduler.args sets OneCycleLR's total_steps to {planned}, but the run takes "
-                          f"{total_steps} optimiser steps (trainer.epochs x len_epoch / grad_accum_steps); remove "
-                          f"total_steps (and epochs) from lr_scheduler.args to plan it for the run's length")
+        raise ConfigError(
+            f"lr_scheduler.args sets OneCycleLR's total_steps to {planned}, but the run takes "
+            f"{total_steps} optimiser steps (trainer.epochs x len_epoch / grad_accum_steps); remove "
+            f"total_steps (and epochs) from lr_scheduler.args to plan it for the run's length"
+        )
 
 
 def main(argv=None):
@@ -124,10 +146,14 @@ def _train(args, config, resume_path, resume_state, dist_info):
     model = build_model(config, n_tokens=len(encoder))
     if resume_state:
         trained_as, here = (get_path(c, "arch.type", "?") for c in (resume_state["config"], config))
-        check_weights_fit(model, resume_state["model"], resume_path,
-                          f"It was trained as {trained_as}, this config builds {here}. Resume with the "
-                          f"checkpoint's own config (no -c), or start a new run from its weights: "
-                          f"trainer.init_weights={resume_path}")
+        check_weights_fit(
+            model,
+            resume_state["model"],
+            resume_path,
+            f"It was trained as {trained_as}, this config builds {here}. Resume with the "
+            f"checkpoint's own config (no -c), or start a new run from its weights: "
+            f"trainer.init_weights={resume_path}",
+        )
 
     train_set = build_dataset(config, "train", encoder)
     train_loader = build_dataloader(config, "train", train_set, seed=config.get("seed", 42))
@@ -161,13 +187,32 @@ def _train(args, config, resume_path, resume_state, dist_info):
         model.compile_blocks(**compile_options(tcfg["compile"]))
     if dist_info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    writer = Writer(run_dir, config, visualize=tcfg.get("visualize", "comet"),
-                    project_name=tcfg.get("project_name", "hw_asr"), enabled=dist_info.is_main)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    writer = Writer(
+        run_dir,
+        config,
+        visualize=tcfg.get("visualize", "comet"),
+        project_name=tcfg.get("project_name", "hw_asr"),
+        enabled=dist_info.is_main,
+    )
     metrics = build_metrics(config)
-    trainer = Trainer(model, build_loss(config), metrics, optimizer, lr_scheduler, encoder, config,
-                      device, train_loader, eval_loaders, run_dir, writer, dist_info,
-                      decoders=build_decoders(config, encoder, {m.decoder for m in metrics}))
+    trainer = Trainer(
+        model,
+        build_loss(config),
+        metrics,
+        optimizer,
+        lr_scheduler,
+        encoder,
+        config,
+        device,
+        train_loader,
+        eval_loaders,
+        run_dir,
+        writer,
+        dist_info,
+        decoders=build_decoders(config, encoder, {m.decoder for m in metrics}),
+    )
     if resume_path:
         trainer.resume(resume_path)
     try:

@@ -17,6 +17,7 @@ the 4x subsampling of 10 ms features):
     counted, seen with ``torch.autograd.graph.saved_tensors_hooks``; device-independent);
   * on CUDA, the peak allocated memory of the step above what was allocated before.
 """
+
 import argparse
 import json
 import math
@@ -103,13 +104,13 @@ def run(args):
 
     rows = {"frames": frames, "max_abs_difference": diff}
     for name, module in modules.items():
-        rows[name] = {"saved_mib": step(module) / 2 ** 20}
+        rows[name] = {"saved_mib": step(module) / 2**20}
         if device.type == "cuda":
             sync()
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
             step(module)
-            rows[name]["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+            rows[name]["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     for _ in range(args.warmup):
         for module in modules.values():
             step(module)
@@ -145,13 +146,16 @@ def main(argv=None):
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda, but torch sees no CUDA device")
     rows = run(args)
-    print(f"dim {args.dim}, heads {args.heads}, batch {args.batch} x {rows['frames']} frames, {args.amp} on "
-          f"{args.device}; outputs agree within {rows['max_abs_difference']:.1e}")
+    print(
+        f"dim {args.dim}, heads {args.heads}, batch {args.batch} x {rows['frames']} frames, {args.amp} on "
+        f"{args.device}; outputs agree within {rows['max_abs_difference']:.1e}"
+    )
     for name in ("materialised", "sdpa"):
         row = rows[name]
         peak = f", peak {row['peak_mib']:8.1f} MiB" if "peak_mib" in row else ""
-        print(f"{name:>13}: {row['step_s'] * 1e3:8.1f} ms fwd+bwd, saved for backward {row['saved_mib']:8.1f} MiB"
-              + peak)
+        print(
+            f"{name:>13}: {row['step_s'] * 1e3:8.1f} ms fwd+bwd, saved for backward {row['saved_mib']:8.1f} MiB" + peak
+        )
     print(f"sdpa / materialised: time {rows['time_ratio']:.2f}x, saved memory {rows['saved_ratio']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), **rows}, indent=2))

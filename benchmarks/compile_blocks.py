@@ -8,6 +8,7 @@ For each depth, in a process of its own with an empty inductor cache: a Conforme
 2 at two lengths (2.0 s and 2.6 s). Reports the number of graphs dynamo compiled and the
 wall time of the two steps, compilation included.
 """
+
 import argparse
 import json
 import os
@@ -25,6 +26,7 @@ from hw_asr.model import Conformer  # noqa: E402
 
 def one(layers, dim):
     from torch._dynamo.utils import counters
+
     torch.manual_seed(0)
     model = Conformer(29, dim=dim, heads=2, layers=layers, kernel=7, dropout=0.0, frontend={"n_mels": 80}).train()
     model.compile_blocks(dynamic=True)
@@ -47,9 +49,13 @@ def main(argv=None):
     print("| encoder layers | graphs compiled | compile + 2 steps (s) |\n|---:|---:|---:|")
     for layers in args.layers:
         with tempfile.TemporaryDirectory() as cache:
-            out = subprocess.run([sys.executable, __file__, "--one", "--layers", str(layers), "--dim", str(args.dim)],
-                                 check=True, capture_output=True, text=True,
-                                 env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", "--layers", str(layers), "--dim", str(args.dim)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
+            ).stdout
         r = json.loads(out.strip().splitlines()[-1])
         print(f"| {r['layers']} | {r['graphs']} | {r['seconds']:.1f} |", flush=True)
 

@@ -8,6 +8,7 @@ log-probs in this process (one core), and its time is the wall time of decoding
 alone. Rows: greedy, our prefix beam search (no LM, and with the LM), pyctcdecode
 (no LM, LM) and flashlight-text (no LM, LM) at each beam width.
 """
+
 import argparse
 import logging
 import sys
@@ -29,8 +30,9 @@ def run(name, decoder, items):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("-r", "--resume", required=True)
     parser.add_argument("--lm", required=True, help="KenLM word model (.bin or .arpa) with <name>.unigrams.txt")
     parser.add_argument("--split", default="val")
@@ -48,8 +50,9 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     model, encoder, config = load_model(args.resume, torch.device("cpu"))
-    items = collect_log_probs(model, encoder, config, args.split, torch.device("cpu"), args.limit,
-                             parse_slice(args.slice))
+    items = collect_log_probs(
+        model, encoder, config, args.split, torch.device("cpu"), args.limit, parse_slice(args.slice)
+    )
     unigrams = str(Path(args.lm).with_suffix("")) + ".unigrams.txt"
     ab = dict(alpha=args.alpha, beta=args.beta)
     rows = [run("greedy", lambda lp: [(encoder.decode(encoder.ctc_collapse(lp.argmax(-1).tolist())), 0.0)], items)]
@@ -68,13 +71,17 @@ def main(argv=None):
         rows.append(run(f"pyctcdecode {beam} + LM", pyc_lm, items))
         fl = FlashlightDecoder(encoder, beam_size=beam)
         rows.append(run(f"flashlight {beam}", fl, items))
-        fl_ab = dict(alpha=args.alpha if args.fl_alpha is None else args.fl_alpha,
-                     beta=args.beta if args.fl_beta is None else args.fl_beta)
+        fl_ab = dict(
+            alpha=args.alpha if args.fl_alpha is None else args.fl_alpha,
+            beta=args.beta if args.fl_beta is None else args.fl_beta,
+        )
         fl_lm = FlashlightDecoder(encoder, beam_size=beam, lm_path=args.lm, **fl_ab)
         rows.append(run(f"flashlight {beam} + LM (lexicon)", fl_lm, items))
     fl_note = f" (flashlight {args.fl_alpha}, {args.fl_beta})" if args.fl_alpha is not None else ""
-    print(f"\n{args.resume}: {len(items)} utterances of {args.split} (slice {args.slice or 'all'}); LM {args.lm}; "
-          f"alpha {args.alpha}, beta {args.beta}{fl_note}; 1 thread\n")
+    print(
+        f"\n{args.resume}: {len(items)} utterances of {args.split} (slice {args.slice or 'all'}); LM {args.lm}; "
+        f"alpha {args.alpha}, beta {args.beta}{fl_note}; 1 thread\n"
+    )
     print("| decoder | WER | CER | utterances/s |\n|---|---:|---:|---:|")
     for name, wer, cer, speed in rows:
         print(f"| {name} | {wer:.4f} | {cer:.4f} | {speed:.1f} |", flush=True)

@@ -12,6 +12,7 @@ corpus-level over the whole mix and per manifest. Cost (greedy, on
 + confidences + selector + decoding) vs one member alone on the same utterances, in
 this process, after one warm-up.
 """
+
 import argparse
 import json
 import sys
@@ -40,8 +41,12 @@ def main(argv=None):
     parser.add_argument("--mix", nargs="+", required=True, help="one manifest per member, in member order")
     parser.add_argument("--limit", type=int, default=None, help="utterances per manifest")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--decoders", nargs="+", default=["argmax"],
-                        help="decoders every member has (argmax, or e.g. each member's beam_lm)")
+    parser.add_argument(
+        "--decoders",
+        nargs="+",
+        default=["argmax"],
+        help="decoders every member has (argmax, or e.g. each member's beam_lm)",
+    )
     parser.add_argument("--timing-utterances", type=int, default=100, help="utterances the cost is timed on")
     parser.add_argument("-o", "--output", help="write the figures as JSON")
     args = parser.parse_args(argv)
@@ -53,7 +58,7 @@ def main(argv=None):
     paths, refs, labels = [], [], []
     for k, manifest in enumerate(args.mix):
         rows, _ = read_manifest(manifest)
-        rows = rows[:args.limit] if args.limit else rows
+        rows = rows[: args.limit] if args.limit else rows
         paths += [r["path"] for r in rows]
         refs += [ens.members[k].encoder.normalize(r["text"]) for r in rows]
         labels += [k] * len(rows)
@@ -64,7 +69,7 @@ def main(argv=None):
     _, _, choice = ens.route(log_probs)
 
     # cost, on a spread subset: the whole ensemble path vs one member alone
-    timing_paths = paths[::max(1, len(paths) // args.timing_utterances)][:args.timing_utterances]
+    timing_paths = paths[:: max(1, len(paths) // args.timing_utterances)][: args.timing_utterances]
     ens.route_and_decode(timing_paths[:2], batch_size=args.batch_size)  # warm-up
     start = time.perf_counter()
     ens.route_and_decode(timing_paths, ["argmax"], args.batch_size)
@@ -80,18 +85,32 @@ def main(argv=None):
     for decoder in args.decoders:
         member_hyps = {m.name: m.decode(log_probs[k], decoder) for k, m in enumerate(ens.members)}
         ens_hyps = [member_hyps[names[c]][i] for i, c in enumerate(choice)]
-        oracle_hyps = [min((member_hyps[n][i] for n in names), key=lambda h: calc_wer(refs[i], h))
-                       for i in range(len(paths))]
+        oracle_hyps = [
+            min((member_hyps[n][i] for n in names), key=lambda h: calc_wer(refs[i], h)) for i in range(len(paths))
+        ]
         for group, idx in groups.items():
+
             def w(hyps):
                 return corpus_wer([refs[i] for i in idx], [hyps[i] for i in idx])
-            table.append({"decoder": decoder, "set": group, "utterances": len(idx),
-                          "routing_accuracy": float((choice[idx] == labels[idx]).mean()),
-                          "ensemble_WER": w(ens_hyps), "oracle_WER": w(oracle_hyps),
-                          **{f"{n}_WER": w(member_hyps[n]) for n in names}})
+
+            table.append(
+                {
+                    "decoder": decoder,
+                    "set": group,
+                    "utterances": len(idx),
+                    "routing_accuracy": float((choice[idx] == labels[idx]).mean()),
+                    "ensemble_WER": w(ens_hyps),
+                    "oracle_WER": w(oracle_hyps),
+                    **{f"{n}_WER": w(member_hyps[n]) for n in names},
+                }
+            )
     audio_s = sum(sf.info(p).duration for p in timing_paths)
-    cost = {"ensemble_s": ensemble_s, "single_member_s": dict(zip(names, single_s)),
-            "ensemble_over_mean_single": ensemble_s / float(np.mean(single_s)), "audio_s": audio_s}
+    cost = {
+        "ensemble_s": ensemble_s,
+        "single_member_s": dict(zip(names, single_s)),
+        "ensemble_over_mean_single": ensemble_s / float(np.mean(single_s)),
+        "audio_s": audio_s,
+    }
 
     cols = ["decoder", "set", "utterances", "routing_accuracy", "ensemble_WER", "oracle_WER"]
     cols += [f"{n}_WER" for n in names]
@@ -102,11 +121,14 @@ def main(argv=None):
     rel = {r["decoder"]: r["ensemble_WER"] / max(r["oracle_WER"], 1e-9) - 1 for r in table if r["set"] == "mix"}
     for decoder, value in rel.items():
         print(f"{decoder}: ensemble WER vs oracle on the mix: {value * 100:+.1f}% relative")
-    print(f"cost: ensemble {ensemble_s:.1f} s vs one member {np.mean(single_s):.1f} s "
-          f"({cost['ensemble_over_mean_single']:.2f}x) for {audio_s / 60:.1f} min of audio")
+    print(
+        f"cost: ensemble {ensemble_s:.1f} s vs one member {np.mean(single_s):.1f} s "
+        f"({cost['ensemble_over_mean_single']:.2f}x) for {audio_s / 60:.1f} min of audio"
+    )
     if args.output:
-        Path(args.output).write_text(json.dumps({"table": table, "cost": cost, "ensemble_vs_oracle_rel": rel},
-                                                indent=2) + "\n", encoding="utf-8")
+        Path(args.output).write_text(
+            json.dumps({"table": table, "cost": cost, "ensemble_vs_oracle_rel": rel}, indent=2) + "\n", encoding="utf-8"
+        )
     return table, cost
 
 

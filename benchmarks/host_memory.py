@@ -11,6 +11,7 @@ pairs of system / keep wall time per step. Beside it: system CPU time per step (
 kernel mapping and zeroing pages), minor page faults per step, and the peak resident
 size, which is what keeping freed memory costs.
 """
+
 import argparse
 import json
 import resource
@@ -43,9 +44,18 @@ def child(arm, config_path, steps, overrides):
     end, timing, n = resource.getrusage(resource.RUSAGE_SELF), bare.timing, steps - 1
     if timing.non_finite:
         sys.exit(f"{timing.non_finite} steps had a non-finite loss: choose a configuration that trains cleanly")
-    print(json.dumps({"wall": timing.seconds / n, "user": (end.ru_utime - usage.ru_utime) / n,
-                      "sys": (end.ru_stime - usage.ru_stime) / n, "faults": timing.faults_per_step,
-                      "max_rss_gb": end.ru_maxrss / 2 ** 20, "shapes": timing.shapes}))
+    print(
+        json.dumps(
+            {
+                "wall": timing.seconds / n,
+                "user": (end.ru_utime - usage.ru_utime) / n,
+                "sys": (end.ru_stime - usage.ru_stime) / n,
+                "faults": timing.faults_per_step,
+                "max_rss_gb": end.ru_maxrss / 2**20,
+                "shapes": timing.shapes,
+            }
+        )
+    )
 
 
 def main(argv=None):
@@ -63,8 +73,21 @@ def main(argv=None):
     runs = {arm: [] for arm in ARMS}
     for _ in range(args.repeats):
         for arm in ARMS:
-            out = subprocess.run([sys.executable, __file__, "-c", args.config, "--steps", str(args.steps),
-                                  "--child", arm, *args.overrides], capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "-c",
+                    args.config,
+                    "--steps",
+                    str(args.steps),
+                    "--child",
+                    arm,
+                    *args.overrides,
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode:
                 sys.exit(f"the {arm} arm failed:\n{out.stderr[-2000:]}")
             runs[arm].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -74,8 +97,13 @@ def main(argv=None):
     pairs = [s["wall"] / k["wall"] for s, k in zip(runs["system"], runs["keep"])]
     print(f"\n{args.config}: {args.steps} steps per arm ({args.steps - 1} timed), {args.repeats} pairs")
     print("| per timed step | system | keep |\n|---|---:|---:|")
-    for key, label, fmt in (("wall", "wall s", ".3f"), ("user", "user CPU s", ".2f"), ("sys", "system CPU s", ".2f"),
-                            ("faults", "minor page faults", ".0f"), ("max_rss_gb", "peak resident GiB", ".2f")):
+    for key, label, fmt in (
+        ("wall", "wall s", ".3f"),
+        ("user", "user CPU s", ".2f"),
+        ("sys", "system CPU s", ".2f"),
+        ("faults", "minor page faults", ".0f"),
+        ("max_rss_gb", "peak resident GiB", ".2f"),
+    ):
         cells = [" ".join(f"{r[key]:{fmt}}" for r in runs[arm]) for arm in ARMS]
         print(f"| {label} (each run) | {cells[0]} | {cells[1]} |")
     print(f"| system / keep wall of each pair | {' '.join(f'{p:.3f}' for p in pairs)} | |")

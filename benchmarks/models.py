@@ -11,6 +11,7 @@ Each preset runs in a process of its own. For each preset in ``configs/arch``:
     ``--train-batch`` utterances of ``--train-seconds`` seconds.
 Each figure is the median of ``--repeats`` runs after one warm-up run.
 """
+
 import argparse
 import json
 import resource
@@ -70,7 +71,7 @@ def measure(name, args, device):
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         step()
-        row["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+        row["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     else:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         step()
@@ -101,18 +102,39 @@ def main(argv=None):
     if args.one:
         print(json.dumps(measure(args.presets[0], args, device)))
         return
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; inference on "
-          f"{args.seconds:g} s utterances; training step on {args.train_batch} x {args.train_seconds:g} s\n")
-    print("| preset | parameters | RTF batch 1 (audio s / s) | RTF batch 16 (audio s / s) | train step (s) "
-          "| train step peak memory (MiB) |")
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; inference on "
+        f"{args.seconds:g} s utterances; training step on {args.train_batch} x {args.train_seconds:g} s\n"
+    )
+    print(
+        "| preset | parameters | RTF batch 1 (audio s / s) | RTF batch 16 (audio s / s) | train step (s) "
+        "| train step peak memory (MiB) |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.presets:
-        cmd = [sys.executable, __file__, "--one", "--presets", name, "--seconds", str(args.seconds),
-               "--train-batch", str(args.train_batch), "--train-seconds", str(args.train_seconds),
-               "--repeats", str(args.repeats), "--device", args.device]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            "--presets",
+            name,
+            "--seconds",
+            str(args.seconds),
+            "--train-batch",
+            str(args.train_batch),
+            "--train-seconds",
+            str(args.train_seconds),
+            "--repeats",
+            str(args.repeats),
+            "--device",
+            args.device,
+        ]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        print(f"| {name} | {r['params']:,} | {r['rtf_b1']:.1f} | {r['rtf_b16']:.1f} | {r['train_step_s']:.2f} "
-              f"| {r['peak_mib']:.0f} |", flush=True)
+        print(
+            f"| {name} | {r['params']:,} | {r['rtf_b1']:.1f} | {r['rtf_b16']:.1f} | {r['train_step_s']:.2f} "
+            f"| {r['peak_mib']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

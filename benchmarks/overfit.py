@@ -6,6 +6,7 @@ Trains with validation every ``--every`` optimiser steps and reports the first s
 whose validation greedy WER is below ``--target``, with the wall time since the start
 of training (validation and checkpoint writes included, as a user sees it).
 """
+
 import argparse
 import json
 import sys
@@ -24,9 +25,19 @@ def main(argv=None):
     parser.add_argument("--target", type=float, default=0.05)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = train.main(["-c", args.config, f"trainer.save_dir={tmp}", f"trainer.len_epoch={args.every}",
-                              f"trainer.log_step={args.every}", f"trainer.epochs={args.max_steps // args.every}",
-                              "trainer.early_stop=3", "trainer.save_period=100000", "trainer.visualize=null"])
+        run_dir = train.main(
+            [
+                "-c",
+                args.config,
+                f"trainer.save_dir={tmp}",
+                f"trainer.len_epoch={args.every}",
+                f"trainer.log_step={args.every}",
+                f"trainer.epochs={args.max_steps // args.every}",
+                "trainer.early_stop=3",
+                "trainer.save_period=100000",
+                "trainer.visualize=null",
+            ]
+        )
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     start = rows[0]["time"] - args.every / rows[0]["batches_per_s"]
     epochs = [r for r in rows if r["split"] == "epoch"]
@@ -37,8 +48,9 @@ def main(argv=None):
     if hit is None:
         print(f"\nval WER did not reach {args.target} within {args.max_steps} steps")
     else:
-        print(f"\nval WER < {args.target} at step {hit['step']}, "
-              f"{hit['time'] - start:.1f} s after the start of training")
+        print(
+            f"\nval WER < {args.target} at step {hit['step']}, {hit['time'] - start:.1f} s after the start of training"
+        )
 
 
 if __name__ == "__main__":

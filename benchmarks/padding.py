@@ -6,6 +6,7 @@ Both samplers batch the same utterances for the same epochs. Padded share of a b
 padded samples / (batch size x longest utterance); the table gives the mean over the
 batches of 5 epochs, and the share of all computed samples that are padding.
 """
+
 import argparse
 import statistics
 import sys
@@ -40,16 +41,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     ds = LibrispeechDataset(args.part, data_dir=args.data_dir, text_encoder=CTCCharTextEncoder(), download=False)
     durations = [r["duration"] for r in ds.index]
-    print(f"{args.part}: {len(durations)} utterances, {min(durations):.1f}-{max(durations):.1f} s, "
-          f"mean {statistics.mean(durations):.1f} s\n")
-    print("| sampler | mean padded share per batch | padding in all computed audio | mean batch size "
-          "| batches per epoch |")
+    print(
+        f"{args.part}: {len(durations)} utterances, {min(durations):.1f}-{max(durations):.1f} s, "
+        f"mean {statistics.mean(durations):.1f} s\n"
+    )
+    print(
+        "| sampler | mean padded share per batch | padding in all computed audio | mean batch size "
+        "| batches per epoch |"
+    )
     print("|---|---:|---:|---:|---:|")
     samplers = {
         f"RandomBatchSampler(batch_size={args.batch_size})": RandomBatchSampler(ds, args.batch_size),
         f"LengthBucketSampler(batch_size={args.batch_size})": LengthBucketSampler(ds, batch_size=args.batch_size),
-        f"LengthBucketSampler(max_batch_seconds={args.max_batch_seconds:g})":
-            LengthBucketSampler(ds, max_batch_seconds=args.max_batch_seconds),
+        f"LengthBucketSampler(max_batch_seconds={args.max_batch_seconds:g})": LengthBucketSampler(
+            ds, max_batch_seconds=args.max_batch_seconds
+        ),
     }
     for name, sampler in samplers.items():
         share, overall, size, n = padding_stats(sampler, durations)

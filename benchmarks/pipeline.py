@@ -35,6 +35,7 @@
 2. Loader: utterances per second the DataLoader delivers on its own, against the
    utterances per second the bare training loop consumes.
 """
+
 import argparse
 import logging
 import resource
@@ -47,12 +48,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hw_asr.builder import (build_dataloader, build_dataset, build_loss, build_lr_scheduler,  # noqa: E402
-                            build_metrics, build_model, build_optimizer, build_text_encoder, resolve_num_workers)
+from hw_asr.builder import (  # noqa: E402
+    build_dataloader,
+    build_dataset,
+    build_loss,
+    build_lr_scheduler,
+    build_metrics,
+    build_model,
+    build_optimizer,
+    build_text_encoder,
+    resolve_num_workers,
+)
 from hw_asr.config import apply_overrides, get_path, load_config  # noqa: E402
 from hw_asr.logger import Writer  # noqa: E402
-from hw_asr.trainer.inference import move_batch  # noqa: E402
 from hw_asr.trainer.host_memory import configure as configure_host_memory  # noqa: E402
+from hw_asr.trainer.inference import move_batch  # noqa: E402
 from hw_asr.trainer.trainer import Trainer  # noqa: E402
 
 
@@ -152,13 +162,34 @@ def bare_run(config, encoder, batches, clip):
 def full_run(config, encoder, dataset, steps, tmp, bare=None, batches=None):
     """The Trainer's timing; with ``bare``, that loop trains on ``batches[k - 1]`` right after
     the Trainer's step k (lock-step), its own RNG stream apart, and its time not counted."""
-    cfg = {**config, "trainer": {**config["trainer"], "epochs": 1, "len_epoch": steps, "grad_accum_steps": 1,
-                                 "monitor": "off", "save_period": 10 ** 9}}
+    cfg = {
+        **config,
+        "trainer": {
+            **config["trainer"],
+            "epochs": 1,
+            "len_epoch": steps,
+            "grad_accum_steps": 1,
+            "monitor": "off",
+            "save_period": 10**9,
+        },
+    }
     model, optimizer, scheduler = fresh(cfg, encoder)
     loader = build_dataloader(cfg, "train", dataset, seed=0)
     writer = Writer(tmp, cfg, visualize=cfg["trainer"].get("visualize", "comet"))
-    trainer = Trainer(model, build_loss(cfg), build_metrics(cfg), optimizer, scheduler, encoder, cfg,
-                      torch.device("cpu"), loader, {}, tmp, writer)
+    trainer = Trainer(
+        model,
+        build_loss(cfg),
+        build_metrics(cfg),
+        optimizer,
+        scheduler,
+        encoder,
+        cfg,
+        torch.device("cpu"),
+        loader,
+        {},
+        tmp,
+        writer,
+    )
     trainer.save = lambda name: None  # checkpoint writes are not part of a step
     timing = Timing()
     step, forward_backward = trainer._optimizer_step, trainer._forward_backward
@@ -228,13 +259,21 @@ def collect_batches(config, dataset, steps):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True)
-    parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per run (default: log_step + 1, so that the timed steps 2..N are "
-                             "one logging window, its logging step included)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per run (default: log_step + 1, so that the timed steps 2..N are "
+        "one logging window, its logging step included)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="bare/full pairs")
-    parser.add_argument("--interleave", choices=("steps", "runs"), default="steps",
-                        help="steps (default): one run, the bare loop's step k right after the Trainer's step k; "
-                             "runs: a bare run, then a Trainer run")
+    parser.add_argument(
+        "--interleave",
+        choices=("steps", "runs"),
+        default="steps",
+        help="steps (default): one run, the bare loop's step k right after the Trainer's step k; "
+        "runs: a bare run, then a Trainer run",
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -256,8 +295,11 @@ def main(argv=None):
     clip = config["trainer"].get("grad_norm_clip")
     workers = resolve_num_workers(config["data"]["train"].get("num_workers", 0), "data.train.num_workers")
     if args.interleave == "steps" and workers:
-        print(f"WARNING: {workers} loader worker(s) prefetch while the lock-step bare steps run and compete with "
-              f"them for the cores; --interleave runs keeps the two loops apart", file=sys.stderr)
+        print(
+            f"WARNING: {workers} loader worker(s) prefetch while the lock-step bare steps run and compete with "
+            f"them for the cores; --interleave runs keeps the two loops apart",
+            file=sys.stderr,
+        )
     bare, full = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
@@ -270,32 +312,46 @@ def main(argv=None):
                 full.append(full_run(config, encoder, dataset, args.steps, Path(tmp)))
     for timing in bare + full:
         if timing.shapes != bare[0].shapes:
-            sys.exit(f"the bare loop and the Trainer trained on different batches "
-                     f"({bare[0].shapes} vs {timing.shapes}): the ratio would compare different work")
+            sys.exit(
+                f"the bare loop and the Trainer trained on different batches "
+                f"({bare[0].shapes} vs {timing.shapes}): the ratio would compare different work"
+            )
     non_finite = [t.non_finite for t in bare + full]
     if any(non_finite):
-        sys.exit(f"steps with a non-finite loss or gradient (bare, full per run: {non_finite}): the Trainer skips "
-                 f"their backward/update while the bare loop does not, so the ratio would compare different work; "
-                 f"choose a configuration that trains cleanly (e.g. a lower learning rate)")
+        sys.exit(
+            f"steps with a non-finite loss or gradient (bare, full per run: {non_finite}): the Trainer skips "
+            f"their backward/update while the bare loop does not, so the ratio would compare different work; "
+            f"choose a configuration that trains cleanly (e.g. a lower learning rate)"
+        )
     bare_best, full_best = min(bare, key=lambda t: t.seconds), min(full, key=lambda t: t.seconds)
     b, f = bare_best.seconds, full_best.seconds
     timed_logs = sorted(k for k in full_best.logged if k < args.steps)  # step k's logging is timed with step k + 1
     if min(bare_best.cpu_share, full_best.cpu_share) < 0.8:
-        print(f"WARNING: the loops got {bare_best.cpu_share:.0%} / {full_best.cpu_share:.0%} of "
-              f"{torch.get_num_threads()} cores: the machine is busy, the timings are not the model's",
-              file=sys.stderr)
+        print(
+            f"WARNING: the loops got {bare_best.cpu_share:.0%} / {full_best.cpu_share:.0%} of "
+            f"{torch.get_num_threads()} cores: the machine is busy, the timings are not the model's",
+            file=sys.stderr,
+        )
     elif abs(bare_best.cpu_share - full_best.cpu_share) > 0.1:
-        print(f"WARNING: CPU share differs between the loops (bare {bare_best.cpu_share:.2f}, "
-              f"full {full_best.cpu_share:.2f}): another process was probably competing for the cores; "
-              f"rerun on an idle machine", file=sys.stderr)
+        print(
+            f"WARNING: CPU share differs between the loops (bare {bare_best.cpu_share:.2f}, "
+            f"full {full_best.cpu_share:.2f}): another process was probably competing for the cores; "
+            f"rerun on an idle machine",
+            file=sys.stderr,
+        )
     if not timed_logs:
-        print(f"WARNING: no logging step falls in the timed steps 2..{args.steps} (log_step {log_every}): "
-              f"the ratio leaves logging out; use --steps {log_every + 1}", file=sys.stderr)
-    print(f"\n{args.config}: {args.steps} steps, {n_utts} utterances, "
-          f"{sum(x['audio_length'].sum().item() for x in batches) / 16000:.0f} s of audio, "
-          f"{torch.get_num_threads()} threads, {workers} loader worker(s), "
-          f"{'lock-step' if args.interleave == 'steps' else 'alternating runs'}, "
-          f"trainer.keep_freed_memory {'on' if kept else 'off'}")
+        print(
+            f"WARNING: no logging step falls in the timed steps 2..{args.steps} (log_step {log_every}): "
+            f"the ratio leaves logging out; use --steps {log_every + 1}",
+            file=sys.stderr,
+        )
+    print(
+        f"\n{args.config}: {args.steps} steps, {n_utts} utterances, "
+        f"{sum(x['audio_length'].sum().item() for x in batches) / 16000:.0f} s of audio, "
+        f"{torch.get_num_threads()} threads, {workers} loader worker(s), "
+        f"{'lock-step' if args.interleave == 'steps' else 'alternating runs'}, "
+        f"trainer.keep_freed_memory {'on' if kept else 'off'}"
+    )
     print("| measure | value |\n|---|---:|")
     print(f"| bare forward/backward/optimiser, s per step | {b / (args.steps - 1):.3f} |")
     print(f"| full Trainer step, s per step | {f / (args.steps - 1):.3f} |")
@@ -305,19 +361,24 @@ def main(argv=None):
     print(f"| full / bare of each pair | {' '.join(f'{r:.3f}' for r in pairs)} |")
     print(f"| **overhead ratio, median of the pairs** | **{pair_median:.3f}** |")
     print(f"| CPU share bare / full | {bare_best.cpu_share:.2f} / {full_best.cpu_share:.2f} |")
-    print(f"| minor page faults per step, bare / full | {bare_best.faults_per_step:.0f} / "
-          f"{full_best.faults_per_step:.0f} |")
+    print(
+        f"| minor page faults per step, bare / full | {bare_best.faults_per_step:.0f} / "
+        f"{full_best.faults_per_step:.0f} |"
+    )
     print(f"| all runs, s per step, bare | {' '.join(f'{t.seconds / (args.steps - 1):.3f}' for t in bare)} |")
     print(f"| all runs, s per step, full | {' '.join(f'{t.seconds / (args.steps - 1):.3f}' for t in full)} |")
     # step level, within each pair (the same batch at each index), median over the pairs
     for k in timed_logs:
-        print(f"| step {k + 1} (with step {k}'s logging{' and comet media' if k in full_best.media else ''}), "
-              f"s full / bare, median of the pairs | {statistics.median(x.step_seconds[k - 1] for x in full):.3f} / "
-              f"{statistics.median(y.step_seconds[k - 1] for y in bare):.3f} |")
+        print(
+            f"| step {k + 1} (with step {k}'s logging{' and comet media' if k in full_best.media else ''}), "
+            f"s full / bare, median of the pairs | {statistics.median(x.step_seconds[k - 1] for x in full):.3f} / "
+            f"{statistics.median(y.step_seconds[k - 1] for y in bare):.3f} |"
+        )
     others = [i for i in range(args.steps - 1) if i + 1 not in timed_logs]
     if others:
-        plain = statistics.median(sum(x.step_seconds[i] for i in others) / sum(y.step_seconds[i] for i in others)
-                                  for y, x in zip(bare, full))
+        plain = statistics.median(
+            sum(x.step_seconds[i] for i in others) / sum(y.step_seconds[i] for i in others) for y, x in zip(bare, full)
+        )
         print(f"| steps without logging, full / bare, median of the pairs | {plain:.3f} |")
     data_wait = statistics.median(x.data_wait_share for x in full)
     print(f"| time the Trainer waits for the loader, share of its steps, median of the runs | {data_wait:.1%} |")
@@ -325,10 +386,18 @@ def main(argv=None):
     consumed = n_utts * (args.steps - 1) / args.steps / b
     print(f"| model consumes, utterances/s | {consumed:.1f} |")
     print(f"| loader / model | {n_utts / load_time / consumed:.1f}x |")
-    return {"ratio": f / b, "pair_median": pair_median, "bare_s": b / (args.steps - 1), "full_s": f / (args.steps - 1),
-            "timed_logs": timed_logs, "timed_media": [k for k in timed_logs if k in full_best.media],
-            "data_wait_share": data_wait, "pairs": pairs, "keep_freed_memory": kept,
-            "step_seconds": [{"bare": y.step_seconds, "full": x.step_seconds} for y, x in zip(bare, full)]}
+    return {
+        "ratio": f / b,
+        "pair_median": pair_median,
+        "bare_s": b / (args.steps - 1),
+        "full_s": f / (args.steps - 1),
+        "timed_logs": timed_logs,
+        "timed_media": [k for k in timed_logs if k in full_best.media],
+        "data_wait_share": data_wait,
+        "pairs": pairs,
+        "keep_freed_memory": kept,
+        "step_seconds": [{"bare": y.step_seconds, "full": x.step_seconds} for y, x in zip(bare, full)],
+    }
 
 
 if __name__ == "__main__":

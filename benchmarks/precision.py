@@ -29,6 +29,7 @@ The batch is random noise of ``--batch`` x ``--seconds`` with random targets: ev
 utterance has the same length, so there is no padding and the figure is the model's,
 not the sampler's (see ``benchmarks/padding.py`` for padding).
 """
+
 import argparse
 import json
 import statistics
@@ -53,7 +54,7 @@ PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 PEAK_BF16_TFLOPS = [
     (("H100", "PCIe"), 756.0),
     (("H100", "NVL"), 835.0),
-    (("H100",), 989.0),   # SXM
+    (("H100",), 989.0),  # SXM
     (("H200",), 989.0),
     (("GH200",), 989.0),
     (("A100",), 312.0),
@@ -91,8 +92,12 @@ def make_batch(model, n_tokens, batch, seconds, device, sample_rate=16000, seed=
     model.train()
     n_chars = max(1, min(int(seconds * 12), frames // 2))
     targets = torch.randint(1, n_tokens, (batch, n_chars), generator=g).to(device)
-    return {"audio": audio, "audio_length": lengths, "text_encoded": targets,
-            "text_encoded_length": torch.full((batch,), n_chars, device=device)}, frames
+    return {
+        "audio": audio,
+        "audio_length": lengths,
+        "text_encoded": targets,
+        "text_encoded_length": torch.full((batch,), n_chars, device=device),
+    }, frames
 
 
 def count_step_flops(model, criterion, batch):
@@ -154,10 +159,16 @@ def measure_mode(cfg, n_tokens, mode, args, device):
         sync()
         times.append(time.perf_counter() - t0)
         finite.append(bool(torch.isfinite(loss)) and bool(torch.isfinite(norm)))
-    row = {"mode": mode, "step_s": statistics.median(times), "warmup_s": warmup_s, "frames": frames,
-           "non_finite_steps": finite.count(False), "final_loss": float(loss)}
+    row = {
+        "mode": mode,
+        "step_s": statistics.median(times),
+        "warmup_s": warmup_s,
+        "frames": frames,
+        "non_finite_steps": finite.count(False),
+        "final_loss": float(loss),
+    }
     if device.type == "cuda":
-        row["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        row["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return row
 
 
@@ -171,8 +182,12 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--compile-options", default=None, help="JSON dict of torch.compile arguments")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="dense bf16 peak of the device (default: from the table, CUDA only)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="dense bf16 peak of the device (default: from the table, CUDA only)",
+    )
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -181,8 +196,9 @@ def main(argv=None):
     preset_path = ARCH_DIR / f"{args.preset}.json"
     if not preset_path.is_file():
         raise SystemExit(f"no preset {preset_path}; choose one of {sorted(p.stem for p in ARCH_DIR.glob('*.json'))}")
-    modes = args.modes or (["fp32", "tf32", "fp16", "bf16", "bf16+compile"] if device.type == "cuda"
-                           else ["fp32", "fp32+compile"])
+    modes = args.modes or (
+        ["fp32", "tf32", "fp16", "bf16", "bf16+compile"] if device.type == "cuda" else ["fp32", "fp32+compile"]
+    )
     for mode in modes:
         parse_mode(mode, device)  # refuse a bad mode before anything runs
     cfg = load_config(preset_path)
@@ -195,8 +211,9 @@ def main(argv=None):
     torch.manual_seed(0)
     model = build_model(cfg, n_tokens=n_tokens)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    flops = count_step_flops(model, CTCLoss(), make_batch(model, n_tokens, args.batch, args.seconds,
-                                                            torch.device("cpu"))[0])
+    flops = count_step_flops(
+        model, CTCLoss(), make_batch(model, n_tokens, args.batch, args.seconds, torch.device("cpu"))[0]
+    )
     del model
     rows = []
     for mode in modes:
@@ -208,27 +225,46 @@ def main(argv=None):
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    print(f"\n{args.preset} ({params:,} parameters) on {name}, torch {torch.__version__}; batch {args.batch} x "
-          f"{args.seconds:g} s ({rows[0]['frames']} output frames each); {args.steps} timed steps after "
-          f"{args.warmup} warm-up; {flops / 1e9:,.1f} GFLOP per step (forward + backward, counted); "
-          f"peak {f'{peak:g} TFLOPS dense bf16' if peak else 'unknown (no MFU)'}")
-    print("| mode | step (s) | audio s / s | vs fp32 | achieved TFLOPS | MFU | peak memory (MiB) "
-          "| warm-up (s) | non-finite steps |")
+    print(
+        f"\n{args.preset} ({params:,} parameters) on {name}, torch {torch.__version__}; batch {args.batch} x "
+        f"{args.seconds:g} s ({rows[0]['frames']} output frames each); {args.steps} timed steps after "
+        f"{args.warmup} warm-up; {flops / 1e9:,.1f} GFLOP per step (forward + backward, counted); "
+        f"peak {f'{peak:g} TFLOPS dense bf16' if peak else 'unknown (no MFU)'}"
+    )
+    print(
+        "| mode | step (s) | audio s / s | vs fp32 | achieved TFLOPS | MFU | peak memory (MiB) "
+        "| warm-up (s) | non-finite steps |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = next((r["step_s"] for r in rows if r["mode"] == "fp32"), None)
     for r in rows:
         ratio = f"{base / r['step_s']:.2f}x" if base else "-"
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         mem = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "-"
-        print(f"| {r['mode']} | {r['step_s']:.4f} | {r['audio_s_per_s']:.0f} | {ratio} | {r['tflops_per_s']:.3g} "
-              f"| {mfu} | {mem} | {r['warmup_s']:.1f} | {r['non_finite_steps']} |")
+        print(
+            f"| {r['mode']} | {r['step_s']:.4f} | {r['audio_s_per_s']:.0f} | {ratio} | {r['tflops_per_s']:.3g} "
+            f"| {mfu} | {mem} | {r['warmup_s']:.1f} | {r['non_finite_steps']} |"
+        )
     if any(r["non_finite_steps"] for r in rows):
-        print("WARNING: some steps had a non-finite loss or gradient (skipped updates are cheaper): "
-              "those modes' timings are not comparable", file=sys.stderr)
+        print(
+            "WARNING: some steps had a non-finite loss or gradient (skipped updates are cheaper): "
+            "those modes' timings are not comparable",
+            file=sys.stderr,
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"preset": args.preset, "device": name, "params": params,
-                                               "flops_per_step": flops, "peak_tflops": peak, "rows": rows},
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "preset": args.preset,
+                    "device": name,
+                    "params": params,
+                    "flops_per_step": flops,
+                    "peak_tflops": peak,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
     return rows, flops
 
 

@@ -25,6 +25,7 @@ for the device. Those can be counted on any device, by running the Trainer's own
 Per-step counts are the difference between runs of ``2 * steps`` and ``steps`` steps divided by
 ``steps``, so that what happens once per epoch (the epoch's mean loss) does not count.
 """
+
 import argparse
 import collections
 import json
@@ -47,14 +48,27 @@ from hw_asr.model.base_model import allow_rnn_capture  # noqa: E402
 ARCH_DIR = REPO / "configs" / "arch"
 PRESETS = sorted(p.stem for p in ARCH_DIR.glob("*.json"))
 # operators whose result the host needs before it can go on (CUDA waits for the device)
-HOST_VALUE_OPS = {"_local_scalar_dense", "nonzero", "nonzero_static", "masked_select", "unique", "_unique",
-                  "_unique2", "unique_consecutive", "unique_dim", "_pack_padded_sequence", "equal", "is_nonzero"}
+HOST_VALUE_OPS = {
+    "_local_scalar_dense",
+    "nonzero",
+    "nonzero_static",
+    "masked_select",
+    "unique",
+    "_unique",
+    "_unique2",
+    "unique_consecutive",
+    "unique_dim",
+    "_pack_padded_sequence",
+    "equal",
+    "is_nonzero",
+}
 
 
 def _has_bool_index(args):
     indices = args[1] if len(args) > 1 else None
     return isinstance(indices, (list, tuple)) and any(
-        torch.is_tensor(i) and i.dtype == torch.bool for i in indices if i is not None)
+        torch.is_tensor(i) and i.dtype == torch.bool for i in indices if i is not None
+    )
 
 
 def is_sync(name, args, kwargs):
@@ -106,21 +120,51 @@ def synthetic_batch(encoder, batch, seconds, device, seed=0):
         audio[i, :n] = 0.1 * torch.randn(n, generator=g)
     n_chars = [max(1, int(15 * n / sr)) for n in lengths]
     text = torch.randint(1, len(encoder), (batch, max(n_chars)), generator=g)
-    return {"audio": audio, "audio_length": torch.tensor(lengths), "text_encoded": text,
-            "text_encoded_length": torch.tensor(n_chars), "text": ["a" * n for n in n_chars],
-            "audio_path": [f"u{i}" for i in range(batch)], "duration": [n / sr for n in lengths],
-            "load_failures": [], "skipped": [], "num_samples": sum(lengths)}
+    return {
+        "audio": audio,
+        "audio_length": torch.tensor(lengths),
+        "text_encoded": text,
+        "text_encoded_length": torch.tensor(n_chars),
+        "text": ["a" * n for n in n_chars],
+        "audio_path": [f"u{i}" for i in range(batch)],
+        "duration": [n / sr for n in lengths],
+        "load_failures": [],
+        "skipped": [],
+        "num_samples": sum(lengths),
+    }
 
 
-def make_trainer(model, encoder, device, amp, log_step=10 ** 9):
+def make_trainer(model, encoder, device, amp, log_step=10**9):
     from hw_asr.logger import Writer
     from hw_asr.trainer.trainer import Trainer
-    config = {"trainer": {"epochs": 1, "len_epoch": 1, "log_step": log_step, "grad_norm_clip": 10, "amp": amp,
-                          "monitor": "off", "visualize": None}}
+
+    config = {
+        "trainer": {
+            "epochs": 1,
+            "len_epoch": 1,
+            "log_step": log_step,
+            "grad_norm_clip": 10,
+            "amp": amp,
+            "monitor": "off",
+            "visualize": None,
+        }
+    }
     # fused: the update in one kernel, its step counters on the device (no host read of them), as on CUDA
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    return Trainer(model, CTCLoss(), [], optimizer, None, encoder, config, device, [None], {}, "/nonexistent",
-                   Writer(None, config, enabled=False))
+    return Trainer(
+        model,
+        CTCLoss(),
+        [],
+        optimizer,
+        None,
+        encoder,
+        config,
+        device,
+        [None],
+        {},
+        "/nonexistent",
+        Writer(None, config, enabled=False),
+    )
 
 
 def count_steps(trainer, batch, steps):
@@ -146,9 +190,13 @@ def step_anatomy(preset, batch=4, seconds=4.0, steps=2, device="cpu", amp="fp32"
     syncs = twice.syncs.copy()
     syncs.subtract(once.syncs)
     per_step = {k: v / steps for k, v in syncs.items() if v}
-    return {"preset": preset, "ops_per_step": (twice.ops - once.ops) / steps,
-            "casts_per_step": (twice.casts - once.casts) / steps,
-            "syncs_per_step": sum(per_step.values()), "sync_sources": per_step}
+    return {
+        "preset": preset,
+        "ops_per_step": (twice.ops - once.ops) / steps,
+        "casts_per_step": (twice.casts - once.casts) / steps,
+        "syncs_per_step": sum(per_step.values()),
+        "sync_sources": per_step,
+    }
 
 
 def cast_count(preset, batch=2, seconds=2.0):
@@ -176,6 +224,7 @@ def graph_breaks(preset, batch=2, seconds=2.0):
     ``torch._dynamo.explain`` finds them. The CTC loss is left out: its output shape depends on the
     targets (``aten._ctc_loss``), so it always breaks a graph and stays eager after the model."""
     import torch._dynamo
+
     cfg = load_config(ARCH_DIR / f"{preset}.json")
     encoder = build_text_encoder(cfg)
     model = build_model(cfg, n_tokens=len(encoder)).train()
@@ -201,6 +250,7 @@ def shapes_per_epoch(max_batch_seconds=160.0, durations=None, seed=0, length_gri
     ``length_grid``, padded as collate_fn pads) and the share of padding, over ``durations`` (seconds)
     or 1,500 draws from a log-normal fit of mini LibriSpeech's utterance lengths (median 14 s, 2 to 35 s)."""
     from hw_asr.batch_sampler import LengthBucketSampler
+
     if durations is None:
         rng = random.Random(seed)
         durations = [min(35.0, max(2.0, rng.lognormvariate(math.log(14.0), 0.35))) for _ in range(1500)]
@@ -226,6 +276,7 @@ def optimizer_step_ms(preset, fused, repeats=20, pairs=2):
     default implementation vs the fused kernel, in alternating runs (milliseconds)."""
     import statistics
     import time
+
     cfg = load_config(ARCH_DIR / f"{preset}.json")
     encoder = build_text_encoder(cfg)
     times = []
@@ -253,8 +304,9 @@ def main(argv=None):
     parser.add_argument("--amp", default="fp32", choices=["fp32", "fp16", "bf16"], help="the Trainer's amp (CUDA)")
     parser.add_argument("--no-graph-breaks", action="store_true", help="skip torch._dynamo.explain (slow)")
     parser.add_argument("--no-casts", action="store_true", help="skip the CPU bf16 autocast cast count")
-    parser.add_argument("--optimizer", action="store_true",
-                        help="only time AdamW's update per preset: torch's default vs fused")
+    parser.add_argument(
+        "--optimizer", action="store_true", help="only time AdamW's update per preset: torch's default vs fused"
+    )
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     if args.optimizer:
@@ -271,16 +323,20 @@ def main(argv=None):
         if not args.no_graph_breaks:
             row["graph_breaks"], row["break_reasons"] = graph_breaks(preset)
         rows.append(row)
-        print(f"{preset:<20} {row['ops_per_step']:>9.0f} {row.get('bf16_casts_per_step', float('nan')):>18.0f} "
-              f"{row['syncs_per_step']:>11.1f} {row.get('graph_breaks', float('nan')):>13}")
+        print(
+            f"{preset:<20} {row['ops_per_step']:>9.0f} {row.get('bf16_casts_per_step', float('nan')):>18.0f} "
+            f"{row['syncs_per_step']:>11.1f} {row.get('graph_breaks', float('nan')):>13}"
+        )
         for source, n in sorted(row["sync_sources"].items(), key=lambda kv: -kv[1]):
             print(f"    sync {n:>5.1f}/step  {source}")
         for reason in row.get("break_reasons", [])[:5]:
             print(f"    break  {reason}")
     shapes = {str(grid): shapes_per_epoch(length_grid=grid) for grid in (None, 1.05, 1.1)}
     for grid, row in shapes.items():
-        print(f"LengthBucketSampler, 160 s batches, 1,500 utterances, length_grid {grid}: {row['batches']} batches, "
-              f"{row['shapes']} distinct input shapes per epoch, {100 * row['padding']:.1f}% padding")
+        print(
+            f"LengthBucketSampler, 160 s batches, 1,500 utterances, length_grid {grid}: {row['batches']} batches, "
+            f"{row['shapes']} distinct input shapes per epoch, {100 * row['padding']:.1f}% padding"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "shapes": shapes}, indent=2) + "\n")
     return rows, shapes

@@ -1,4 +1,5 @@
 """Audio input: soundfile reads, mono downmix, soxr resampling."""
+
 from pathlib import Path
 
 import numpy as np

@@ -1,4 +1,5 @@
 """From a resolved config to objects: text encoder, datasets, loaders, model, metrics, optimiser."""
+
 import functools
 import inspect
 import logging
@@ -10,9 +11,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from hw_asr import augmentations, batch_sampler, datasets, loss, metric, model, text_encoder
-from hw_asr.config import (ConfigError, check_argument_names, check_known_keys, get_path, lookup, registry_names,
-                            resolve)
 from hw_asr.collate_fn import collate_fn
+from hw_asr.config import ConfigError, check_argument_names, check_known_keys, get_path, lookup, registry_names, resolve
 from hw_asr.model.base_model import check_model_parts
 from hw_asr.trainer import lr_schedulers
 
@@ -20,10 +20,31 @@ logger = logging.getLogger(__name__)
 
 TRAIN_SPLIT = "train"
 # the keys a training config may hold at the top and in each data split ("base" is merged away on loading)
-CONFIG_KEYS = {"name", "description", "seed", "sample_rate", "text_encoder", "arch", "data", "augmentations",
-               "optimizer", "lr_scheduler", "loss", "metrics", "decoders", "trainer"}
-SPLIT_KEYS = {"datasets", "batch_size", "batch_sampler", "num_workers", "pin_memory", "persistent_workers",
-              "prefetch_factor"}
+CONFIG_KEYS = {
+    "name",
+    "description",
+    "seed",
+    "sample_rate",
+    "text_encoder",
+    "arch",
+    "data",
+    "augmentations",
+    "optimizer",
+    "lr_scheduler",
+    "loss",
+    "metrics",
+    "decoders",
+    "trainer",
+}
+SPLIT_KEYS = {
+    "datasets",
+    "batch_size",
+    "batch_sampler",
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "prefetch_factor",
+}
 
 
 def _class_registry(name, modules, base):
@@ -41,8 +62,11 @@ def _class_registry(name, modules, base):
 
 
 OPTIMIZERS = _class_registry("torch.optim", [torch.optim], torch.optim.Optimizer)
-LR_SCHEDULERS = _class_registry("hw_asr.trainer.lr_schedulers, torch.optim.lr_scheduler",
-                                [lr_schedulers, torch.optim.lr_scheduler], torch.optim.lr_scheduler.LRScheduler)
+LR_SCHEDULERS = _class_registry(
+    "hw_asr.trainer.lr_schedulers, torch.optim.lr_scheduler",
+    [lr_schedulers, torch.optim.lr_scheduler],
+    torch.optim.lr_scheduler.LRScheduler,
+)
 
 
 def build_text_encoder(config):
@@ -90,8 +114,17 @@ def build_dataset(config, split, encoder):
         raise ConfigError(f"data.{split}.datasets must be a non-empty list of dataset blocks")
     wave_augs = build_wave_augs(config) if split == TRAIN_SPLIT else None
     sample_rate = config.get("sample_rate", 16000)
-    parts = [resolve(s, datasets, f"data.{split}.datasets.{i}", text_encoder=encoder,
-                     sample_rate=sample_rate, wave_augs=wave_augs) for i, s in enumerate(specs)]
+    parts = [
+        resolve(
+            s,
+            datasets,
+            f"data.{split}.datasets.{i}",
+            text_encoder=encoder,
+            sample_rate=sample_rate,
+            wave_augs=wave_augs,
+        )
+        for i, s in enumerate(specs)
+    ]
     for i, p in enumerate(parts):
         if len(p) == 0:
             raise ConfigError(f"data.{split}.datasets.{i} ({p.describe()}) has no usable utterances")
@@ -111,7 +144,7 @@ def resolve_num_workers(value, where):
         cores //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         return 0 if cores <= 4 else min(8, cores // 2)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where} must be a non-negative integer or \"auto\", got {value!r}")
+        raise ConfigError(f'{where} must be a non-negative integer or "auto", got {value!r}')
     return value
 
 
@@ -119,22 +152,31 @@ def build_dataloader(config, split, dataset, seed=0, train=None):
     """``train`` (default: whether ``split`` is the train split) shuffles the batches."""
     cfg = get_path(config, f"data.{split}")
     train = split == TRAIN_SPLIT if train is None else train
-    sampler_spec = cfg.get("batch_sampler") or {"type": "RandomBatchSampler", "args": {
-        "batch_size": get_path(config, f"data.{split}.batch_size"), "shuffle": train, "drop_last": False}}
+    sampler_spec = cfg.get("batch_sampler") or {
+        "type": "RandomBatchSampler",
+        "args": {"batch_size": get_path(config, f"data.{split}.batch_size"), "shuffle": train, "drop_last": False},
+    }
     sampler_args = {} if "seed" in sampler_spec.get("args", {}) else {"seed": seed}
     sampler = resolve(sampler_spec, batch_sampler, f"data.{split}.batch_sampler", dataset, **sampler_args)
     num_workers = resolve_num_workers(cfg.get("num_workers", 0), f"data.{split}.num_workers")
     # A loader of its own generator: creating an iterator then draws no number from the
     # global RNG, so validation and resumes leave the training random stream unchanged.
     grid = getattr(sampler, "length_grid", None)
-    collate = functools.partial(collate_fn, length_grid=grid, sample_rate=config.get("sample_rate", 16000)) \
-        if grid else collate_fn
+    collate = (
+        functools.partial(collate_fn, length_grid=grid, sample_rate=config.get("sample_rate", 16000))
+        if grid
+        else collate_fn
+    )
     loader = DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
         pin_memory=cfg.get("pin_memory", torch.cuda.is_available()),
         persistent_workers=cfg.get("persistent_workers", False) and num_workers > 0,
-        prefetch_factor=cfg.get("prefetch_factor", 2) if num_workers > 0 else None)
+        prefetch_factor=cfg.get("prefetch_factor", 2) if num_workers > 0 else None,
+    )
     return loader
 
 
@@ -152,13 +194,15 @@ def check_batches(config, split, loader, world_size=1):
         raise ConfigError(
             f"data.{split} gives no batch to each of {procs}: its {n} utterances make {made} batch(es) of at most "
             f"{sampler.max_batch_seconds} s, and every process needs at least one. Lower "
-            f"data.{split}.batch_sampler.args.max_batch_seconds, add data, or run fewer processes")
+            f"data.{split}.batch_sampler.args.max_batch_seconds, add data, or run fewer processes"
+        )
     if per_rank is not None:
         raise ConfigError(
             f"data.{split} gives no batch to each of {procs}: it has {n} utterances, fewer than one global batch of "
             f"{per_rank} x {world_size} = {per_rank * world_size} (an incomplete global batch is dropped in "
             f"training). Set data.{split}.batch_size to at most {max(1, n // world_size)}, add data, or run "
-            f"fewer processes")
+            f"fewer processes"
+        )
     raise ConfigError(f"data.{split} gives no batch to this process ({n} utterances, {procs})")
 
 
@@ -197,12 +241,15 @@ def build_decoders(config, encoder, names=None):
     """``{"argmax": None, name: decoder, ...}`` from the config's ``decoders`` block
     (only ``names`` when given; ``argmax`` is always there)."""
     from hw_asr.text_encoder import decoders as decoder_registry
+
     specs = config.get("decoders") or {}
     wanted = set(specs) if names is None else set(names) - {"argmax"}
     missing = wanted - set(specs)
     if missing:
-        raise ConfigError(f"decoder(s) {sorted(missing)} are used but not defined under 'decoders' "
-                          f"(defined: {sorted(specs) or 'none'}; 'argmax' needs no definition)")
+        raise ConfigError(
+            f"decoder(s) {sorted(missing)} are used but not defined under 'decoders' "
+            f"(defined: {sorted(specs) or 'none'}; 'argmax' needs no definition)"
+        )
     out = {"argmax": None}
     for name in sorted(wanted):
         check_decoder_files(specs[name], f"decoders.{name}")
@@ -215,8 +262,10 @@ def lm_hint(path):
     name = Path(path).name
     if name.startswith("librispeech_"):
         return "./download_artifacts.sh downloads and prepares LibriSpeech's n-gram LMs into data/lm/"
-    return ("build one with python -m hw_asr.tools.make_lm_corpus (a text corpus) and python -m "
-            "hw_asr.tools.build_lm (README, 'Language models'), or ./download_artifacts.sh for LibriSpeech's LMs")
+    return (
+        "build one with python -m hw_asr.tools.make_lm_corpus (a text corpus) and python -m "
+        "hw_asr.tools.build_lm (README, 'Language models'), or ./download_artifacts.sh for LibriSpeech's LMs"
+    )
 
 
 def check_decoder_files(spec, where):
@@ -231,8 +280,10 @@ def check_decoder_files(spec, where):
         check_decoder_files(args.get("decoder"), f"{where}.args.decoder")
         lm = args.get("lm_path")
         if isinstance(lm, str) and not Path(lm).is_dir():
-            raise ConfigError(f"{where}.args.lm_path: no such folder: {lm} (a local Hugging Face causal LM: a "
-                              f"folder with config.json, the weights and the tokenizer)")
+            raise ConfigError(
+                f"{where}.args.lm_path: no such folder: {lm} (a local Hugging Face causal LM: a "
+                f"folder with config.json, the weights and the tokenizer)"
+            )
         return
     for key in ("lm_path", "lm", "unigrams_path"):
         path = args.get(key)
@@ -242,8 +293,10 @@ def check_decoder_files(spec, where):
     if kind == "FlashlightDecoder" and isinstance(lm, str) and not args.get("lexicon_words"):
         unigrams = Path(lm.rsplit(".", 1)[0] + ".unigrams.txt")
         if not lm.endswith(".arpa") and not unigrams.is_file():
-            raise ConfigError(f"{where}: the lexicon decoder needs the LM's words: {unigrams} beside {lm} is "
-                              f"missing (build_lm and download_artifacts.sh write it), or give lexicon_words")
+            raise ConfigError(
+                f"{where}: the lexicon decoder needs the LM's words: {unigrams} beside {lm} is "
+                f"missing (build_lm and download_artifacts.sh write it), or give lexicon_words"
+            )
 
 
 # optimisers with a fused kernel on the CPU and CUDA: the whole update in one kernel per parameter group
@@ -281,7 +334,7 @@ def eval_splits(config):
 def _check_types(spec, modules, where):
     """The block's type exists and takes every argument the block names."""
     if not isinstance(spec, dict) or "type" not in spec:
-        raise ConfigError(f"{where}: expected a block {{\"type\": ..., \"args\": {{...}}}}")
+        raise ConfigError(f'{where}: expected a block {{"type": ..., "args": {{...}}}}')
     args = spec.get("args") or {}
     if not isinstance(args, dict):
         raise ConfigError(f"{where}.args must be an object")
@@ -297,8 +350,9 @@ def compile_options(value):
         return {"dynamic": True, "backend": value}
     if isinstance(value, dict):
         return {"dynamic": True, **value}
-    raise ConfigError(f"trainer.compile must be true, a backend name or a dict of torch.compile "
-                      f"arguments, got {value!r}")
+    raise ConfigError(
+        f"trainer.compile must be true, a backend name or a dict of torch.compile arguments, got {value!r}"
+    )
 
 
 def validate_config(config):
@@ -319,6 +373,7 @@ def validate_config(config):
     for i, spec in enumerate(config.get("metrics", [])):
         _check_types(spec, [metric], f"metrics.{i}")
     from hw_asr.text_encoder import decoders as decoder_registry
+
     for name, spec in (config.get("decoders") or {}).items():
         _check_types(spec, [decoder_registry], f"decoders.{name}")
         check_decoder_files(spec, f"decoders.{name}")
@@ -337,7 +392,7 @@ def validate_config(config):
         for i, spec in enumerate(specs):
             _check_types(spec, [datasets], f"data.{split}.datasets.{i}")
             manifest = (spec.get("args") or {}).get("manifest_path")
-            for m in ([manifest] if isinstance(manifest, str) else manifest or []):
+            for m in [manifest] if isinstance(manifest, str) else manifest or []:
                 if not Path(m).is_file():
                     raise ConfigError(f"data.{split}.datasets.{i}.args.manifest_path: file not found: {m}")
         if "batch_sampler" in cfg:
@@ -345,6 +400,7 @@ def validate_config(config):
         elif "batch_size" not in cfg:
             raise ConfigError(f"missing required config key 'data.{split}.batch_size'")
     from hw_asr.trainer.trainer import check_trainer_config
+
     check_trainer_config(config["trainer"])
     if get_path(config, "trainer.compile", None):
         compile_options(config["trainer"]["compile"])

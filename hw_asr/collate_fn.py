@@ -1,4 +1,5 @@
 """Batching items into the batch contract of DESIGN.md."""
+
 import math
 
 import torch
@@ -17,8 +18,16 @@ def collate_fn(items, length_grid=None, sample_rate=16000):
     skipped = [it["load_error"] for it in items if "load_error" in it]  # files that failed to decode
     items = [it for it in items if "load_error" not in it]
     if not items:
-        return {"audio": torch.zeros(0, 0), "audio_length": torch.zeros(0, dtype=torch.long), "text": [],
-                "audio_path": [], "duration": [], "load_failures": [], "skipped": skipped, "num_samples": 0}
+        return {
+            "audio": torch.zeros(0, 0),
+            "audio_length": torch.zeros(0, dtype=torch.long),
+            "text": [],
+            "audio_path": [],
+            "duration": [],
+            "load_failures": [],
+            "skipped": skipped,
+            "num_samples": 0,
+        }
     audio_length = torch.tensor([it["audio"].shape[-1] for it in items], dtype=torch.long)
     width = int(audio_length.max())
     if length_grid:

@@ -4,6 +4,7 @@ A config is plain JSON. Every pluggable part is a block ``{"type": name, "args":
 whose ``type`` is looked up in a package namespace (the registry), e.g. ``hw_asr.model``.
 Nothing in a config is ever evaluated as code.
 """
+
 import copy
 import difflib
 import importlib
@@ -24,8 +25,10 @@ def check_known_keys(block, known, where):
     for key in block:
         if key not in known:
             near = difflib.get_close_matches(key, sorted(known), n=1)
-            raise ConfigError(f"{where}.{key}: unknown key{f', did you mean {near[0]!r}?' if near else ''} "
-                              f"(known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"{where}.{key}: unknown key{f', did you mean {near[0]!r}?' if near else ''} "
+                f"(known: {', '.join(sorted(known))})"
+            )
 
 
 def deep_merge(base, override):
@@ -156,8 +159,11 @@ def registry_names(module):
     """Public classes and functions a registry module exports."""
     names = getattr(module, "__all__", None)
     if names is None:
-        names = [n for n, v in vars(module).items()
-                 if not n.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v))]
+        names = [
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v))
+        ]
     return sorted(names)
 
 
@@ -170,7 +176,8 @@ def lookup(type_name, modules, where):
     known = sorted({n for m in modules for n in registry_names(m)})
     raise ConfigError(
         f"{where}: unknown type {type_name!r}; known types in "
-        f"{', '.join(m.__name__ for m in modules)}: {', '.join(known)}")
+        f"{', '.join(m.__name__ for m in modules)}: {', '.join(known)}"
+    )
 
 
 def accepted_arguments(target):
@@ -186,8 +193,11 @@ def accepted_arguments(target):
             parameters = inspect.signature(part.__init__ if inspect.isclass(part) else part).parameters.values()
         except (TypeError, ValueError):
             return None
-        names += [p.name for p in parameters if p.name != "self" and
-                  p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        names += [
+            p.name
+            for p in parameters
+            if p.name != "self" and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        ]
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
             return names
     return None
@@ -201,8 +211,10 @@ def check_argument_names(target, args, where, type_name):
     for key in args:
         if key not in accepted:
             near = difflib.get_close_matches(key, accepted, n=1)
-            raise ConfigError(f"{where}: unexpected argument {key!r} for {type_name}"
-                              f"{f', did you mean {near[0]!r}?' if near else ''} (accepts: {', '.join(accepted)})")
+            raise ConfigError(
+                f"{where}: unexpected argument {key!r} for {type_name}"
+                f"{f', did you mean {near[0]!r}?' if near else ''} (accepts: {', '.join(accepted)})"
+            )
 
 
 def resolve(spec, modules, where, *args, **extra):
@@ -213,7 +225,7 @@ def resolve(spec, modules, where, *args, **extra):
     Argument mistakes are reported against the config path ``where``.
     """
     if not isinstance(spec, dict) or "type" not in spec:
-        raise ConfigError(f"{where}: expected a block {{\"type\": ..., \"args\": {{...}}}}, got {spec!r}")
+        raise ConfigError(f'{where}: expected a block {{"type": ..., "args": {{...}}}}, got {spec!r}')
     unknown_keys = set(spec) - {"type", "args"}
     if unknown_keys:
         raise ConfigError(f"{where}: unexpected keys {sorted(unknown_keys)} (only 'type' and 'args')")

@@ -1,4 +1,5 @@
 """Files written whole or not at all, and JSON that any parser reads."""
+
 import json
 import math
 import os

@@ -6,8 +6,10 @@ from hw_asr.audio import AudioError, audio_duration, load_audio
 from tests.conftest import tone, write_audio
 
 
-@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "FLOAT"), ("WAV", "PCM_U8"),
-                                         ("FLAC", "PCM_16"), ("OGG", "VORBIS")])
+@pytest.mark.parametrize(
+    "fmt,subtype",
+    [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "FLOAT"), ("WAV", "PCM_U8"), ("FLAC", "PCM_16"), ("OGG", "VORBIS")],
+)
 def test_formats_load_as_float32_mono(tmp_path, fmt, subtype):
     path = tmp_path / f"x.{fmt.lower()}"
     sf.write(path, tone(0.5), 16000, format=fmt, subtype=subtype)

@@ -1,4 +1,5 @@
 """Each wave augmentation changes the signal as specified and keeps the [T] float32 contract."""
+
 import math
 import random
 
@@ -7,8 +8,17 @@ import pytest
 import soundfile as sf
 import torch
 
-from hw_asr.augmentations import (ColoredNoise, Gain, GaussianNoise, NoiseFromFiles, PitchShift, RandomApply, Reverb,
-                                  Sequential, SpeedPerturb)
+from hw_asr.augmentations import (
+    ColoredNoise,
+    Gain,
+    GaussianNoise,
+    NoiseFromFiles,
+    PitchShift,
+    RandomApply,
+    Reverb,
+    Sequential,
+    SpeedPerturb,
+)
 from hw_asr.augmentations.wave import colored_noise, pitch_shift, time_stretch
 from hw_asr.builder import build_wave_augs
 
@@ -63,6 +73,7 @@ def test_noise_colours_have_their_spectral_slope():
         power = np.abs(np.fft.rfft(noise.numpy())) ** 2
         freqs = np.fft.rfftfreq(noise.numel(), 1 / SR)
         return power[(freqs > 100) & (freqs < 400)].mean() / power[(freqs > 4000) & (freqs < 7000)].mean()
+
     g = torch.Generator().manual_seed(0)
     white, pink, brown, blue = (low_high_ratio(colored_noise(SR * 4, e, g)) for e in (0, 1, 2, -1))
     assert 0.7 < white < 1.4
@@ -102,7 +113,7 @@ def test_time_stretch_keeps_pitch_changes_length():
     assert abs(dominant_freq(out) - 500) < 5
 
 
-@pytest.mark.parametrize("semitones,expected", [(12.0, 880.0), (-12.0, 220.0), (3.0, 440 * 2 ** 0.25)])
+@pytest.mark.parametrize("semitones,expected", [(12.0, 880.0), (-12.0, 220.0), (3.0, 440 * 2**0.25)])
 def test_pitch_shift_moves_frequency_keeps_length(semitones, expected):
     x = sine(440)
     out = pitch_shift(x, SR, semitones)
@@ -125,8 +136,7 @@ def test_reverb_adds_a_decaying_tail_and_keeps_level():
 
 def test_probability_zero_is_identity_and_one_always_applies():
     x = sine(300)
-    for aug in (Gain(p=0.0), ColoredNoise(p=0.0), SpeedPerturb(p=0.0, factors=[1.1]), PitchShift(p=0.0),
-                Reverb(p=0.0)):
+    for aug in (Gain(p=0.0), ColoredNoise(p=0.0), SpeedPerturb(p=0.0, factors=[1.1]), PitchShift(p=0.0), Reverb(p=0.0)):
         assert aug(x) is x
     hits = sum(not torch.equal(RandomApply(Gain(min_gain_db=3, max_gain_db=3), p=0.3)(x), x) for _ in range(1000))
     assert 230 < hits < 370
@@ -140,9 +150,16 @@ def test_sequential_chains_outputs():
 
 
 def test_builder_passes_the_sample_rate():
-    config = {"sample_rate": 8000, "augmentations": {"wave": [
-        {"type": "RandomApply", "args": {"p": 0.5, "augmentation": {"type": "SpeedPerturb", "args": {}}}},
-        {"type": "Reverb", "args": {"p": 0.2}}, {"type": "Gain", "args": {}}]}}
+    config = {
+        "sample_rate": 8000,
+        "augmentations": {
+            "wave": [
+                {"type": "RandomApply", "args": {"p": 0.5, "augmentation": {"type": "SpeedPerturb", "args": {}}}},
+                {"type": "Reverb", "args": {"p": 0.2}},
+                {"type": "Gain", "args": {}},
+            ]
+        },
+    }
     aug = build_wave_augs(config)
     assert aug.augmentations[0].augmentation.sample_rate == 8000
     assert aug.augmentations[1].sample_rate == 8000

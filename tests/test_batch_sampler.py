@@ -1,4 +1,5 @@
 import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,11 +63,14 @@ def test_bucketing_reduces_padding():
     assert padding(LengthBucketSampler(ds, batch_size=16)) < 0.05 < 0.2 < padding(RandomBatchSampler(ds, 16))
 
 
-@pytest.mark.parametrize("make", [
-    lambda ds, r, w: LengthBucketSampler(ds, max_batch_seconds=60, rank=r, world_size=w, seed=1),
-    lambda ds, r, w: LengthBucketSampler(ds, batch_size=5, rank=r, world_size=w, seed=1),
-    lambda ds, r, w: RandomBatchSampler(ds, 4, rank=r, world_size=w, seed=1),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ds, r, w: LengthBucketSampler(ds, max_batch_seconds=60, rank=r, world_size=w, seed=1),
+        lambda ds, r, w: LengthBucketSampler(ds, batch_size=5, rank=r, world_size=w, seed=1),
+        lambda ds, r, w: RandomBatchSampler(ds, 4, rank=r, world_size=w, seed=1),
+    ],
+)
 @pytest.mark.parametrize("world", [2, 3])
 def test_shards_are_disjoint_and_equal_in_length(make, world):
     ds = FakeDataset(durations(97))
@@ -118,10 +122,15 @@ def test_durations_of_concatenated_datasets():
 
 
 @settings(max_examples=30, deadline=None)
-@given(n=st.integers(1, 200), budget=st.floats(40.0, 200.0), ratio=st.sampled_from([1.02, 1.05, 1.1]),
-       seed=st.integers(0, 5))
+@given(
+    n=st.integers(1, 200),
+    budget=st.floats(40.0, 200.0),
+    ratio=st.sampled_from([1.02, 1.05, 1.1]),
+    seed=st.integers(0, 5),
+)
 def test_length_grid_pads_to_few_lengths_within_budget(n, budget, ratio, seed):
     from hw_asr.batch_sampler import grid_length
+
     d = durations(n, seed)
     sampler = LengthBucketSampler(FakeDataset(d), max_batch_seconds=budget, length_grid=ratio, seed=seed)
     batches = sampler.all_batches()
@@ -138,6 +147,7 @@ def test_length_grid_gives_few_shapes_and_collate_pads_to_it():
     import torch
 
     from hw_asr.builder import build_dataloader
+
     d = durations(400, seed=1)
     plain = LengthBucketSampler(FakeDataset(d), max_batch_seconds=100)
     grid = LengthBucketSampler(FakeDataset(d), max_batch_seconds=100, length_grid=1.05)
@@ -156,12 +166,22 @@ def test_length_grid_gives_few_shapes_and_collate_pads_to_it():
             n = int(self.index[i]["duration"] * 16000)
             return {"audio": torch.ones(n), "text": "a", "audio_path": str(i), "duration": n / 16000}
 
-    config = {"sample_rate": 16000, "data": {"train": {"batch_sampler": {"type": "LengthBucketSampler", "args": {
-        "max_batch_seconds": 10, "length_grid": 1.05, "shuffle": False}}}}}
+    config = {
+        "sample_rate": 16000,
+        "data": {
+            "train": {
+                "batch_sampler": {
+                    "type": "LengthBucketSampler",
+                    "args": {"max_batch_seconds": 10, "length_grid": 1.05, "shuffle": False},
+                }
+            }
+        },
+    }
     batches = list(build_dataloader(config, "train", Audio()))
     assert len(batches) == 1
     batch = batches[0]
     from hw_asr.batch_sampler import grid_length
+
     assert batch["audio"].shape[1] == pytest.approx(grid_length(2.2, 1.05) * 16000, abs=1)
     assert batch["audio"].shape[1] >= 2.2 * 16000
     assert batch["audio_length"].tolist() == [16000, 20800, 35200]  # real lengths are kept

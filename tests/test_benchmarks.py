@@ -1,5 +1,6 @@
 """The benchmarks' own logic: the precision / MFU FLOP count, device table and refusals;
 the pipeline benchmark's timing."""
+
 import time
 
 import pytest
@@ -32,8 +33,26 @@ def test_step_flops_count_forward_and_backward_and_scale_with_batch():
 
 
 def test_benchmark_runs_on_cpu_and_refuses_autocast_there(capsys):
-    rows = precision.main(["--preset", "conformer_s", "--device", "cpu", "--batch", "1", "--seconds", "1",
-                           "--warmup", "1", "--steps", "2", "--modes", "fp32", "--peak-tflops", "1"])[0]
+    rows = precision.main(
+        [
+            "--preset",
+            "conformer_s",
+            "--device",
+            "cpu",
+            "--batch",
+            "1",
+            "--seconds",
+            "1",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--modes",
+            "fp32",
+            "--peak-tflops",
+            "1",
+        ]
+    )[0]
     assert [r["mode"] for r in rows] == ["fp32"] and rows[0]["step_s"] > 0 and rows[0]["non_finite_steps"] == 0
     assert rows[0]["mfu"] == pytest.approx(rows[0]["tflops_per_s"])  # against a 1 TFLOPS peak
     assert "| fp32 |" in capsys.readouterr().out
@@ -66,8 +85,9 @@ def test_saved_bytes_counts_each_activation_storage_once_and_skips_weights():
 
 
 def test_attention_benchmark_agrees_with_the_materialised_baseline_and_keeps_less_for_backward(capsys):
-    rows = attention.main(["--dim", "32", "--heads", "2", "--batch", "2", "--seconds", "4", "--warmup", "0",
-                           "--steps", "1"])
+    rows = attention.main(
+        ["--dim", "32", "--heads", "2", "--batch", "2", "--seconds", "4", "--warmup", "0", "--steps", "1"]
+    )
     assert rows["max_abs_difference"] < 1e-5
     assert rows["frames"] == 100
     assert rows["saved_ratio"] < 0.9  # the softmax output is no longer kept
@@ -94,6 +114,7 @@ def test_flop_counter_sees_the_fused_attention():
 
 def test_pipeline_benchmark_times_one_logging_window_by_default(capsys, monkeypatch):
     from benchmarks import pipeline
+
     monkeypatch.chdir(pipeline.Path(pipeline.__file__).resolve().parents[1])  # the config's relative paths
     common = ["-c", "configs/one_batch_test.json", "--repeats", "1"]
     figures = pipeline.main(common + ["trainer.log_step=2", "trainer.visualize=comet"])  # --steps: log_step + 1
@@ -106,8 +127,9 @@ def test_pipeline_benchmark_times_one_logging_window_by_default(capsys, monkeypa
     kept = keep_freed_memory()  # True wherever glibc's mallopt is there, as on CI
     assert figures["keep_freed_memory"] is kept and f"trainer.keep_freed_memory {'on' if kept else 'off'}" in out.out
     # step 2 logs after the last timed stamp
-    figures = pipeline.main(common + ["--steps", "2", "trainer.log_step=2", "trainer.visualize=null",
-                                      "trainer.keep_freed_memory=false"])
+    figures = pipeline.main(
+        common + ["--steps", "2", "trainer.log_step=2", "trainer.visualize=null", "trainer.keep_freed_memory=false"]
+    )
     out = capsys.readouterr()
     assert figures["timed_logs"] == [] and "no logging step falls in the timed steps 2..2" in out.err
     assert figures["keep_freed_memory"] is False and "trainer.keep_freed_memory off" in out.out
@@ -117,6 +139,7 @@ def test_pipeline_lockstep_leaves_the_bare_steps_out_of_the_trainers_time(monkey
     """Lock-step: the bare loop's step k runs right after the Trainer's step k; a bare step made
     1 s slower must show in the bare loop's time and not in the Trainer's."""
     from benchmarks import pipeline
+
     monkeypatch.chdir(pipeline.Path(pipeline.__file__).resolve().parents[1])
     build = pipeline.BareLoop.__init__
 
@@ -126,7 +149,17 @@ def test_pipeline_lockstep_leaves_the_bare_steps_out_of_the_trainers_time(monkey
         self.optimizer.step = lambda: (time.sleep(1.0), step())[1]
 
     monkeypatch.setattr(pipeline.BareLoop, "__init__", slow_bare_loop)
-    figures = pipeline.main(["-c", "configs/one_batch_test.json", "--repeats", "1", "--steps", "3",
-                             "trainer.log_step=2", "trainer.visualize=null"])
+    figures = pipeline.main(
+        [
+            "-c",
+            "configs/one_batch_test.json",
+            "--repeats",
+            "1",
+            "--steps",
+            "3",
+            "trainer.log_step=2",
+            "trainer.visualize=null",
+        ]
+    )
     assert figures["bare_s"] > 1.0
     assert figures["full_s"] < figures["bare_s"] - 0.5

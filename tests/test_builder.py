@@ -32,12 +32,20 @@ def test_unknown_dataset_type_lists_known():
 
 
 def test_nested_augmentations_resolve_and_chain():
-    config = {"augmentations": {"wave": [
-        {"type": "RandomApply", "args": {"p": 1.0, "augmentation": {"type": "Gain", "args": {
-            "min_gain_db": 6, "max_gain_db": 6}}}},
-        {"type": "Sequential", "args": {"augmentations": [{"type": "Gain", "args": {
-            "min_gain_db": -6, "max_gain_db": -6}}]}},
-    ]}}
+    config = {
+        "augmentations": {
+            "wave": [
+                {
+                    "type": "RandomApply",
+                    "args": {"p": 1.0, "augmentation": {"type": "Gain", "args": {"min_gain_db": 6, "max_gain_db": 6}}},
+                },
+                {
+                    "type": "Sequential",
+                    "args": {"augmentations": [{"type": "Gain", "args": {"min_gain_db": -6, "max_gain_db": -6}}]},
+                },
+            ]
+        }
+    }
     aug = build_wave_augs(config)
     assert isinstance(aug, Sequential) and isinstance(aug.augmentations[0], RandomApply)
     assert isinstance(aug.augmentations[0].augmentation, Gain)

@@ -4,8 +4,13 @@ from hw_asr.collate_fn import collate_fn
 
 
 def item(n_samples, ids, text="x"):
-    return {"audio": torch.ones(n_samples), "text": text, "text_encoded": torch.tensor(ids, dtype=torch.long),
-            "duration": n_samples / 16000, "audio_path": f"/a/{n_samples}.wav"}
+    return {
+        "audio": torch.ones(n_samples),
+        "text": text,
+        "text_encoded": torch.tensor(ids, dtype=torch.long),
+        "duration": n_samples / 16000,
+        "audio_path": f"/a/{n_samples}.wav",
+    }
 
 
 def test_shapes_lengths_and_zero_padding():

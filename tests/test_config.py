@@ -43,8 +43,16 @@ def test_missing_required_key_names_path():
 
 def test_overrides_parse_json_else_string():
     cfg = {"trainer": {"epochs": 1}, "data": {"train": {"datasets": [{"args": {"limit": 1}}]}}}
-    out = apply_overrides(cfg, ["trainer.epochs=5", "trainer.amp=bf16", "trainer.extra={\"a\": [1, 2]}",
-                                "data.train.datasets.0.args.limit=null", "name=run 1"])
+    out = apply_overrides(
+        cfg,
+        [
+            "trainer.epochs=5",
+            "trainer.amp=bf16",
+            'trainer.extra={"a": [1, 2]}',
+            "data.train.datasets.0.args.limit=null",
+            "name=run 1",
+        ],
+    )
     assert out["trainer"]["epochs"] == 5
     assert out["trainer"]["amp"] == "bf16"
     assert out["trainer"]["extra"] == {"a": [1, 2]}
@@ -74,11 +82,16 @@ def test_base_configs_merge_in_order(tmp_path):
     (tmp_path / "arch").mkdir()
     (tmp_path / "a.json").write_text('{"name": "a", "trainer": {"epochs": 1, "log_step": 5}, "metrics": [1, 2]}')
     (tmp_path / "arch" / "m.json").write_text('{"arch": {"type": "M", "args": {"x": 1}}, "trainer": {"epochs": 2}}')
-    (tmp_path / "run.json").write_text('{"base": ["a.json", "arch/m.json"], "name": "run", "metrics": [3],'
-                                       ' "arch": {"args": {"y": 2}}}')
+    (tmp_path / "run.json").write_text(
+        '{"base": ["a.json", "arch/m.json"], "name": "run", "metrics": [3], "arch": {"args": {"y": 2}}}'
+    )
     cfg = load_config(tmp_path / "run.json")
-    assert cfg == {"name": "run", "trainer": {"epochs": 2, "log_step": 5}, "metrics": [3],
-                   "arch": {"type": "M", "args": {"x": 1, "y": 2}}}
+    assert cfg == {
+        "name": "run",
+        "trainer": {"epochs": 2, "log_step": 5},
+        "metrics": [3],
+        "arch": {"type": "M", "args": {"x": 1, "y": 2}},
+    }
 
 
 def test_base_cycle_is_an_error(tmp_path):

@@ -6,10 +6,9 @@ import urllib.request
 import pytest
 import torch
 
-from hw_asr.datasets import (CustomDirAudioDataset, GolosDataset, LibrispeechDataset, LJSpeechDataset,
-                             ManifestDataset)
 from hw_asr.builder import build_dataset
 from hw_asr.collate_fn import collate_fn
+from hw_asr.datasets import CustomDirAudioDataset, GolosDataset, LibrispeechDataset, LJSpeechDataset, ManifestDataset
 from hw_asr.datasets.base_dataset import BaseDataset
 from hw_asr.text_encoder import CTCCharTextEncoder
 from tests.conftest import SHARED_DATA, write_audio
@@ -49,7 +48,7 @@ def test_manifest_bad_rows_are_skipped_counted_and_named(manifest_dir, caplog):
     (manifest_dir / "wavs" / "corrupt.wav").write_bytes(b"RIFF0000WAVEjunk")
     lines = [
         b'{"audio_filepath": "wavs/ok.wav", "text": "fine text"}',
-        b'this is not json',
+        b"this is not json",
         b'{"audio_filepath": "wavs/missing.wav", "text": "x"}',
         b'{"audio_filepath": "wavs/ok.wav", "text": ""}',
         b'{"audio_filepath": "wavs/ok.wav", "text": "\xd0\xbf\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82"}',
@@ -170,7 +169,8 @@ def test_golos_layout(tmp_path):
         write_audio(tmp_path / subset / "files" / "a.wav", seconds=0.2)
         (tmp_path / subset / "manifest.jsonl").write_text(
             json.dumps({"audio_filepath": "files/a.wav", "text": text, "duration": 0.2}, ensure_ascii=False) + "\n",
-            encoding="utf-8")
+            encoding="utf-8",
+        )
     ds = GolosDataset(tmp_path, text_encoder=ru)
     assert sorted(r["text"] for r in ds.index) == ["елка зеленая", "привет мир"]
     assert ru.decode(ds[0]["text_encoded"].tolist()) == ds[0]["text"]
@@ -212,9 +212,17 @@ def test_evaluation_leaves_out_a_file_that_breaks_after_indexing(manifest_dir):
 
 
 def test_build_dataset_replaces_in_training_only(manifest_dir):
-    config = {"data": {s: {"batch_size": 2, "datasets": [
-        {"type": "ManifestDataset", "args": {"manifest_path": str(manifest_dir / "manifest.jsonl")}}]}
-        for s in ("train", "val")}}
+    config = {
+        "data": {
+            s: {
+                "batch_size": 2,
+                "datasets": [
+                    {"type": "ManifestDataset", "args": {"manifest_path": str(manifest_dir / "manifest.jsonl")}}
+                ],
+            }
+            for s in ("train", "val")
+        }
+    }
     assert build_dataset(config, "train", EN).replace_failed_files
     assert not build_dataset(config, "val", EN).replace_failed_files
 
@@ -230,8 +238,10 @@ def test_shared_mini_librispeech_counts():
 
 @pytest.mark.skipif(not (SHARED_DATA / "ljspeech-mini").is_dir(), reason="../shared/data is absent")
 def test_shared_ljspeech_and_golos():
-    lj = [LJSpeechDataset(p, data_dir=SHARED_DATA / "ljspeech-mini", text_encoder=EN, download=False)
-          for p in ("train", "test")]
+    lj = [
+        LJSpeechDataset(p, data_dir=SHARED_DATA / "ljspeech-mini", text_encoder=EN, download=False)
+        for p in ("train", "test")
+    ]
     assert sum(len(d) for d in lj) + sum(len(d.skipped) for d in lj) == 32
     assert len(lj[0]) > 0 and len(lj[1]) > 0
     golos = GolosDataset(SHARED_DATA / "golos-mini", text_encoder=CTCCharTextEncoder("ru"))

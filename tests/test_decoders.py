@@ -38,14 +38,14 @@ def exhaustive(lp):
 
 
 @settings(max_examples=40, deadline=None)
-@given(T=st.integers(1, 6), V=st.integers(2, 4), seed=st.integers(0, 10 ** 6))
+@given(T=st.integers(1, 6), V=st.integers(2, 4), seed=st.integers(0, 10**6))
 def test_prefix_beam_search_equals_exhaustive_enumeration(T, V, seed):
     rng = np.random.default_rng(seed)
     lp = torch.tensor(rng.normal(size=(T, V)) * 2).log_softmax(-1).numpy()
     enc = CTCCharTextEncoder(" abc"[: V - 1]) if V > 2 else CTCCharTextEncoder(" ")
     probs = exhaustive(lp)
     best_label, best_logp = max(probs.items(), key=lambda kv: kv[1])
-    decoder = PrefixBeamSearchDecoder(enc, beam_size=10 ** 4, token_top_k=V, token_min_logp=-np.inf, max_extensions=0)
+    decoder = PrefixBeamSearchDecoder(enc, beam_size=10**4, token_top_k=V, token_min_logp=-np.inf, max_extensions=0)
     results = decoder.search(lp)
     label, logp, _ = results[0]
     assert logp == pytest.approx(best_logp, abs=1e-9)
@@ -55,9 +55,10 @@ def test_prefix_beam_search_equals_exhaustive_enumeration(T, V, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(T=st.integers(1, 8), seed=st.integers(0, 10 ** 6), n=st.integers(0, 4))
+@given(T=st.integers(1, 8), seed=st.integers(0, 10**6), n=st.integers(0, 4))
 def test_exact_ctc_label_probability_matches_torch(T, seed, n):
     from hw_asr.text_encoder.decoders import ctc_label_logp
+
     rng = np.random.default_rng(seed)
     lp = torch.tensor(rng.normal(size=(T, 5))).log_softmax(-1).numpy()
     label = [int(c) for c in rng.integers(1, 5, size=n)]
@@ -71,13 +72,14 @@ def test_exact_ctc_label_probability_matches_torch(T, seed, n):
 def ctc_logp(lp, label):
     if not label:
         return float(lp[:, 0].sum())
-    loss = torch.nn.functional.ctc_loss(torch.tensor(lp)[:, None, :], torch.tensor([label]), [lp.shape[0]],
-                                        [len(label)], reduction="sum")
+    loss = torch.nn.functional.ctc_loss(
+        torch.tensor(lp)[:, None, :], torch.tensor([label]), [lp.shape[0]], [len(label)], reduction="sum"
+    )
     return -loss.item()
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10 ** 6))
+@given(seed=st.integers(0, 10**6))
 def test_wide_beam_is_never_worse_than_greedy_in_model_score(seed):
     rng = np.random.default_rng(seed)
     lp = torch.tensor(rng.normal(size=(30, len(EN))) * 3).log_softmax(-1).numpy()
@@ -150,10 +152,13 @@ def test_lm_weight_zero_equals_no_lm(arpa):
     assert PrefixBeamSearchDecoder(EN, beam_size=16)(lp)[0][0] == "the kat sat"
 
 
-@pytest.mark.parametrize("make", [
-    lambda enc, lm: PrefixBeamSearchDecoder(enc, beam_size=16, lm=lm, alpha=1.0, beta=0.5),
-    lambda enc, lm: FlashlightDecoder(enc, beam_size=16, lm_path=lm, alpha=1.0, beta=0.5),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda enc, lm: PrefixBeamSearchDecoder(enc, beam_size=16, lm=lm, alpha=1.0, beta=0.5),
+        lambda enc, lm: FlashlightDecoder(enc, beam_size=16, lm_path=lm, alpha=1.0, beta=0.5),
+    ],
+)
 def test_the_lm_fixes_a_word(arpa, make):
     decoder = make(EN, str(arpa))
     assert decoder(ambiguous_cat(EN))[0][0] == "the cat sat"
@@ -172,8 +177,9 @@ def sample_texts():
 
 @pytest.fixture(scope="module")
 def bpe(tmp_path_factory):
-    path = SentencePieceTextEncoder.train(sample_texts() * 5, tmp_path_factory.mktemp("spm") / "bpe",
-                                          vocab_size=60, model_type="bpe")
+    path = SentencePieceTextEncoder.train(
+        sample_texts() * 5, tmp_path_factory.mktemp("spm") / "bpe", vocab_size=60, model_type="bpe"
+    )
     return SentencePieceTextEncoder(path)
 
 
@@ -191,8 +197,12 @@ def test_backends_agree_on_peaky_logits(vocab, bpe):
 
 
 def test_decode_batch_and_registry(arpa):
-    config = {"decoders": {"beam": {"type": "PrefixBeamSearchDecoder", "args": {"beam_size": 4}},
-                           "beam_lm": {"type": "PyCTCDecodeDecoder", "args": {"lm_path": str(arpa)}}}}
+    config = {
+        "decoders": {
+            "beam": {"type": "PrefixBeamSearchDecoder", "args": {"beam_size": 4}},
+            "beam_lm": {"type": "PyCTCDecodeDecoder", "args": {"lm_path": str(arpa)}},
+        }
+    }
     decoders = build_decoders(config, EN)
     assert set(decoders) == {"argmax", "beam", "beam_lm"}
     lp = torch.stack([torch.tensor(peaky(EN, "the cat sat")), torch.tensor(peaky(EN, "the cat sat"))])
@@ -206,14 +216,17 @@ def tiny_causal_lm(tmp_path_factory):
     """A randomly initialised 1-layer GPT-2 with a word-level tokenizer, saved locally (no download)."""
     transformers = pytest.importorskip("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers
+
     words = ["<pad>", "<s>", "<unk>", "the", "cat", "kat", "sat", "mat"]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>",
-                                                pad_token="<pad>")
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", unk_token="<unk>", pad_token="<pad>"
+    )
     torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=len(words), n_embd=16, n_layer=1,
-                                                                 n_head=2, n_positions=16))
+    model = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=len(words), n_embd=16, n_layer=1, n_head=2, n_positions=16)
+    )
     path = tmp_path_factory.mktemp("tiny_gpt2")
     model.save_pretrained(path)
     fast.save_pretrained(path)
@@ -222,6 +235,7 @@ def tiny_causal_lm(tmp_path_factory):
 
 def test_causal_lm_rescoring_reranks_the_nbest(tiny_causal_lm):
     from hw_asr.text_encoder.decoders import CausalLMRescorer, NBestRescoringDecoder
+
     rescorer = CausalLMRescorer(tiny_causal_lm)
     texts = ["the cat sat", "the kat sat", "the cat mat"]
     lm = rescorer.log_probs(texts)
@@ -235,6 +249,15 @@ def test_causal_lm_rescoring_reranks_the_nbest(tiny_causal_lm):
     by_lm = sorted(heavy, key=lambda r: r[1], reverse=True)
     lm_scores = dict(zip([t for t, _ in heavy], rescorer.log_probs([t for t, _ in heavy])))
     assert [t for t, _ in by_lm] == sorted(lm_scores, key=lm_scores.get, reverse=True)
-    decoder = build_decoders({"decoders": {"rescored": {"type": "NBestRescoringDecoder", "args": {
-        "decoder": base, "lm_path": tiny_causal_lm, "weight": 0.0}}}}, EN)["rescored"]
+    decoder = build_decoders(
+        {
+            "decoders": {
+                "rescored": {
+                    "type": "NBestRescoringDecoder",
+                    "args": {"decoder": base, "lm_path": tiny_causal_lm, "weight": 0.0},
+                }
+            }
+        },
+        EN,
+    )["rescored"]
     assert decoder.decode_batch(torch.tensor(lp)[None], torch.tensor([lp.shape[0]])) == ["the kat sat"]

@@ -1,4 +1,5 @@
 """torchrun with 2 CPU processes (gloo) against one process with the same global batch."""
+
 import json
 import subprocess
 import sys
@@ -6,15 +7,17 @@ import sys
 import pytest
 import torch
 
-from hw_asr.model import Conformer
 from hw_asr.config import ConfigError
+from hw_asr.model import Conformer
 from hw_asr.trainer.distributed import DistInfo, pick_device, sync_batchnorm
 from tests.conftest import REPO
 from tests.test_training import TINY, assert_same_weights, run_train, weights
 
 NO_AUG = [o for o in TINY if not o.startswith("arch")] + [
     'arch={"type": "BaselineModel", "args": {"hidden": 32, "frontend": {"n_mels": 32}}}',
-    "data.train.datasets.0.args.limit=8", "trainer.len_epoch=4", "trainer.epochs=2",
+    "data.train.datasets.0.args.limit=8",
+    "trainer.len_epoch=4",
+    "trainer.epochs=2",
     'lr_scheduler={"type": "WarmupLR", "args": {"warmup_steps": 2, "decay": "constant"}}',
 ]
 
@@ -26,8 +29,17 @@ def epoch_rows(run_dir):
 
 def torchrun(tmp_path, *overrides, resume=None):
     args = ["-r", str(resume)] if resume else ["-c", str(REPO / "configs" / "one_batch_test.json")]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args,
-           f"trainer.save_dir={tmp_path}", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "train.py",
+        *args,
+        f"trainer.save_dir={tmp_path}",
+        *overrides,
+    ]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -36,16 +48,18 @@ def torchrun(tmp_path, *overrides, resume=None):
 @pytest.mark.slow
 def test_two_process_gloo_run_matches_one_process(tmp_path):
     single = run_train(tmp_path / "one", *NO_AUG, "data.train.batch_size=2", "trainer.grad_accum_steps=2")
-    torchrun(tmp_path / "two", *NO_AUG, "data.train.batch_size=1", "trainer.grad_accum_steps=2",
-             "trainer.run_name=ddp")
+    torchrun(tmp_path / "two", *NO_AUG, "data.train.batch_size=1", "trainer.grad_accum_steps=2", "trainer.run_name=ddp")
     ddp_dir = tmp_path / "two" / "ddp"
     assert sorted(p.name for p in ddp_dir.glob("*.pth")) == ["checkpoint-epoch1.pth", "checkpoint-epoch2.pth"]
     # gradients are summed in another order across processes; Adam magnifies the last bits a little
-    assert_same_weights(weights(single / "checkpoint-epoch2.pth"), weights(ddp_dir / "checkpoint-epoch2.pth"),
-                        atol=1e-4)
+    assert_same_weights(
+        weights(single / "checkpoint-epoch2.pth"), weights(ddp_dir / "checkpoint-epoch2.pth"), atol=1e-4
+    )
     # the logged audio throughput counts both ranks: per batch of each rank, the global batch's audio
-    train_one, train_two = ([r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
-                             if r["split"] == "train"] for d in (single, ddp_dir))
+    train_one, train_two = (
+        [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+        for d in (single, ddp_dir)
+    )
     assert len(train_one) == len(train_two) > 0
     for a, b in zip(train_one, train_two):
         assert a["audio_s_per_s"] / a["batches_per_s"] == pytest.approx(b["audio_s_per_s"] / b["batches_per_s"])
@@ -55,7 +69,8 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
         assert a["val_WER (argmax)"] == pytest.approx(b["val_WER (argmax)"])
         assert a["val_CER (argmax)"] == pytest.approx(b["val_CER (argmax)"])
     assert len((ddp_dir / "metrics.jsonl").read_text().splitlines()) == len(
-        (single / "metrics.jsonl").read_text().splitlines()), "only rank 0 writes"
+        (single / "metrics.jsonl").read_text().splitlines()
+    ), "only rank 0 writes"
 
     # resume the 2-process run from its checkpoint for one more epoch
     torchrun(tmp_path / "two", "trainer.epochs=3", resume=ddp_dir / "checkpoint-epoch2.pth")

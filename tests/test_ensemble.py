@@ -1,5 +1,6 @@
 """Confidence ensemble: selector arrays equal sklearn, routing, build -> safe file -> load,
 inputs of every kind, test.py on an ensemble, migration of old files."""
+
 import json
 import pickle
 
@@ -25,6 +26,7 @@ def test_selector_arrays_reproduce_sklearn(n_classes, mode):
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
     rng = np.random.default_rng(0)
     y = rng.integers(0, n_classes, 200)
     x = rng.normal(size=(200, n_classes)) + np.eye(n_classes)[y] * 1.5
@@ -50,6 +52,7 @@ def test_routing_follows_the_confident_member():
     # utterances of domain k: member k is confident, the other member is not
     def domain(k, n, seed):
         return [[fake_log_probs(m == k, seed=seed + i * 7 + m) for i in range(n)] for m in range(2)]
+
     train = [a + b for a, b in zip(domain(0, 40, 0), domain(1, 40, 1000))]
     y = np.array([0] * 40 + [1] * 40)
     settings = {"exclude_blank": True, "aggregation": "mean", "method_cfg": {}}
@@ -62,8 +65,11 @@ def test_routing_follows_the_confident_member():
 # ---- end to end with two tiny (untrained) members ----------------------------------------
 def tiny_checkpoint(path, alphabet, seed):
     torch.manual_seed(seed)
-    config = {"sample_rate": 16000, "text_encoder": {"type": "CTCCharTextEncoder", "args": {"alphabet": alphabet}},
-              "arch": {"type": "BaselineModel", "args": {"hidden": 16, "frontend": {"n_mels": 32}}}}
+    config = {
+        "sample_rate": 16000,
+        "text_encoder": {"type": "CTCCharTextEncoder", "args": {"alphabet": alphabet}},
+        "arch": {"type": "BaselineModel", "args": {"hidden": 16, "frontend": {"n_mels": 32}}},
+    }
     encoder = CTCCharTextEncoder(alphabet)
     model = build_model(config, n_tokens=len(encoder))
     save_checkpoint({"model": model.state_dict(), "config": config, "text_encoder": encoder.state()}, path)
@@ -79,14 +85,26 @@ def ensemble_setup(tmp_path_factory):
         (root / "ru" / f"t{i}.txt").write_text("привет мир\n", encoding="utf-8")
         rows.append({"audio_filepath": f"ru/t{i}.wav", "text": "привет мир", "duration": 0.6 + 0.1 * i})
     (root / "ru.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    cfg = {"ensemble": [
-        {"model": str(tiny_checkpoint(root / "en.pth", "en", 0)), "name": "en",
-         "training_manifest": str(SAMPLE_MANIFEST), "dev_manifest": str(SAMPLE_MANIFEST)},
-        {"model": str(tiny_checkpoint(root / "ru.pth", "ru", 1)), "name": "ru",
-         "training_manifest": str(root / "ru.jsonl"), "dev_manifest": str(root / "ru.jsonl")}],
-        "output_path": str(root / "ensemble.pth"), "max_training_samples": 8,
+    cfg = {
+        "ensemble": [
+            {
+                "model": str(tiny_checkpoint(root / "en.pth", "en", 0)),
+                "name": "en",
+                "training_manifest": str(SAMPLE_MANIFEST),
+                "dev_manifest": str(SAMPLE_MANIFEST),
+            },
+            {
+                "model": str(tiny_checkpoint(root / "ru.pth", "ru", 1)),
+                "name": "ru",
+                "training_manifest": str(root / "ru.jsonl"),
+                "dev_manifest": str(root / "ru.jsonl"),
+            },
+        ],
+        "output_path": str(root / "ensemble.pth"),
+        "max_training_samples": 8,
         "selector_grid": {"C": [0.1, 1.0], "class_weight": ["balanced"], "mode": ["multinomial", "ovr"]},
-        "confidence": {"aggregation": "mean", "measure_cfg": {"name": "entropy", "entropy_type": "renyi"}}}
+        "confidence": {"aggregation": "mean", "measure_cfg": {"name": "entropy", "entropy_type": "renyi"}},
+    }
     (root / "ensemble.json").write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
     with pytest.warns(DeprecationWarning, match="measure_cfg"):
         build_cmd.main(["-c", str(root / "ensemble.json")])
@@ -109,6 +127,7 @@ def test_a_crafted_pickle_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))
+
     bad = tmp_path / "evil.pth"
     bad.write_bytes(pickle.dumps({"format": "hw_asr.confidence_ensemble", "x": Evil()}, protocol=2))  # as torch.save
     with pytest.raises(CheckpointError, match="refused"):
@@ -131,6 +150,7 @@ def test_transcribe_paths_folder_manifest_and_waveforms(ensemble_setup):
         assert r["confidences"] == pytest.approx(by_path["confidences"], abs=1e-6)
         assert r["text"] == by_path["text"] and r["audio"].startswith("<waveform")
     import soxr
+
     at_8k = ens.transcribe([(soxr.resample(audio, sr, 8000), 8000)])[0]
     assert at_8k["model"] in ("en", "ru")
     assert len(ens.transcribe(str(root / "ru"))) == 6
@@ -192,8 +212,11 @@ def test_build_config_errors_are_clear(tmp_path):
     cfg.write_text(json.dumps({"ensemble": [{"model": "a.pth"}], "output_path": "x.pth"}))
     with pytest.raises(SystemExit, match="at least two members"):
         build_cmd.main(["-c", str(cfg)])
-    cfg.write_text(json.dumps({"ensemble": [{"model": "a.pth", "training_manifest": "t"},
-                                            {"model": "b.pth"}], "output_path": "x.pth"}))
+    cfg.write_text(
+        json.dumps(
+            {"ensemble": [{"model": "a.pth", "training_manifest": "t"}, {"model": "b.pth"}], "output_path": "x.pth"}
+        )
+    )
     with pytest.raises(SystemExit, match="ensemble.1: needs 'training_manifest'"):
         build_cmd.main(["-c", str(cfg)])
     members = [{"model": "a.pth", "training_manifest": "t"}, {"model": "b.pth", "training_manifest": "u"}]
@@ -212,11 +235,12 @@ def test_member_from_checkpoint_names(tmp_path):
 
 def test_in_memory_audio_rates_and_shapes():
     from hw_asr.ensemble.ensemble import load_waveform
+
     x = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
     assert load_waveform(x, 16000).numel() == 16000
-    assert abs(load_waveform(x, 8000, source_rate=16000).numel() - 8000) <= 1   # resampled for an 8 kHz member
-    assert abs(load_waveform((x, 32000), 16000).numel() - 8000) <= 1           # (array, rate) says its rate
-    assert load_waveform(np.stack([x, x]), 16000).shape == (16000,)              # [channels, T] -> mono
+    assert abs(load_waveform(x, 8000, source_rate=16000).numel() - 8000) <= 1  # resampled for an 8 kHz member
+    assert abs(load_waveform((x, 32000), 16000).numel() - 8000) <= 1  # (array, rate) says its rate
+    assert load_waveform(np.stack([x, x]), 16000).shape == (16000,)  # [channels, T] -> mono
     with pytest.raises(ValueError, match="1-D waveform"):
         load_waveform(np.zeros((2, 3, 4), np.float32), 16000)
 
@@ -224,12 +248,19 @@ def test_in_memory_audio_rates_and_shapes():
 def test_confidence_search_picks_a_setting_that_separates_the_members():
     def domain(k, n, seed):
         return [[fake_log_probs(m == k, seed=seed + i * 7 + m) for i in range(n)] for m in range(2)]
+
     train = [a + b for a, b in zip(domain(0, 20, 0), domain(1, 20, 500))]
     dev = [a + b for a, b in zip(domain(0, 10, 900), domain(1, 10, 1300))]
     y_train, y_dev = np.array([0] * 20 + [1] * 20), np.array([0] * 10 + [1] * 10)
-    grid = {"temperature": [1.0, 2.0], "exclude_blank": [True], "aggregation": ["mean", "min"],
-            "method_cfg": [{"name": "max_prob", "alpha": 1.0},
-                           {"name": "entropy", "entropy_type": "tsallis", "alpha": 0.5, "entropy_norm": "exp"}]}
+    grid = {
+        "temperature": [1.0, 2.0],
+        "exclude_blank": [True],
+        "aggregation": ["mean", "min"],
+        "method_cfg": [
+            {"name": "max_prob", "alpha": 1.0},
+            {"name": "entropy", "entropy_type": "tsallis", "alpha": 0.5, "entropy_norm": "exp"},
+        ],
+    }
     (settings, temperature, acc), table = build_cmd.search_confidence(train, y_train, dev, y_dev, grid)
     assert len(table) == 8 and acc == max(r["dev_accuracy"] for r in table) >= 0.95
     assert temperature in (1.0, 2.0) and settings["aggregation"] in ("mean", "min")
@@ -240,6 +271,7 @@ def test_test_py_with_an_ensemble_leaves_out_a_broken_file(ensemble_setup, tmp_p
 
     import numpy as np
     import soundfile as sf
+
     folder = tmp_path / "audio"
     shutil.copytree(ensemble_setup / "ru", folder)
     x = np.full(8000, 0.1, np.float32)
@@ -249,5 +281,6 @@ def test_test_py_with_an_ensemble_leaves_out_a_broken_file(ensemble_setup, tmp_p
     result = test_script.main(["-r", str(ensemble_setup / "ensemble.pth"), "-o", str(out), "-t", str(folder)])
     assert sorted(r["audio_path"].rsplit("/", 1)[1] for r in result["utterances"]) == [f"t{i}.wav" for i in range(6)]
     assert [(r["audio_path"].rsplit("/", 1)[1], "NaN" in r["reason"]) for r in result["skipped"]] == [
-        ("broken.wav", True)]
+        ("broken.wav", True)
+    ]
     assert result["counts"] == {"decoded": 6, "scored": 6, "skipped": 1}

@@ -1,5 +1,6 @@
 """What a new user meets on the first day: the README's commands and the usual mistakes end in a
 run that works or one clear line, never a hang, a traceback, another file's scores or a lost file."""
+
 import json
 import os
 import signal
@@ -29,20 +30,34 @@ ONE_CYCLE = 'lr_scheduler={"type": "OneCycleLR", "args": {"max_lr": 0.01, "pct_s
 
 def strict_json(path):
     """Parse as standard JSON does (no NaN or Infinity)."""
+
     def refuse(name):
         raise ValueError(f"not standard JSON: {name}")
+
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
 # ---- torchrun on the demo -------------------------------------------------------------------------
 
+
 def torchrun_demo(tmp_path, *overrides, timeout=120):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
-           "-c", str(DEMO), f"trainer.save_dir={tmp_path / 'runs'}", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "train.py",
+        "-c",
+        str(DEMO),
+        f"trainer.save_dir={tmp_path / 'runs'}",
+        *overrides,
+    ]
     start = time.monotonic()
     # a session of its own: on a time-out the ranks are killed with the launcher, not left spinning
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -65,17 +80,25 @@ def test_torchrun_demo_with_too_few_utterances_for_two_ranks_is_refused_at_once(
 
 @pytest.mark.slow
 def test_torchrun_demo_as_the_readme_gives_it_trains(tmp_path):
-    result, _ = torchrun_demo(tmp_path, "data.train.batch_size=4", "trainer.epochs=1", "trainer.len_epoch=2",
-                              "trainer.visualize=null", "trainer.run_name=ddp", timeout=300)
+    result, _ = torchrun_demo(
+        tmp_path,
+        "data.train.batch_size=4",
+        "trainer.epochs=1",
+        "trainer.len_epoch=2",
+        "trainer.visualize=null",
+        "trainer.run_name=ddp",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "runs" / "ddp" / "checkpoint-epoch1.pth").is_file()
 
 
 def test_length_buckets_too_few_for_the_ranks_are_refused(tmp_path):
-    from hw_asr.builder import check_batches
     from hw_asr.batch_sampler import LengthBucketSampler
+    from hw_asr.builder import check_batches
     from hw_asr.datasets import ManifestDataset
     from tests.conftest import SAMPLE_MANIFEST
+
     ds = ManifestDataset(SAMPLE_MANIFEST, limit=3)
     sampler = LengthBucketSampler(ds, max_batch_seconds=100, rank=1, world_size=2)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler)
@@ -117,6 +140,7 @@ def test_a_signal_before_the_first_step_is_honoured(tmp_path, monkeypatch):
 
 # ---- resume -----------------------------------------------------------------------------------------
 
+
 def test_resume_with_more_epochs_rebuilds_a_one_cycle_schedule(tmp_path):
     run_dir = run_train(tmp_path, *TINY, ONE_CYCLE, "trainer.epochs=1")
     first = load_checkpoint(run_dir / "checkpoint-epoch1.pth")
@@ -133,8 +157,9 @@ def test_resume_with_more_epochs_rebuilds_a_one_cycle_schedule(tmp_path):
         optimizer.step()
         plan.step()
         lrs.append(optimizer.param_groups[0]["lr"])
-    logged = [r["lr"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-              if r["split"] == "train"]
+    logged = [
+        r["lr"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"
+    ]
     # log_step 2: rates logged after steps 2, 4 (resumed), 6 (resumed); a 6-step plan has lrs[k-1] after step k
     assert logged[1] == pytest.approx(lrs[3]) and logged[1] != pytest.approx(0.01 / 25 / 1e4)
 
@@ -177,6 +202,7 @@ def test_the_interrupted_checkpoint_goes_once_a_newer_one_is_complete(tmp_path, 
 
 # ---- test.py ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 2-epoch TINY run: its folder and checkpoint."""
@@ -207,8 +233,9 @@ def broken_folder(root):
 def test_test_py_never_scores_other_audio_in_place_of_a_broken_file(tmp_path, trained, capsys):
     folder = broken_folder(tmp_path / "audio")
     out = tmp_path / "r.json"
-    result = test_script.main(["-r", str(trained / "checkpoint-epoch2.pth"), "-o", str(out), "-t", str(folder),
-                               "-b", "2"])
+    result = test_script.main(
+        ["-r", str(trained / "checkpoint-epoch2.pth"), "-o", str(out), "-t", str(folder), "-b", "2"]
+    )
     paths = [r["audio_path"] for r in result["utterances"]]
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["good0.wav", "good1.wav", "good2.wav"]
     assert len(set(paths)) == len(paths)
@@ -233,8 +260,9 @@ def test_test_py_writes_standard_json_when_nothing_has_a_transcript(tmp_path, tr
 
 def test_test_py_with_a_training_config_leaves_out_the_train_split(tmp_path, trained):
     config = trained / "config.json"
-    result = test_script.main(["-r", str(trained / "checkpoint-epoch2.pth"), "-o", str(tmp_path / "a.json"),
-                               "-c", str(config)])
+    result = test_script.main(
+        ["-r", str(trained / "checkpoint-epoch2.pth"), "-o", str(tmp_path / "a.json"), "-c", str(config)]
+    )
     assert list(result["splits"]) == ["val"] and {r["split"] for r in result["utterances"]} == {"val"}
     both = test_script.main(["-r", str(trained), "-o", str(tmp_path / "b.json"), "--splits", "train,val"])
     assert list(both["splits"]) == ["train", "val"]
@@ -258,20 +286,30 @@ def test_test_py_takes_a_run_folder(tmp_path, trained):
 def test_a_missing_language_model_is_named_with_the_command_that_builds_it(tmp_path, trained):
     recipe = REPO / "configs" / "recipes" / "mini_librispeech_baseline.json"
     assert not (REPO / "data" / "lm" / "mini_librispeech_4gram.bin").exists() or pytest.skip("LM built here")
-    with pytest.raises(ConfigError, match=r"decoders.beam_lm.args.lm_path: file not found: "
-                                          r"data/lm/mini_librispeech_4gram.bin; build one with .*build_lm"):
+    with pytest.raises(
+        ConfigError,
+        match=r"decoders.beam_lm.args.lm_path: file not found: "
+        r"data/lm/mini_librispeech_4gram.bin; build one with .*build_lm",
+    ):
         train_script.main(["-c", str(recipe), f"trainer.save_dir={tmp_path}"])
     decoders = json.dumps(load_config(recipe)["decoders"])
     with pytest.raises(ConfigError, match="file not found: data/lm/mini_librispeech_4gram.bin"):
         test_script.main(["-r", str(trained), "-o", str(tmp_path / "r.json"), f"decoders={decoders}"])
     assert not (tmp_path / "r.json").exists()
     with pytest.raises(ConfigError, match=r"librispeech_4gram.bin; ./download_artifacts.sh"):
-        test_script.main(["-r", str(trained), "-o", str(tmp_path / "r.json"),
-                          'decoders={"lm": {"type": "PyCTCDecodeDecoder", "args": '
-                          '{"lm_path": "data/lm/librispeech_4gram.bin"}}}'])
+        test_script.main(
+            [
+                "-r",
+                str(trained),
+                "-o",
+                str(tmp_path / "r.json"),
+                'decoders={"lm": {"type": "PyCTCDecodeDecoder", "args": {"lm_path": "data/lm/librispeech_4gram.bin"}}}',
+            ]
+        )
 
 
 # ---- start-up checks ---------------------------------------------------------------------------------
+
 
 def test_a_missing_librispeech_folder_leaves_nothing_behind(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
@@ -280,20 +318,28 @@ def test_a_missing_librispeech_folder_leaves_nothing_behind(tmp_path, monkeypatc
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     data_dir = tmp_path / "no" / "such" / "folder"
     with pytest.raises(Exception, match="could not download .*Put the part there by hand") as err:
-        train_script.main(["-c", str(REPO / "configs" / "deepspeech2_mini_librispeech.json"),
-                           f"trainer.save_dir={tmp_path / 'runs'}", f"data.train.datasets.0.args.data_dir={data_dir}"])
+        train_script.main(
+            [
+                "-c",
+                str(REPO / "configs" / "deepspeech2_mini_librispeech.json"),
+                f"trainer.save_dir={tmp_path / 'runs'}",
+                f"data.train.datasets.0.args.data_dir={data_dir}",
+            ]
+        )
     assert type(err.value).__name__ == "DownloadError"
     assert not (tmp_path / "runs").exists(), "no run folder"
     assert not (tmp_path / "no").exists(), "no data folder made for a download that failed"
 
 
 def test_train_py_reports_a_download_error_in_one_line(tmp_path):
-    code = ("import urllib.error, urllib.request, sys\n"
-            "def offline(*a, **k):\n    raise urllib.error.URLError('no network')\n"
-            "urllib.request.urlopen = offline\n"
-            "sys.argv = ['train.py', '-c', 'configs/deepspeech2_mini_librispeech.json', "
-            f"'trainer.save_dir={tmp_path}', 'data.train.datasets.0.args.data_dir={tmp_path}/none']\n"
-            "import runpy\nrunpy.run_path('train.py', run_name='__main__')\n")
+    code = (
+        "import urllib.error, urllib.request, sys\n"
+        "def offline(*a, **k):\n    raise urllib.error.URLError('no network')\n"
+        "urllib.request.urlopen = offline\n"
+        "sys.argv = ['train.py', '-c', 'configs/deepspeech2_mini_librispeech.json', "
+        f"'trainer.save_dir={tmp_path}', 'data.train.datasets.0.args.data_dir={tmp_path}/none']\n"
+        "import runpy\nrunpy.run_path('train.py', run_name='__main__')\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: could not download")
@@ -312,15 +358,23 @@ def test_an_unknown_optimizer_lists_optimizers_only(tmp_path):
     assert "Optimizer" not in known and "LambdaLR" in known
 
 
-@pytest.mark.parametrize("override,message", [
-    ("trainer.visualize=tensorboard", "trainer.visualize must be \"comet\" or null"),
-    ('arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "pos_encoding": "rope"}}',
-     r"arch.args \(Conformer\): pos_encoding must be 'rel' or 'abs', got 'rope'"),
-    ('arch={"type": "Conformer", "args": {"dim": 30, "heads": 4, "layers": 1}}',
-     r"arch.args \(Conformer\): dim 30 is not divisible by heads 4"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.visualize=tensorboard", 'trainer.visualize must be "comet" or null'),
+        (
+            'arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "pos_encoding": "rope"}}',
+            r"arch.args \(Conformer\): pos_encoding must be 'rel' or 'abs', got 'rope'",
+        ),
+        (
+            'arch={"type": "Conformer", "args": {"dim": 30, "heads": 4, "layers": 1}}',
+            r"arch.args \(Conformer\): dim 30 is not divisible by heads 4",
+        ),
+    ],
+)
 def test_bad_values_are_config_errors_before_any_data_is_read(tmp_path, monkeypatch, override, message):
     import hw_asr.builder as builder
+
     monkeypatch.setattr(builder, "build_dataset", lambda *a, **k: pytest.fail("data read before the check"))
     with pytest.raises(ConfigError, match=message):
         run_train(tmp_path / "runs", *TINY, override)
@@ -328,20 +382,30 @@ def test_bad_values_are_config_errors_before_any_data_is_read(tmp_path, monkeypa
 
 
 def test_init_weights_from_another_architecture_warns_and_counts_no_counters(tmp_path):
-    source = run_train(tmp_path / "a", *TINY, "trainer.epochs=1",
-                       'arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "kernel": 7, '
-                       '"frontend": {"n_mels": 32}}}')
-    run_dir = run_train(tmp_path / "b", *TINY, "trainer.epochs=1",
-                        f"trainer.init_weights={source}/checkpoint-epoch1.pth")
+    source = run_train(
+        tmp_path / "a",
+        *TINY,
+        "trainer.epochs=1",
+        'arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "kernel": 7, '
+        '"frontend": {"n_mels": 32}}}',
+    )
+    run_dir = run_train(
+        tmp_path / "b", *TINY, "trainer.epochs=1", f"trainer.init_weights={source}/checkpoint-epoch1.pth"
+    )
     line = next(x for x in (run_dir / "train.log").read_text().splitlines() if "init_weights " in x)
     assert " WARNING " in line
     assert "loaded only 1 of this model's 12 weight tensors" in line  # the mel filterbank; no counter counted
     assert "the checkpoint is a Conformer, this model a BaselineModel" in line
     # the Conformer's BatchNorm counter matches nothing here; loading a Conformer into a Conformer counts
     # weights only (the counter is copied but not counted)
-    again = run_train(tmp_path / "c", *TINY, "trainer.epochs=1", f"trainer.init_weights={source}/checkpoint-epoch1.pth",
-                      'arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "kernel": 7, '
-                      '"frontend": {"n_mels": 32}}}')
+    again = run_train(
+        tmp_path / "c",
+        *TINY,
+        "trainer.epochs=1",
+        f"trainer.init_weights={source}/checkpoint-epoch1.pth",
+        'arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "kernel": 7, '
+        '"frontend": {"n_mels": 32}}}',
+    )
     line = next(x for x in (again / "train.log").read_text().splitlines() if "init_weights " in x)
     model_tensors = load_checkpoint(source / "checkpoint-epoch1.pth")["model"]
     n_weights = sum(not k.endswith("num_batches_tracked") for k in model_tensors)

@@ -1,4 +1,5 @@
 """trainer.keep_freed_memory: glibc keeps freed activation memory for the next step."""
+
 import platform
 import subprocess
 import sys
@@ -28,8 +29,13 @@ print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_kept_memory_is_reused_instead_of_mapped_and_zeroed_again():
     faults = {}
     for mode in ("default", "keep"):
-        out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parents[1]).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+        ).stdout.split()
         assert out[0] == str(mode == "keep")
         faults[mode] = int(out[1])
     pages = 10 * (64 << 20) // 4096
@@ -37,8 +43,9 @@ def test_kept_memory_is_reused_instead_of_mapped_and_zeroed_again():
     assert faults["keep"] < 0.1 * pages
 
 
-@pytest.mark.parametrize("setting,device,called", [(None, "cpu", True), (None, "cuda", False),
-                                                   (False, "cpu", False), (True, "cuda", True)])
+@pytest.mark.parametrize(
+    "setting,device,called", [(None, "cpu", True), (None, "cuda", False), (False, "cpu", False), (True, "cuda", True)]
+)
 def test_the_default_keeps_freed_memory_on_the_cpu_only(monkeypatch, setting, device, called):
     calls = []
     monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(1) or True)
@@ -51,9 +58,11 @@ def test_the_default_keeps_freed_memory_on_the_cpu_only(monkeypatch, setting, de
 
 def test_test_py_keeps_freed_memory_on_the_cpu_unless_told_not_to(tmp_path, monkeypatch):
     import test as test_script
+
     seen = []
-    monkeypatch.setattr(test_script, "configure_host_memory",
-                        lambda setting, device: seen.append((setting, device.type)))
+    monkeypatch.setattr(
+        test_script, "configure_host_memory", lambda setting, device: seen.append((setting, device.type))
+    )
     missing = str(tmp_path / "missing.pth")  # set before the checkpoint is read, so a missing one will do
     for extra in ([], ["trainer.keep_freed_memory=false"]):
         with pytest.raises((FileNotFoundError, CheckpointError)):

@@ -14,18 +14,36 @@ def test_tune_lm_grid_searches_and_writes_the_best_pair(tmp_path):
     arpa = tmp_path / "tiny.arpa"
     arpa.write_text(ARPA)
     out = tmp_path / "tuned.json"
-    alpha, beta = tune_lm.main([
-        "-r", str(run_dir / "checkpoint-epoch1.pth"), "--decoder", "beam_lm", "--alpha", "0", "0.5",
-        "--beta", "0", "1", "-o", str(out), "--slice", "1:",
-        f'decoders={{"beam_lm": {{"type": "PrefixBeamSearchDecoder", "args": {{"beam_size": 4, "lm": "{arpa}"}}}}}}'])
+    alpha, beta = tune_lm.main(
+        [
+            "-r",
+            str(run_dir / "checkpoint-epoch1.pth"),
+            "--decoder",
+            "beam_lm",
+            "--alpha",
+            "0",
+            "0.5",
+            "--beta",
+            "0",
+            "1",
+            "-o",
+            str(out),
+            "--slice",
+            "1:",
+            "decoders="
+            + json.dumps({"beam_lm": {"type": "PrefixBeamSearchDecoder", "args": {"beam_size": 4, "lm": str(arpa)}}}),
+        ]
+    )
     tuned = json.loads(out.read_text())
     assert tuned["decoders"]["beam_lm"]["args"]["alpha"] == alpha in (0.0, 0.5)
     assert tuned["decoders"]["beam_lm"]["args"]["beta"] == beta in (0.0, 1.0)
     assert tuned["data"]["val"], "the written config is complete"
     # the README's next command: test.py -c tuned_config.json scores the validation split with the tuned decoder
     import test as test_script
-    result = test_script.main(["-r", str(run_dir / "checkpoint-epoch1.pth"), "-c", str(out), "-o",
-                               str(tmp_path / "result.json")])
+
+    result = test_script.main(
+        ["-r", str(run_dir / "checkpoint-epoch1.pth"), "-c", str(out), "-o", str(tmp_path / "result.json")]
+    )
     assert list(result["splits"]) == ["val"] and set(result["decoders"]) == {"argmax", "beam_lm"}
     assert result["counts"]["decoded"] == 8
 
@@ -40,6 +58,7 @@ def test_parse_slice():
 
 def test_lm_corpus_never_takes_evaluation_transcripts(tmp_path):
     from hw_asr.tools import make_lm_corpus
+
     with pytest.raises(SystemExit, match="only the train split"):
         list(make_lm_corpus.transcript_lines("configs/one_batch_test.json", split="val"))
 
@@ -54,6 +73,7 @@ def test_build_lm_makes_arpa_binary_and_unigrams(tmp_path):
     assert "ngram 3=" in arpa.read_text()
     assert set(unigrams.read_text().split()) == {"the", "cat", "sat", "on", "mat", "dog", "log", "a", "and"}
     import kenlm
+
     model = kenlm.Model(str(binary))
     assert model.score("the cat sat on the mat") > model.score("mat the on sat cat the")
     assert not list(tmp_path.glob("lm/*.part"))
@@ -66,9 +86,14 @@ def test_download_artifacts_verifies_sha256_and_keeps_no_partial_file(tmp_path):
     (src / "4-gram.arpa.gz").write_bytes(b"four")
     (src / "librispeech-vocab.txt").write_bytes(b"vocab")
     import hashlib
+
     sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(src.iterdir()))
-    env = {"HW_ASR_ARTIFACTS_BASE": f"file://{src}", "HW_ASR_ARTIFACTS_SHA256": sums, "PATH": "/usr/bin:/bin",
-           "HW_ASR_ARTIFACTS_PREPARE": "0"}
+    env = {
+        "HW_ASR_ARTIFACTS_BASE": f"file://{src}",
+        "HW_ASR_ARTIFACTS_SHA256": sums,
+        "PATH": "/usr/bin:/bin",
+        "HW_ASR_ARTIFACTS_PREPARE": "0",
+    }
     dest = tmp_path / "lm"
     ok = subprocess.run(["bash", "download_artifacts.sh", str(dest)], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
@@ -78,8 +103,12 @@ def test_download_artifacts_verifies_sha256_and_keeps_no_partial_file(tmp_path):
     bad = subprocess.run(["bash", "download_artifacts.sh", str(dest)], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "sha256 mismatch" in bad.stderr
     assert not (dest / "4-gram.arpa.gz").exists() and not list(dest.glob("*.part"))
-    offline = subprocess.run(["bash", "download_artifacts.sh", str(tmp_path / "x")], capture_output=True, text=True,
-                             env={**env, "HW_ASR_ARTIFACTS_BASE": "file:///nonexistent"})
+    offline = subprocess.run(
+        ["bash", "download_artifacts.sh", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        env={**env, "HW_ASR_ARTIFACTS_BASE": "file:///nonexistent"},
+    )
     assert offline.returncode != 0 and "by hand" in offline.stderr
     # a file put in place by hand is checked against its listed sum too
     (src / "4-gram.arpa.gz").write_bytes(b"four")
@@ -94,20 +123,35 @@ def test_download_artifacts_fetches_a_checkpoint_only_with_its_sha256(tmp_path):
     for name in ("3-gram.pruned.1e-7.arpa.gz", "4-gram.arpa.gz", "librispeech-vocab.txt", "model.pth"):
         (src / name).write_bytes(name.encode())
     import hashlib
-    env = {"HW_ASR_ARTIFACTS_BASE": f"file://{src}", "HW_ASR_ARTIFACTS_SHA256": "", "PATH": "/usr/bin:/bin",
-           "HW_ASR_ARTIFACTS_PREPARE": "0", "HW_ASR_CHECKPOINT_URL": f"file://{src}/model.pth"}
+
+    env = {
+        "HW_ASR_ARTIFACTS_BASE": f"file://{src}",
+        "HW_ASR_ARTIFACTS_SHA256": "",
+        "PATH": "/usr/bin:/bin",
+        "HW_ASR_ARTIFACTS_PREPARE": "0",
+        "HW_ASR_CHECKPOINT_URL": f"file://{src}/model.pth",
+    }
     work = tmp_path / "work"
     work.mkdir()
     script = str(Path("download_artifacts.sh").resolve())
     no_sum = subprocess.run(["bash", script, str(work / "lm")], env=env, cwd=work, capture_output=True, text=True)
     assert no_sum.returncode != 0 and "HW_ASR_CHECKPOINT_SHA256" in no_sum.stderr
     assert not (work / "lm").exists(), "refused before downloading anything"
-    wrong = subprocess.run(["bash", script, str(work / "lm")], env={**env, "HW_ASR_CHECKPOINT_SHA256": "0" * 64},
-                           cwd=work, capture_output=True, text=True)
+    wrong = subprocess.run(
+        ["bash", script, str(work / "lm")],
+        env={**env, "HW_ASR_CHECKPOINT_SHA256": "0" * 64},
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
     assert wrong.returncode != 0 and not (work / "checkpoints" / "model.pth").exists()
-    good = subprocess.run(["bash", script, str(work / "lm")],
-                          env={**env, "HW_ASR_CHECKPOINT_SHA256": hashlib.sha256(b"model.pth").hexdigest()},
-                          cwd=work, capture_output=True, text=True)
+    good = subprocess.run(
+        ["bash", script, str(work / "lm")],
+        env={**env, "HW_ASR_CHECKPOINT_SHA256": hashlib.sha256(b"model.pth").hexdigest()},
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
     assert good.returncode == 0, good.stderr
     assert (work / "checkpoints" / "model.pth").read_bytes() == b"model.pth"
     assert "no sha256 is listed for 4-gram.arpa.gz; kept unverified" in wrong.stderr
@@ -124,9 +168,11 @@ def test_prepare_lm_lower_cases_and_derives_the_vocabulary(tmp_path):
     import kenlm
 
     from hw_asr.tools import prepare_lm
+
     upper = ARPA.replace("<unk>", "<UNK>")
-    upper = "\n".join(line if line.startswith("\\") or line.startswith("ngram") else line.upper()
-                       for line in upper.split("\n"))
+    upper = "\n".join(
+        line if line.startswith("\\") or line.startswith("ngram") else line.upper() for line in upper.split("\n")
+    )
     assert "THE CAT" in upper
     src = tmp_path / "4-gram.arpa.gz"
     with gzip.open(src, "wt") as f:
@@ -148,12 +194,15 @@ def test_prepare_lm_lower_cases_and_derives_the_vocabulary(tmp_path):
 
 def test_lm_corpus_excludes_held_out_sentences_and_keeps_the_alphabet(tmp_path):
     from hw_asr.tools import make_lm_corpus
+
     text = tmp_path / "ru.txt"
     text.write_text("Ёлка стоит в лесу. Мы идём домой! Hello there friend.\nКот спит на окне\n", encoding="utf-8")
     held_out = tmp_path / "test.jsonl"
-    held_out.write_text(json.dumps({"audio_filepath": "x.flac", "text": "Мы идём домой"}, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
+    held_out.write_text(
+        json.dumps({"audio_filepath": "x.flac", "text": "Мы идём домой"}, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     out = tmp_path / "corpus.txt"
-    make_lm_corpus.main(["--sources", "--text", str(text), "--language", "ru", "--exclude", str(held_out),
-                         "-o", str(out)])
+    make_lm_corpus.main(
+        ["--sources", "--text", str(text), "--language", "ru", "--exclude", str(held_out), "-o", str(out)]
+    )
     assert out.read_text(encoding="utf-8").splitlines() == ["елка стоит в лесу", "кот спит на окне"]

@@ -3,8 +3,8 @@ import torch
 
 from hw_asr.loss import CTCLoss
 from hw_asr.model import BaselineModel, DeepSpeech2, LogMelFrontend, SpecAugment
-from hw_asr.model.spec_augment import time_warp
 from hw_asr.model.frontend import mel_filterbank
+from hw_asr.model.spec_augment import time_warp
 
 torch.manual_seed(0)
 
@@ -49,11 +49,12 @@ def test_mel_filterbank_properties():
 def test_parity_with_torchaudio():
     torchaudio = pytest.importorskip("torchaudio")
     audio, lengths = padded_batch([16000])
-    ta = torchaudio.transforms.MelSpectrogram(16000, n_fft=512, win_length=400, hop_length=160, n_mels=80,
-                                              mel_scale="htk", pad_mode="reflect")(audio)
-    ours = LogMelFrontend(normalize=None, pad_mode="reflect", log_eps=2 ** -24)
+    ta = torchaudio.transforms.MelSpectrogram(
+        16000, n_fft=512, win_length=400, hop_length=160, n_mels=80, mel_scale="htk", pad_mode="reflect"
+    )(audio)
+    ours = LogMelFrontend(normalize=None, pad_mode="reflect", log_eps=2**-24)
     feats, _ = ours(audio, lengths)
-    torch.testing.assert_close(feats, torch.log(ta + 2 ** -24), atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(feats, torch.log(ta + 2**-24), atol=1e-3, rtol=1e-3)
 
 
 def test_spec_augment_masks_only_in_training_and_inside_length():
@@ -118,10 +119,17 @@ def test_spec_augment_time_warp_only_in_training():
 MODELS = [
     lambda: BaselineModel(29, hidden=32, frontend={"n_mels": 32}),
     lambda: DeepSpeech2(29, frontend={"n_mels": 64}, conv_channels=4, rnn_hidden=32, rnn_layers=2, rnn_type="gru"),
-    lambda: DeepSpeech2(29, frontend={"n_mels": 64}, conv_channels=4, rnn_hidden=32, rnn_layers=3, rnn_type="lstm",
-                        rnn_norm="layer", residual=True),
-    lambda: DeepSpeech2(29, frontend={"n_mels": 64}, conv_channels=4, rnn_hidden=32, rnn_layers=2,
-                        sum_directions=True),
+    lambda: DeepSpeech2(
+        29,
+        frontend={"n_mels": 64},
+        conv_channels=4,
+        rnn_hidden=32,
+        rnn_layers=3,
+        rnn_type="lstm",
+        rnn_norm="layer",
+        residual=True,
+    ),
+    lambda: DeepSpeech2(29, frontend={"n_mels": 64}, conv_channels=4, rnn_hidden=32, rnn_layers=2, sum_directions=True),
 ]
 
 
@@ -163,8 +171,9 @@ def test_ctc_loss_is_mean_over_target_lengths():
     log_probs = torch.randn(2, 20, 6).log_softmax(-1)
     targets = torch.tensor([[1, 2, 3], [4, 5, 0]])
     out = loss(log_probs, torch.tensor([20, 15]), targets, torch.tensor([3, 2]))["loss"]
-    ref = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, torch.tensor([20, 15]),
-                                       torch.tensor([3, 2]), reduction="none")
+    ref = torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1), targets, torch.tensor([20, 15]), torch.tensor([3, 2]), reduction="none"
+    )
     torch.testing.assert_close(out, (ref / torch.tensor([3.0, 2.0])).mean())
     impossible = loss(log_probs[:, :2], torch.tensor([2, 2]), targets, torch.tensor([3, 2]))["loss"]
     assert torch.isfinite(impossible)

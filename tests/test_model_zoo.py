@@ -1,4 +1,5 @@
 """Architectures at their published sizes, and small versions of each that must learn."""
+
 import copy
 import json
 
@@ -24,17 +25,20 @@ def preset(name):
     return build_model(cfg, n_tokens=len(build_text_encoder(cfg)))
 
 
-@pytest.mark.parametrize("name,total,head", [
-    ("quartznet_5x5", 6_713_181, 29_725),
-    ("quartznet_15x5", 18_924_381, 29_725),
-    ("quartznet_5x5_ru", 6_708_096 + 34_850, 34_850),
-    ("ebranchformer_golos", 9_986_850, 8_738),
-    ("conformer_s", 12_977_741, 5_133),
-    ("conformer_m", 30_512_925, 7_453),
-    ("conformer_l", 121_450_013, 14_877),
-    ("deepspeech2_large", 86_618_400, 29_696),
-    ("deepspeech2_gru800", 41_187_968, 23_200),
-])
+@pytest.mark.parametrize(
+    "name,total,head",
+    [
+        ("quartznet_5x5", 6_713_181, 29_725),
+        ("quartznet_15x5", 18_924_381, 29_725),
+        ("quartznet_5x5_ru", 6_708_096 + 34_850, 34_850),
+        ("ebranchformer_golos", 9_986_850, 8_738),
+        ("conformer_s", 12_977_741, 5_133),
+        ("conformer_m", 30_512_925, 7_453),
+        ("conformer_l", 121_450_013, 14_877),
+        ("deepspeech2_large", 86_618_400, 29_696),
+        ("deepspeech2_gru800", 41_187_968, 23_200),
+    ],
+)
 def test_preset_parameter_counts(name, total, head):
     model = preset(name)
     assert trainable(model) == total
@@ -57,10 +61,12 @@ SMALL = {
     "quartznet_s2": lambda: QuartzNet(29, blocks=5, repeat=1, frontend={"n_mels": 32}),
     "quartznet_s4": lambda: QuartzNet(34, blocks=5, repeat=2, c1_stride=4, conv_bias=True, frontend={"n_mels": 32}),
     "conformer_rel": lambda: Conformer(29, dim=32, heads=4, layers=2, kernel=7, frontend={"n_mels": 32}),
-    "conformer_abs_ln": lambda: Conformer(29, dim=32, heads=2, layers=2, kernel=7, pos_encoding="abs",
-                                          conv_norm="layer", frontend={"n_mels": 32}),
-    "ebranchformer": lambda: EBranchformer(34, dim=32, heads=4, layers=2, ffn_units=64, cgmlp_units=64,
-                                           frontend={"n_mels": 32}),
+    "conformer_abs_ln": lambda: Conformer(
+        29, dim=32, heads=2, layers=2, kernel=7, pos_encoding="abs", conv_norm="layer", frontend={"n_mels": 32}
+    ),
+    "ebranchformer": lambda: EBranchformer(
+        34, dim=32, heads=4, layers=2, ffn_units=64, cgmlp_units=64, frontend={"n_mels": 32}
+    ),
 }
 FRAMES = lambda n: n // 160 + 1  # noqa: E731
 EXPECTED_LENGTHS = {
@@ -116,8 +122,9 @@ def test_relative_position_attention_matches_the_transformer_xl_formula():
                 scores = torch.full((t,), float("-inf"))
                 for j in range(int(lengths[b])):
                     w_p = attn.pos(sinusoids(torch.tensor([i - j]), dim))[0].view(heads, d_k)[h]
-                    scores[j] = ((q[b, i, h] + attn.pos_bias_u[h]) @ k[b, j, h]
-                                 + (q[b, i, h] + attn.pos_bias_v[h]) @ w_p) / d_k ** 0.5
+                    scores[j] = (
+                        (q[b, i, h] + attn.pos_bias_u[h]) @ k[b, j, h] + (q[b, i, h] + attn.pos_bias_v[h]) @ w_p
+                    ) / d_k**0.5
                 expected[b, i, h] = torch.softmax(scores, 0) @ v[b, :, h]
     with torch.no_grad():
         torch.testing.assert_close(attn(x, mask), attn.out(expected.reshape(2, t, dim)), atol=1e-5, rtol=1e-5)
@@ -131,10 +138,16 @@ def test_relative_position_attention_matches_the_transformer_xl_formula():
 
 OVERFIT = {
     "quartznet": ('{"type": "QuartzNet", "args": {"blocks": 5, "repeat": 1, "frontend": {"n_mels": 64}}}', 3),
-    "conformer": ('{"type": "Conformer", "args": {"dim": 96, "heads": 4, "layers": 2, "kernel": 15, "dropout": 0.0, '
-                  '"frontend": {"n_mels": 64}}}', 4),
-    "ebranchformer": ('{"type": "EBranchformer", "args": {"dim": 96, "heads": 4, "layers": 2, "ffn_units": 192, '
-                      '"cgmlp_units": 192, "dropout": 0.0, "frontend": {"n_mels": 64}}}', 4),
+    "conformer": (
+        '{"type": "Conformer", "args": {"dim": 96, "heads": 4, "layers": 2, "kernel": 15, "dropout": 0.0, '
+        '"frontend": {"n_mels": 64}}}',
+        4,
+    ),
+    "ebranchformer": (
+        '{"type": "EBranchformer", "args": {"dim": 96, "heads": 4, "layers": 2, "ffn_units": 192, '
+        '"cgmlp_units": 192, "dropout": 0.0, "frontend": {"n_mels": 64}}}',
+        4,
+    ),
 }
 
 
@@ -142,9 +155,17 @@ OVERFIT = {
 @pytest.mark.parametrize("name", OVERFIT)
 def test_one_batch_overfit_small(tmp_path, name):
     arch, epochs = OVERFIT[name]
-    run_dir = train_script.main(["-c", str(REPO / "configs" / "one_batch_test.json"), f"trainer.save_dir={tmp_path}",
-                                 f"arch={arch}", f"trainer.epochs={epochs}", "optimizer.args.lr=2e-3",
-                                 "trainer.visualize=null"])
+    run_dir = train_script.main(
+        [
+            "-c",
+            str(REPO / "configs" / "one_batch_test.json"),
+            f"trainer.save_dir={tmp_path}",
+            f"arch={arch}",
+            f"trainer.epochs={epochs}",
+            "optimizer.args.lr=2e-3",
+            "trainer.visualize=null",
+        ]
+    )
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs_logged = [r for r in rows if r["split"] == "epoch"]
     assert epochs_logged[-1]["val_loss"] < epochs_logged[0]["val_loss"] / 3

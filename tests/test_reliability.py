@@ -1,4 +1,5 @@
 """Faults, bad input and unsafe files: nothing is lost, nothing dies mid-epoch, no code runs."""
+
 import json
 import math
 import os
@@ -33,6 +34,7 @@ EN = CTCCharTextEncoder()
 
 # ---- a bad-input corpus ------------------------------------------------------------------
 
+
 def build_bad_corpus(root):
     """Returns (manifest path, {line number: expected outcome}).
 
@@ -57,6 +59,7 @@ def build_bad_corpus(root):
             if fill is not None:
                 x[len(x) // 2] = fill
             sf.write(path, x, rate, subtype=subtype, format=fmt)
+
         return write
 
     def truncated(fmt):
@@ -64,6 +67,7 @@ def build_bad_corpus(root):
             sound(0.8, fmt=fmt)(path)
             data = path.read_bytes()
             path.write_bytes(data[: len(data) // 2])
+
         return write
 
     add("ok.wav", "a good file", "kept", sound())
@@ -75,19 +79,23 @@ def build_bad_corpus(root):
     add("rate44k.flac", "forty four point one", "kept", sound(rate=44100, fmt="FLAC"))
     add("mixed.wav", "MiXeD Case, with Punctuation!?", "kept", sound())
     add("ligature.wav", "\ufb01ne \u201cquoted\u201d words", "kept", sound())  # NFKC: "fine"
-    add("truncated.wav", "a truncated wav", "kept", truncated("WAV"))     # header says what is there
+    add("truncated.wav", "a truncated wav", "kept", truncated("WAV"))  # header says what is there
     add("truncated.flac", "a truncated flac", "replaced", truncated("FLAC"))
     add("nan.wav", "not a number", "replaced", sound(subtype="FLOAT", fill=np.nan))
     add("inf.wav", "infinite sample", "replaced", sound(subtype="FLOAT", fill=np.inf))
     add("corrupt.wav", "garbage bytes", "skipped", lambda p: p.write_bytes(b"RIFF\x00\x00WAVEfmt garbage"))
     add("empty.wav", "no samples", "skipped", lambda p: sf.write(p, np.zeros(0, np.float32), sr))
-    add("hour.wav", "an hour long", "skipped",
-        lambda p: sf.write(p, np.zeros(3600 * 8000, np.int16), 8000, subtype="PCM_U8"))
+    add(
+        "hour.wav",
+        "an hour long",
+        "skipped",
+        lambda p: sf.write(p, np.zeros(3600 * 8000, np.int16), 8000, subtype="PCM_U8"),
+    )
     add("digits.wav", "room 101", "skipped", sound())
     add("unicode.wav", "naïve café", "skipped", sound())
     add("emptytext.wav", "  ", "skipped", sound())
     add("missing.wav", "no such file", "skipped")
-    add("ok.wav", "the same file again", "skipped")                          # duplicated id
+    add("ok.wav", "the same file again", "skipped")  # duplicated id
     add("x", "", "skipped", raw_line=b'{"audio_filepath": "wav/ok2.wav", "text": "caf\xe9"}')  # not UTF-8
     add("x", "", "skipped", raw_line='{"audio_filepath": "wav/ok.wav", "te')  # truncated line
     add("x", "", "skipped", raw_line='["a", "list"]')
@@ -128,16 +136,24 @@ def test_bad_input_corpus_outcomes(tmp_path, caplog):
 
 def test_training_survives_the_bad_corpus(tmp_path):
     manifest, expected = build_bad_corpus(tmp_path / "data")
-    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1", "trainer.len_epoch=6", "trainer.grad_accum_steps=1",
-                        f"data.train.datasets.0.args.manifest_path={manifest}",
-                        "data.train.datasets.0.args.limit=null",
-                        "data.train.datasets.0.args.max_audio_length=20", "data.train.batch_size=4")
+    run_dir = run_train(
+        tmp_path,
+        *TINY,
+        "trainer.epochs=1",
+        "trainer.len_epoch=6",
+        "trainer.grad_accum_steps=1",
+        f"data.train.datasets.0.args.manifest_path={manifest}",
+        "data.train.datasets.0.args.limit=null",
+        "data.train.datasets.0.args.max_audio_length=20",
+        "data.train.batch_size=4",
+    )
     assert (run_dir / "checkpoint-epoch1.pth").is_file()
     log = (run_dir / "train.log").read_text()
     assert "failed to load and were replaced" in log
 
 
 # ---- numerical guards and out-of-memory ---------------------------------------------------
+
 
 def nan_loss_when(condition):
     """A CTCLoss.forward that returns NaN (with a gradient: backward runs) when ``condition(call)``."""
@@ -148,6 +164,7 @@ def nan_loss_when(condition):
         calls["n"] += 1
         out = original(self, *args, **kwargs)
         return {"loss": out["loss"] * float("nan")} if condition(calls["n"]) else out
+
     return forward
 
 
@@ -163,8 +180,9 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     assert "2 optimiser steps were skipped for non-finite loss or gradients" in log
     rows = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
     assert all(math.isfinite(r["loss"]) for r in rows), "a skipped step's loss is left out of the mean"
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()), \
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()), (
         "a NaN gradient never reached the weights"
+    )
 
 
 def test_run_stops_after_k_nonfinite_steps_with_last_good_weights(tmp_path, monkeypatch):
@@ -181,8 +199,14 @@ def test_run_stops_after_k_nonfinite_steps_with_last_good_weights(tmp_path, monk
     monkeypatch.setattr(Trainer, "_optimizer_step", remember)
     # checked at logging steps (log_step 2): steps 3 to 6 are 4 in a row at step 6
     with pytest.raises(NonFiniteLossError, match="4 optimiser steps in a row") as err:
-        run_train(tmp_path, *TINY, "trainer.grad_accum_steps=1", "trainer.max_nonfinite_steps=3",
-                  "trainer.epochs=5", "lr_scheduler.args.total_steps=20")
+        run_train(
+            tmp_path,
+            *TINY,
+            "trainer.grad_accum_steps=1",
+            "trainer.max_nonfinite_steps=3",
+            "trainer.epochs=5",
+            "lr_scheduler.args.total_steps=20",
+        )
     ckpt = next(tmp_path.glob("*/checkpoint-nonfinite.pth"))
     assert str(ckpt) in str(err.value) and load_checkpoint(ckpt)["step"] == 6
     assert_same_weights(load_checkpoint(ckpt)["model"], good)
@@ -190,8 +214,14 @@ def test_run_stops_after_k_nonfinite_steps_with_last_good_weights(tmp_path, monk
 
 def test_a_fused_optimiser_skips_a_nonfinite_step_without_the_host_reading_it(tmp_path, monkeypatch):
     monkeypatch.setattr(CTCLoss, "forward", nan_loss_when(lambda n: n == 3))
-    run_dir = run_train(tmp_path, *TINY, "trainer.grad_accum_steps=1", "trainer.epochs=1", "trainer.log_step=100",
-                        'optimizer={"type": "AdamW", "args": {"lr": 0.01, "fused": true}}')
+    run_dir = run_train(
+        tmp_path,
+        *TINY,
+        "trainer.grad_accum_steps=1",
+        "trainer.epochs=1",
+        "trainer.log_step=100",
+        'optimizer={"type": "AdamW", "args": {"lr": 0.01, "fused": true}}',
+    )
     state = load_checkpoint(run_dir / "checkpoint-epoch1.pth")
     # the optimiser's step count: 4 steps, the NaN one not counted (the fused kernel skipped it)
     assert int(state["optimizer"]["state"][0]["step"]) == 3
@@ -210,6 +240,7 @@ def test_out_of_memory_skips_the_batch_and_goes_on(tmp_path, monkeypatch):
 
             def raise_oom(*a, **k):
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
             self.model.forward = raise_oom
             try:
                 return original(self, batch, sync)
@@ -226,6 +257,7 @@ def test_out_of_memory_skips_the_batch_and_goes_on(tmp_path, monkeypatch):
 
 
 # ---- safe loading --------------------------------------------------------------------------
+
 
 class _RunsCode:
     def __init__(self, marker):
@@ -257,10 +289,20 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
 def test_resume_with_a_config_whose_model_does_not_fit_is_refused_before_anything_is_written(tmp_path):
     run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1")
     written = (run_dir / "config.json").read_text()
-    with pytest.raises(CheckpointError, match=r"its weights do not fit .* \(first: convs\..*It was trained as "
-                                              r"BaselineModel, this config builds DeepSpeech2.*trainer.init_weights="):
-        train_script.main(["-r", str(run_dir / "checkpoint-epoch1.pth"),
-                           "-c", str(REPO / "configs" / "one_batch_test.json"), "trainer.visualize=null"])
+    with pytest.raises(
+        CheckpointError,
+        match=r"its weights do not fit .* \(first: convs\..*It was trained as "
+        r"BaselineModel, this config builds DeepSpeech2.*trainer.init_weights=",
+    ):
+        train_script.main(
+            [
+                "-r",
+                str(run_dir / "checkpoint-epoch1.pth"),
+                "-c",
+                str(REPO / "configs" / "one_batch_test.json"),
+                "trainer.visualize=null",
+            ]
+        )
     assert (run_dir / "config.json").read_text() == written
     # a change that keeps every tensor's name and shape resumes
     train_script.main(["-r", str(run_dir / "checkpoint-epoch1.pth"), "trainer.epochs=2", "arch.args.hidden=32"])
@@ -284,34 +326,44 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
 
 # ---- fail fast -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("override,message", [
-    ("optimizer.type=Adamm", "optimizer.type: unknown type 'Adamm'"),
-    ("arch.type=Quartznet", "arch.type: unknown type"),
-    ("data.val.datasets.0.type=Manifest", "data.val.datasets.0.type"),
-    ("data.train.datasets.0.args.manifest_path=nope.jsonl", "file not found: nope.jsonl"),
-    ('augmentations={"wave": [{"type": "RandomApply", "args": {"augmentation": {"type": "Gian"}}}]}',
-     "augmentations.wave.0.args.augmentation.type"),
-    ("trainer.init_weights=missing.pth", "init_weights: checkpoint not found"),
-    ("data.val.datasets=[]", "data.val.datasets must be a non-empty list"),
-    ('trainer.epochs="ten"', "trainer.epochs must be a whole number >= 1, got 'ten'"),
-    ("trainer.log_step=0", "trainer.log_step must be a whole number >= 1, got 0"),
-    ("trainer.keep_last=true", "trainer.keep_last must be a whole number >= 0 or null, got True"),
-    ("trainer.grad_norm_clip=-1", "trainer.grad_norm_clip must be a positive number or null"),
-    ("trainer.amp=bf61", "trainer.amp must be one of"),
-    ("trainer.monitor=3", "trainer.monitor must be 'off' or"),
-    ("trainer.device=gpu", "device 'gpu' is not a device: use auto, cpu, cuda or cuda:N"),
-    ("trainer.epochz=3", "trainer.epochz: unknown key, did you mean 'epochs'?"),
-    ("data.val.batchsize=3", "data.val.batchsize: unknown key, did you mean 'batch_size'?"),
-    ('augmentation={"wave": []}', "config.augmentation: unknown key, did you mean 'augmentations'?"),
-    ('augmentations={"spec": []}', "augmentations.spec: unknown key"),
-    ("data.train.datasets.0.args.limt=3",  # a dataset's own arguments and those it passes to BaseDataset
-     "data.train.datasets.0.args: unexpected argument 'limt' for ManifestDataset, did you mean 'limit'?"),
-    ("optimizer.args.weight_decy=0.1", "optimizer.args: unexpected argument 'weight_decy' for AdamW"),
-    ('arch.args.frontend={"n_mel": 64}', "arch.args.frontend: unexpected argument 'n_mel' for LogMelFrontend"),
-    ('arch.args.spec_augment={"freq_mask": 1}', "arch.args.spec_augment: unexpected argument 'freq_mask'"),
-    ('arch.args.frontend={"type": "SpectrogramFrontend", "args": {"nfft": 400}}',
-     "arch.args.frontend.args: unexpected argument 'nfft' for SpectrogramFrontend, did you mean 'n_fft'?"),
-])
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.type=Adamm", "optimizer.type: unknown type 'Adamm'"),
+        ("arch.type=Quartznet", "arch.type: unknown type"),
+        ("data.val.datasets.0.type=Manifest", "data.val.datasets.0.type"),
+        ("data.train.datasets.0.args.manifest_path=nope.jsonl", "file not found: nope.jsonl"),
+        (
+            'augmentations={"wave": [{"type": "RandomApply", "args": {"augmentation": {"type": "Gian"}}}]}',
+            "augmentations.wave.0.args.augmentation.type",
+        ),
+        ("trainer.init_weights=missing.pth", "init_weights: checkpoint not found"),
+        ("data.val.datasets=[]", "data.val.datasets must be a non-empty list"),
+        ('trainer.epochs="ten"', "trainer.epochs must be a whole number >= 1, got 'ten'"),
+        ("trainer.log_step=0", "trainer.log_step must be a whole number >= 1, got 0"),
+        ("trainer.keep_last=true", "trainer.keep_last must be a whole number >= 0 or null, got True"),
+        ("trainer.grad_norm_clip=-1", "trainer.grad_norm_clip must be a positive number or null"),
+        ("trainer.amp=bf61", "trainer.amp must be one of"),
+        ("trainer.monitor=3", "trainer.monitor must be 'off' or"),
+        ("trainer.device=gpu", "device 'gpu' is not a device: use auto, cpu, cuda or cuda:N"),
+        ("trainer.epochz=3", "trainer.epochz: unknown key, did you mean 'epochs'?"),
+        ("data.val.batchsize=3", "data.val.batchsize: unknown key, did you mean 'batch_size'?"),
+        ('augmentation={"wave": []}', "config.augmentation: unknown key, did you mean 'augmentations'?"),
+        ('augmentations={"spec": []}', "augmentations.spec: unknown key"),
+        (
+            "data.train.datasets.0.args.limt=3",  # a dataset's own arguments and those it passes to BaseDataset
+            "data.train.datasets.0.args: unexpected argument 'limt' for ManifestDataset, did you mean 'limit'?",
+        ),
+        ("optimizer.args.weight_decy=0.1", "optimizer.args: unexpected argument 'weight_decy' for AdamW"),
+        ('arch.args.frontend={"n_mel": 64}', "arch.args.frontend: unexpected argument 'n_mel' for LogMelFrontend"),
+        ('arch.args.spec_augment={"freq_mask": 1}', "arch.args.spec_augment: unexpected argument 'freq_mask'"),
+        (
+            'arch.args.frontend={"type": "SpectrogramFrontend", "args": {"nfft": 400}}',
+            "arch.args.frontend.args: unexpected argument 'nfft' for SpectrogramFrontend, did you mean 'n_fft'?",
+        ),
+    ],
+)
 def test_config_mistakes_fail_fast_before_anything_is_built(tmp_path, monkeypatch, override, message):
     import hw_asr.builder as builder
 
@@ -328,9 +380,16 @@ def test_config_mistakes_fail_fast_before_anything_is_built(tmp_path, monkeypatc
 
 # ---- checkpoints: retention, resume from a folder, determinism ------------------------------
 
+
 def test_keep_last_k_plus_best_and_resume_from_folder(tmp_path):
-    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=5", "trainer.keep_last=2", "trainer.len_epoch=2",
-                        "trainer.monitor=min val_loss")
+    run_dir = run_train(
+        tmp_path,
+        *TINY,
+        "trainer.epochs=5",
+        "trainer.keep_last=2",
+        "trainer.len_epoch=2",
+        "trainer.monitor=min val_loss",
+    )
     names = sorted(p.name for p in run_dir.glob("*.pth"))
     assert names == ["checkpoint-epoch4.pth", "checkpoint-epoch5.pth", "model_best.pth"]
     (run_dir / ".checkpoint-epoch6.pth.tmp123").write_bytes(b"half a file")
@@ -350,18 +409,31 @@ def test_cpu_runs_are_reproducible_step_for_step(tmp_path):
 
 # ---- fault injection: SIGKILL at random moments ---------------------------------------------
 
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(tmp_path):
     epochs = 40  # with the demo's DeepSpeech2, about 20 s of training: ten kills land before the end
     tiny_but_arch = [o for o in TINY if not o.startswith("arch")]
-    common = [*tiny_but_arch, f"trainer.epochs={epochs}", "trainer.len_epoch=2", "trainer.grad_accum_steps=1",
-              "trainer.keep_last=2", 'lr_scheduler={"type": "WarmupLR", "args": {"warmup_steps": 3, '
-              f'"decay": "cosine", "total_steps": {2 * epochs}}}}}']
+    common = [
+        *tiny_but_arch,
+        f"trainer.epochs={epochs}",
+        "trainer.len_epoch=2",
+        "trainer.grad_accum_steps=1",
+        "trainer.keep_last=2",
+        'lr_scheduler={"type": "WarmupLR", "args": {"warmup_steps": 3, '
+        f'"decay": "cosine", "total_steps": {2 * epochs}}}}}',
+    ]
     reference = run_train(tmp_path / "ref", *common)
     run_dir = tmp_path / "faulty" / "run"
     base_cmd = [sys.executable, "train.py"]
-    start = [*base_cmd, "-c", str(REPO / "configs" / "one_batch_test.json"), f"trainer.save_dir={run_dir.parent}",
-             "trainer.run_name=run", *common]
+    start = [
+        *base_cmd,
+        "-c",
+        str(REPO / "configs" / "one_batch_test.json"),
+        f"trainer.save_dir={run_dir.parent}",
+        "trainer.run_name=run",
+        *common,
+    ]
     rng = random.Random(1234)
     kills = 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -391,8 +463,9 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(tmp_path):
         cmd = [*base_cmd, "-r", str(run_dir)] if list(run_dir.glob("checkpoint-*.pth")) else start
         subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert kills == 10, "every kill landed before the run could finish"
-    assert_same_weights(weights(reference / f"checkpoint-epoch{epochs}.pth"),
-                        weights(run_dir / f"checkpoint-epoch{epochs}.pth"))
+    assert_same_weights(
+        weights(reference / f"checkpoint-epoch{epochs}.pth"), weights(run_dir / f"checkpoint-epoch{epochs}.pth")
+    )
 
 
 # ---- metrics against jiwer --------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The CPU proxies of a GPU step (benchmarks/step_anatomy.py): no host-device synchronisation in a
 non-logging training step and no graph break in the forward of any preset."""
+
 import collections
 import sys
 

@@ -1,5 +1,7 @@
 """The synthetic corpus generator: voices, split by voice and sentence, FLAC 16 kHz, resume."""
+
 import json
+
 import pytest
 import soundfile as sf
 
@@ -7,8 +9,10 @@ from hw_asr.datasets import ManifestDataset
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.tools import make_synthetic_corpus as msc
 
-SENTENCES = [f"the {w} walked over the old bridge at night" for w in
-             ("dog", "cat", "man", "girl", "horse", "king", "boy", "fox", "bear", "wolf", "duck", "goat")]
+SENTENCES = [
+    f"the {w} walked over the old bridge at night"
+    for w in ("dog", "cat", "man", "girl", "horse", "king", "boy", "fox", "bear", "wolf", "duck", "goat")
+]
 
 
 def engines_or_skip(*voices):
@@ -24,14 +28,33 @@ def test_builds_a_split_by_voice_corpus_and_resumes(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("\n".join(SENTENCES) + "\nnumbers like 42 are dropped. So is a\n", encoding="utf-8")
     out = tmp_path / "corpus"
-    args = ["--out", str(out), "--text", str(text), "--voices", "espeak:en-us", "espeak:en-gb+f3", "flite:slt",
-            "espeak:en-us+m3", "--test-voices", "flite:slt", "--dev-voices", "espeak:en-us+m3",
-            "--utterances-per-voice", "3", "--workers", "1", "--no-install"]
+    args = [
+        "--out",
+        str(out),
+        "--text",
+        str(text),
+        "--voices",
+        "espeak:en-us",
+        "espeak:en-gb+f3",
+        "flite:slt",
+        "espeak:en-us+m3",
+        "--test-voices",
+        "flite:slt",
+        "--dev-voices",
+        "espeak:en-us+m3",
+        "--utterances-per-voice",
+        "3",
+        "--workers",
+        "1",
+        "--no-install",
+    ]
     summary = msc.main(args)
     assert summary["sentences_available"] == len(SENTENCES)
     assert (summary["train"], summary["dev"], summary["test"], summary["failures"]) == (6, 3, 3, 0)
-    rows = {s: [json.loads(line) for line in (out / f"{s}.jsonl").read_text().splitlines()]
-            for s in ("train", "dev", "test")}
+    rows = {
+        s: [json.loads(line) for line in (out / f"{s}.jsonl").read_text().splitlines()]
+        for s in ("train", "dev", "test")
+    }
     assert {r["voice"] for r in rows["dev"]} == {"espeak:en-us+m3"}
     texts = {s: {r["text"] for r in r_} for s, r_ in rows.items()}
     assert not (texts["train"] & texts["dev"] or texts["dev"] & texts["test"])

@@ -48,8 +48,9 @@ def test_ctc_collapse_matches_definition(ids):
 
 def test_ctc_greedy_on_logits():
     import torch
-    h, e, l, o = (EN.char2ind[c] for c in "helo")
-    ids = [0, h, h, 0, e, l, l, 0, l, o, 0]  # the blank between the l's keeps both
+
+    h, e, el, o = (EN.char2ind[c] for c in "helo")
+    ids = [0, h, h, 0, e, el, el, 0, el, o, 0]  # the blank between the l's keeps both
     log_probs = torch.full((1, len(ids), len(EN)), -10.0)
     log_probs[0, torch.arange(len(ids)), torch.tensor(ids)] = 0.0
     assert EN.ctc_greedy(log_probs, torch.tensor([len(ids)])) == ["hello"]
@@ -70,6 +71,7 @@ def test_state_round_trip():
 @pytest.fixture(scope="module")
 def spm_model(tmp_path_factory):
     import json
+
     texts = [json.loads(line)["text"] for line in SAMPLE_MANIFEST.read_text().splitlines()]
     prefix = tmp_path_factory.mktemp("spm") / "bpe"
     return SentencePieceTextEncoder.train(texts * 5, prefix, vocab_size=60, model_type="bpe"), texts

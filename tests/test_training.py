@@ -19,12 +19,18 @@ TINY = [
     "arch.type=BaselineModel",
     'arch.args={"hidden": 32, "frontend": {"n_mels": 32}, "spec_augment": {"freq_masks": 1, "freq_width": 4, '
     '"time_masks": 1, "time_width": 5}}',
-    "data.train.batch_size=3", "data.val.batch_size=4",
+    "data.train.batch_size=3",
+    "data.val.batch_size=4",
     "data.train.datasets.0.args.limit=5",
     "optimizer.args.lr=0.01",
     'lr_scheduler={"type": "OneCycleLR", "args": {"max_lr": 0.01, "total_steps": 8, "pct_start": 0.3}}',
-    "trainer.len_epoch=4", "trainer.epochs=2", "trainer.log_step=2", "trainer.save_period=1",
-    "trainer.grad_accum_steps=2", "trainer.monitor=off", "trainer.visualize=null",
+    "trainer.len_epoch=4",
+    "trainer.epochs=2",
+    "trainer.log_step=2",
+    "trainer.save_period=1",
+    "trainer.grad_accum_steps=2",
+    "trainer.monitor=off",
+    "trainer.visualize=null",
 ]
 
 
@@ -53,15 +59,18 @@ def test_compiled_training_saves_plain_weights_and_resumes_uncompiled(tmp_path, 
     assert load_checkpoint(run_dir / "checkpoint-epoch2.pth")["epoch"] == 2
     assert train_script.compile_options(True) == {"dynamic": True}
     assert train_script.compile_options({"mode": "max-autotune", "dynamic": False}) == {
-        "dynamic": False, "mode": "max-autotune"}
+        "dynamic": False,
+        "mode": "max-autotune",
+    }
     with pytest.raises(train_script.ConfigError, match="trainer.compile"):
         train_script.compile_options(3)
     with pytest.raises(train_script.ConfigError, match="trainer.compile"):  # refused before anything is built
         run_train(tmp_path, *TINY, "trainer.compile=3")
 
 
-@pytest.mark.parametrize("key,value", [("tf32", "1"), ("tf32", '"yes"'), ("sync_batchnorm", "2"),
-                                       ("keep_freed_memory", '"auto"')])
+@pytest.mark.parametrize(
+    "key,value", [("tf32", "1"), ("tf32", '"yes"'), ("sync_batchnorm", "2"), ("keep_freed_memory", '"auto"')]
+)
 def test_boolean_trainer_switches_refuse_other_values(tmp_path, key, value):
     with pytest.raises(train_script.ConfigError, match=f"trainer.{key} must be true, false or null"):
         run_train(tmp_path, *TINY, f"trainer.{key}={value}")
@@ -92,12 +101,21 @@ def test_one_batch_overfit(tmp_path):
 
 def test_train_rows_report_audio_throughput_and_data_wait(tmp_path):
     """Each batch is the whole sample, so audio seconds per second / batches per second is its length."""
-    run_dir = run_train(tmp_path, "data.train.datasets.0.args.limit=null", "data.train.batch_size=16",
-                        "arch.args.rnn_layers=1", "arch.args.rnn_hidden=32", "trainer.epochs=1",
-                        "trainer.len_epoch=4", "trainer.log_step=2", "trainer.visualize=null")
+    run_dir = run_train(
+        tmp_path,
+        "data.train.datasets.0.args.limit=null",
+        "data.train.batch_size=16",
+        "arch.args.rnn_layers=1",
+        "arch.args.rnn_hidden=32",
+        "trainer.epochs=1",
+        "trainer.len_epoch=4",
+        "trainer.log_step=2",
+        "trainer.visualize=null",
+    )
     rows = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
-    sample = [SAMPLE_MANIFEST.parent / json.loads(line)["audio_filepath"]
-              for line in SAMPLE_MANIFEST.read_text().splitlines()]
+    sample = [
+        SAMPLE_MANIFEST.parent / json.loads(line)["audio_filepath"] for line in SAMPLE_MANIFEST.read_text().splitlines()
+    ]
     seconds = sum(sf.info(str(p)).frames for p in sample) / 16000
     assert [r["step"] for r in rows] == [2, 4]
     for r in rows:
@@ -158,8 +176,16 @@ def test_test_py_reproduces_validation_metrics(tmp_path):
     rows = result["utterances"]
     assert len(rows) == 8 and {"audio_path", "ground_truth", "pred_argmax"} <= rows[0].keys()
 
-    folder = test_script.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(tmp_path / "f.json"),
-                               "-t", str(SAMPLE_MANIFEST.parent / "audio")])
+    folder = test_script.main(
+        [
+            "-r",
+            str(run_dir / "checkpoint-epoch2.pth"),
+            "-o",
+            str(tmp_path / "f.json"),
+            "-t",
+            str(SAMPLE_MANIFEST.parent / "audio"),
+        ]
+    )
     assert len(folder["utterances"]) == 16 and folder["decoders"]["argmax"]["WER"] >= 0
 
 
@@ -182,6 +208,7 @@ def test_init_weights_with_new_vocabulary_keeps_encoder_and_resets_head(tmp_path
 
 def test_resume_refuses_a_missing_checkpoint(tmp_path):
     from hw_asr.trainer.checkpoint import CheckpointError
+
     with pytest.raises(CheckpointError, match="not found"):
         train_script.main(["-r", str(tmp_path / "none.pth")])
 
@@ -208,10 +235,23 @@ def test_every_config_builds(tmp_path):
 
 def test_sentencepiece_run_and_test_py(tmp_path):
     from hw_asr.tools import train_sentencepiece
-    spm = train_sentencepiece.main(["-c", str(REPO / "configs" / "one_batch_test.json"), "--vocab-size", "40",
-                                    "-o", str(tmp_path / "spm" / "bpe40")])
-    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1",
-                        f'text_encoder={{"type": "SentencePieceTextEncoder", "args": {{"model_path": "{spm}"}}}}')
+
+    spm = train_sentencepiece.main(
+        [
+            "-c",
+            str(REPO / "configs" / "one_batch_test.json"),
+            "--vocab-size",
+            "40",
+            "-o",
+            str(tmp_path / "spm" / "bpe40"),
+        ]
+    )
+    run_dir = run_train(
+        tmp_path,
+        *TINY,
+        "trainer.epochs=1",
+        f'text_encoder={{"type": "SentencePieceTextEncoder", "args": {{"model_path": "{spm}"}}}}',
+    )
     ckpt = run_dir / "checkpoint-epoch1.pth"
     spm.unlink()  # the checkpoint alone must be enough
     state = load_checkpoint(ckpt)
@@ -222,6 +262,7 @@ def test_sentencepiece_run_and_test_py(tmp_path):
 
 def test_eval_and_ensemble_configs_are_well_formed():
     from hw_asr.ensemble.build import validate
+
     for path in sorted((REPO / "configs" / "eval").glob("*.json")):
         cfg = load_config(path)
         assert list(cfg["data"]) == ["test"] and cfg["data"]["test"]["datasets"], path.name
@@ -235,13 +276,17 @@ def test_comet_media_every_media_step(tmp_path, monkeypatch, media_step, expecte
     from unittest import mock
 
     from hw_asr.logger import writer
+
     steps = []
     monkeypatch.setattr(writer, "_make_comet", lambda *a: mock.MagicMock())  # a comet that records, offline
     monkeypatch.setattr(writer.Writer, "log_spectrogram", lambda self, step, *a: steps.append(step))
     extra = [] if media_step == "default" else [f"trainer.media_step={json.dumps(media_step)}"]
     run_dir = run_train(tmp_path, *TINY, "trainer.epochs=4", "trainer.visualize=comet", *extra)
-    assert [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-            if r["split"] == "train"] == [2, 4, 6, 8]
+    assert [
+        r["step"]
+        for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+        if r["split"] == "train"
+    ] == [2, 4, 6, 8]
     assert steps == expected
     with pytest.raises(train_script.ConfigError, match="media_step"):
         run_train(tmp_path, *TINY, "trainer.media_step=-1")

@@ -5,8 +5,27 @@ Each takes and returns a float32 tensor ``[T]``. Configs list them under
 Those that need the sample rate (speed, pitch, reverb, noise files) get the
 config's ``sample_rate`` from the framework.
 """
-from hw_asr.augmentations.wave import (ColoredNoise, Gain, GaussianNoise, NoiseFromFiles, PitchShift, RandomApply,
-                                       Reverb, Sequential, SpeedPerturb)
 
-__all__ = ["ColoredNoise", "Gain", "GaussianNoise", "NoiseFromFiles", "PitchShift", "RandomApply", "Reverb",
-           "Sequential", "SpeedPerturb"]
+from hw_asr.augmentations.wave import (
+    ColoredNoise,
+    Gain,
+    GaussianNoise,
+    NoiseFromFiles,
+    PitchShift,
+    RandomApply,
+    Reverb,
+    Sequential,
+    SpeedPerturb,
+)
+
+__all__ = [
+    "ColoredNoise",
+    "Gain",
+    "GaussianNoise",
+    "NoiseFromFiles",
+    "PitchShift",
+    "RandomApply",
+    "Reverb",
+    "Sequential",
+    "SpeedPerturb",
+]

@@ -1,4 +1,5 @@
 """Wave augmentations and combinators: each takes and returns a float32 tensor ``[T]``."""
+
 import logging
 import math
 import random
@@ -114,7 +115,7 @@ class NoiseFromFiles:
 
     def __init__(self, noise, min_snr_db=5.0, max_snr_db=30.0, p=1.0, sample_rate=16000):
         paths = []
-        for item in ([noise] if isinstance(noise, str) else list(noise)):
+        for item in [noise] if isinstance(noise, str) else list(noise):
             item = Path(item)
             if item.is_dir():
                 paths += find_audio_files(item)
@@ -155,8 +156,9 @@ class NoiseFromFiles:
         if noise.numel() < n:
             noise = noise.repeat(n // noise.numel() + 1)
         start = random.randint(0, noise.numel() - n)
-        return _mix_at_snr(audio, noise[start:start + n].to(audio.dtype), random.uniform(self.min_snr_db,
-                                                                                        self.max_snr_db))
+        return _mix_at_snr(
+            audio, noise[start : start + n].to(audio.dtype), random.uniform(self.min_snr_db, self.max_snr_db)
+        )
 
 
 class SpeedPerturb:
@@ -249,9 +251,12 @@ class Reverb:
     def __call__(self, audio):
         if random.random() >= self.p or audio.numel() == 0:
             return audio
-        rir = synthetic_rir(random.uniform(self.min_rt60, self.max_rt60), self.sample_rate,
-                            random.uniform(self.min_drr_db, self.max_drr_db)).to(audio.dtype)
+        rir = synthetic_rir(
+            random.uniform(self.min_rt60, self.max_rt60),
+            self.sample_rate,
+            random.uniform(self.min_drr_db, self.max_drr_db),
+        ).to(audio.dtype)
         n = audio.numel() + rir.numel() - 1
-        wet = torch.fft.irfft(torch.fft.rfft(audio, n) * torch.fft.rfft(rir, n), n)[:audio.numel()]
+        wet = torch.fft.irfft(torch.fft.rfft(audio, n) * torch.fft.rfft(rir, n), n)[: audio.numel()]
         rms_in, rms_out = audio.pow(2).mean().sqrt(), wet.pow(2).mean().sqrt().clamp_min(1e-12)
         return (wet * (rms_in / rms_out)).to(audio.dtype)

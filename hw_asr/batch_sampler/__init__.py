@@ -5,6 +5,7 @@ continues with exactly the batches it would have seen, and shards across
 ``world_size`` ranks (default: the running torch.distributed group) so that every
 rank gets the same number of batches and no utterance goes to two ranks.
 """
+
 import math
 import random
 
@@ -19,7 +20,7 @@ def grid_length(seconds, ratio):
     a batch padded to it is at most ``ratio - 1`` longer than its longest utterance, and the lengths a
     whole corpus pads to are few (``log(longest / shortest) / log(ratio)``)."""
     k = math.ceil(math.log(seconds) / math.log(ratio) - 1e-9)
-    return ratio ** k
+    return ratio**k
 
 
 def dataset_durations(dataset):
@@ -53,7 +54,7 @@ class _EpochSampler(Sampler):
         raise NotImplementedError
 
     def __iter__(self):
-        yield from self.rank_batches()[self.start_batch:]
+        yield from self.rank_batches()[self.start_batch :]
 
     def __len__(self):
         return len(self.rank_batches())
@@ -87,11 +88,11 @@ class RandomBatchSampler(_EpochSampler):
         size = self.batch_size * self.world_size
         batches = []
         for start in range(0, self.n, size):
-            chunk = order[start:start + size]
+            chunk = order[start : start + size]
             if len(chunk) < size and self.drop_last:
                 break
             per_rank = -(-len(chunk) // self.world_size)
-            mine = chunk[self.rank * per_rank:(self.rank + 1) * per_rank]
+            mine = chunk[self.rank * per_rank : (self.rank + 1) * per_rank]
             if mine:
                 batches.append(mine)
         return batches
@@ -116,8 +117,18 @@ class LengthBucketSampler(_EpochSampler):
     padding per batch.
     """
 
-    def __init__(self, dataset, max_batch_seconds=None, batch_size=None, num_buckets=60, shuffle=True, seed=0,
-                 rank=None, world_size=None, length_grid=None):
+    def __init__(
+        self,
+        dataset,
+        max_batch_seconds=None,
+        batch_size=None,
+        num_buckets=60,
+        shuffle=True,
+        seed=0,
+        rank=None,
+        world_size=None,
+        length_grid=None,
+    ):
         super().__init__(seed, rank, world_size)
         if (max_batch_seconds is None) == (batch_size is None):
             raise ValueError("give exactly one of max_batch_seconds or batch_size")
@@ -128,9 +139,11 @@ class LengthBucketSampler(_EpochSampler):
         if not self.durations:
             raise ValueError("cannot sample batches from an empty dataset")
         if max_batch_seconds is not None and self.padded(max(self.durations)) > max_batch_seconds:
-            raise ValueError(f"the longest utterance ({max(self.durations):.1f} s, padded to "
-                             f"{self.padded(max(self.durations)):.1f} s) does not fit max_batch_seconds="
-                             f"{max_batch_seconds}; raise it or set the dataset's max_audio_length")
+            raise ValueError(
+                f"the longest utterance ({max(self.durations):.1f} s, padded to "
+                f"{self.padded(max(self.durations)):.1f} s) does not fit max_batch_seconds="
+                f"{max_batch_seconds}; raise it or set the dataset's max_audio_length"
+            )
         self.max_batch_seconds, self.batch_size = max_batch_seconds, batch_size
         self.num_buckets, self.shuffle = max(1, num_buckets), shuffle
         by_length = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], i))
@@ -176,4 +189,4 @@ class LengthBucketSampler(_EpochSampler):
     def rank_batches(self):
         batches = self.all_batches()
         usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
-        return batches[self.rank:usable:self.world_size]
+        return batches[self.rank : usable : self.world_size]

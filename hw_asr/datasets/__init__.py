@@ -1,4 +1,5 @@
 """Datasets registry: ``{"type": "LibrispeechDataset", "args": {"part": "dev-clean"}}``."""
+
 from hw_asr.datasets.custom_dir_dataset import CustomDirAudioDataset
 from hw_asr.datasets.golos_dataset import GolosDataset
 from hw_asr.datasets.librispeech_dataset import LibrispeechDataset

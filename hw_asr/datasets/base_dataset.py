@@ -4,6 +4,7 @@ A subclass only says how to list its corpus: ``_index_signature`` (what, when
 changed, invalidates the cached index) and ``_build_index`` (rows of
 ``{"path", "text", "duration"}`` plus the rows it had to skip, with reasons).
 """
+
 import hashlib
 import json
 import logging
@@ -37,9 +38,12 @@ def report_skipped(source, skipped):
     for path, reason in skipped[:MAX_DETAILED_WARNINGS]:
         logger.warning("%s: skipped %s: %s", source, path, reason)
     if skipped:
-        logger.warning("%s: skipped %d row(s) in all%s", source, len(skipped),
-                       "" if len(skipped) <= MAX_DETAILED_WARNINGS else
-                       f" (first {MAX_DETAILED_WARNINGS} listed)")
+        logger.warning(
+            "%s: skipped %d row(s) in all%s",
+            source,
+            len(skipped),
+            "" if len(skipped) <= MAX_DETAILED_WARNINGS else f" (first {MAX_DETAILED_WARNINGS} listed)",
+        )
 
 
 def probe_row(path, text, duration=None, where=None):
@@ -79,8 +83,17 @@ class BaseDataset(Dataset):
     # (evaluation never scores other audio in its place)
     replace_failed_files = False
 
-    def __init__(self, text_encoder=None, sample_rate=16000, limit=None, max_audio_length=None,
-                 max_text_length=None, wave_augs=None, seed=42, use_cache=True):
+    def __init__(
+        self,
+        text_encoder=None,
+        sample_rate=16000,
+        limit=None,
+        max_audio_length=None,
+        max_text_length=None,
+        wave_augs=None,
+        seed=42,
+        use_cache=True,
+    ):
         self.text_encoder = text_encoder
         self.sample_rate = sample_rate
         self.wave_augs = wave_augs
@@ -96,8 +109,7 @@ class BaseDataset(Dataset):
             random.Random(seed).shuffle(rows)
             rows = rows[:limit]
         self.index = rows
-        logger.info("%s: %d utterances, %.1f h", self.describe(), len(rows),
-                    sum(r["duration"] for r in rows) / 3600)
+        logger.info("%s: %d utterances, %.1f h", self.describe(), len(rows), sum(r["duration"] for r in rows) / 3600)
 
     # ---- to be provided by subclasses -------------------------------------------------
     def describe(self):
@@ -128,8 +140,7 @@ class BaseDataset(Dataset):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"signature": signature, "rows": rows, "skipped": skipped}),
-                           encoding="utf-8")
+            tmp.write_text(json.dumps({"signature": signature, "rows": rows, "skipped": skipped}), encoding="utf-8")
             os.replace(tmp, path)
         except OSError as e:
             logger.warning("could not write index cache %s: %s", path, e)
@@ -147,8 +158,13 @@ class BaseDataset(Dataset):
             if self.text_encoder is not None:
                 unknown = self.text_encoder.unknown_chars(text)
                 if unknown:
-                    skipped.append((where, f"characters {''.join(sorted(unknown))!r} are not in "
-                                                 f"the text encoder's vocabulary: {text!r}"))
+                    skipped.append(
+                        (
+                            where,
+                            f"characters {''.join(sorted(unknown))!r} are not in "
+                            f"the text encoder's vocabulary: {text!r}",
+                        )
+                    )
                     continue
             if row["path"] in seen:
                 skipped.append((where, f"duplicate: the same audio file as {seen[row['path']]}"))
@@ -162,14 +178,22 @@ class BaseDataset(Dataset):
         if max_audio_length is not None:
             out = [r for r in out if r["duration"] <= max_audio_length]
             if len(out) < len(rows):
-                logger.info("%s: %d utterances longer than %.1f s left out",
-                            self.describe(), len(rows) - len(out), max_audio_length)
+                logger.info(
+                    "%s: %d utterances longer than %.1f s left out",
+                    self.describe(),
+                    len(rows) - len(out),
+                    max_audio_length,
+                )
         if max_text_length is not None:
             n = len(out)
             out = [r for r in out if len(r["text"]) <= max_text_length]
             if len(out) < n:
-                logger.info("%s: %d transcripts longer than %d characters left out",
-                            self.describe(), n - len(out), max_text_length)
+                logger.info(
+                    "%s: %d transcripts longer than %d characters left out",
+                    self.describe(),
+                    n - len(out),
+                    max_text_length,
+                )
         return out
 
     # ---- items ------------------------------------------------------------------------
@@ -208,5 +232,7 @@ class BaseDataset(Dataset):
             except AudioError as e:
                 logger.warning("%s: skipped at load time: %s", self.describe(), e)
                 failures.append(self.index[j]["path"])
-        raise RuntimeError(f"{self.describe()}: {MAX_LOAD_RETRIES} consecutive files failed to load "
-                           f"starting at index {i}; check the data")
+        raise RuntimeError(
+            f"{self.describe()}: {MAX_LOAD_RETRIES} consecutive files failed to load "
+            f"starting at index {i}; check the data"
+        )

@@ -1,4 +1,5 @@
 """A folder of audio files with optional same-named ``.txt`` transcripts (``test.py -t``)."""
+
 from pathlib import Path
 
 from hw_asr.audio import AUDIO_EXTENSIONS

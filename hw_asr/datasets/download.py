@@ -1,4 +1,5 @@
 """Fetching and unpacking corpora, never leaving a partial file in place of a good one."""
+
 import hashlib
 import logging
 import os
@@ -38,8 +39,10 @@ def download_file(url, dest, sha256=None, manual_hint=""):
         raise DownloadError(f"could not download {url}: {e}. {manual_hint}".strip()) from None
     if sha256 is not None and digest.hexdigest() != sha256:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: sha256 mismatch (got {digest.hexdigest()}, expected {sha256}); "
-                            f"nothing was kept. {manual_hint}".strip())
+        raise DownloadError(
+            f"{url}: sha256 mismatch (got {digest.hexdigest()}, expected {sha256}); "
+            f"nothing was kept. {manual_hint}".strip()
+        )
     os.replace(part, dest)
     return dest
 

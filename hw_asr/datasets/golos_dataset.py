@@ -1,4 +1,5 @@
 """Golos (Russian): ``<subset>/manifest.jsonl`` + ``<subset>/files/*.wav`` for crowd and farfield."""
+
 import logging
 from pathlib import Path
 
@@ -26,5 +27,6 @@ class GolosDataset(ManifestDataset):
             raise FileNotFoundError(
                 f"no Golos manifest under {root} (looked for {', '.join(subsets)}/manifest.jsonl). "
                 f"Download Golos from SberDevices' release and unpack it so that "
-                f"{root}/crowd/manifest.jsonl exists.")
+                f"{root}/crowd/manifest.jsonl exists."
+            )
         super().__init__(manifest_path=manifests, **kwargs)

@@ -1,4 +1,5 @@
 """LibriSpeech in its original layout: ``<part>/<speaker>/<chapter>/<id>.flac`` + ``*.trans.txt``."""
+
 import logging
 from pathlib import Path
 
@@ -11,9 +12,18 @@ logger = logging.getLogger(__name__)
 
 OPENSLR = "https://www.openslr.org/resources"
 URLS = {
-    **{p: f"{OPENSLR}/12/{p}.tar.gz" for p in (
-        "dev-clean", "dev-other", "test-clean", "test-other",
-        "train-clean-100", "train-clean-360", "train-other-500")},
+    **{
+        p: f"{OPENSLR}/12/{p}.tar.gz"
+        for p in (
+            "dev-clean",
+            "dev-other",
+            "test-clean",
+            "test-other",
+            "train-clean-100",
+            "train-clean-360",
+            "train-other-500",
+        )
+    },
     # Kaldi's mini LibriSpeech
     "dev-clean-2": f"{OPENSLR}/31/dev-clean-2.tar.gz",
     "train-clean-5": f"{OPENSLR}/31/train-clean-5.tar.gz",
@@ -43,12 +53,15 @@ class LibrispeechDataset(BaseDataset):
         for c in candidates:
             if c.is_dir():
                 return c
-        hint = (f"Put the part there by hand: unpack {name}.tar.gz so that "
-                f"{candidates[1]}/<speaker>/<chapter>/*.flac exist, or point data_dir at a folder "
-                f"that holds {name}/.")
+        hint = (
+            f"Put the part there by hand: unpack {name}.tar.gz so that "
+            f"{candidates[1]}/<speaker>/<chapter>/*.flac exist, or point data_dir at a folder "
+            f"that holds {name}/."
+        )
         if name not in URLS:
-            raise FileNotFoundError(f"LibriSpeech part {name!r} not found in {self.data_dir} and it has no "
-                                    f"known download address. {hint}")
+            raise FileNotFoundError(
+                f"LibriSpeech part {name!r} not found in {self.data_dir} and it has no known download address. {hint}"
+            )
         if not download:
             raise FileNotFoundError(f"LibriSpeech part {name!r} not found in {self.data_dir}. {hint}")
         download_and_extract(URLS[name], self.data_dir, manual_hint=hint)

@@ -1,4 +1,5 @@
 """LJSpeech-1.1 layout: ``wavs/<id>.wav`` + ``metadata.csv`` (``id|raw text|normalised text``)."""
+
 import zlib
 from pathlib import Path
 
@@ -16,16 +17,14 @@ def is_test_id(utt_id, test_percent):
 class LJSpeechDataset(BaseDataset):
     """``part``: ``train``, ``test`` (``test_percent`` of the ids, by hash) or ``all``."""
 
-    def __init__(self, part="train", data_dir="data/datasets/ljspeech", test_percent=5, download=True,
-                 **kwargs):
+    def __init__(self, part="train", data_dir="data/datasets/ljspeech", test_percent=5, download=True, **kwargs):
         if part not in ("train", "test", "all"):
             raise ValueError(f"LJSpeechDataset part must be train, test or all, got {part!r}")
         self.part, self.test_percent = part, test_percent
         data_dir = Path(data_dir)
         root = next((c for c in (data_dir, data_dir / "LJSpeech-1.1") if (c / "metadata.csv").is_file()), None)
         if root is None:
-            hint = (f"Unpack LJSpeech-1.1.tar.bz2 so that {data_dir / 'LJSpeech-1.1' / 'metadata.csv'} "
-                    f"and wavs/ exist.")
+            hint = f"Unpack LJSpeech-1.1.tar.bz2 so that {data_dir / 'LJSpeech-1.1' / 'metadata.csv'} and wavs/ exist."
             if not download:
                 raise FileNotFoundError(f"LJSpeech not found in {data_dir}. {hint}")
             download_and_extract(URL, data_dir, manual_hint=hint)

@@ -1,4 +1,5 @@
 """NeMo-style JSON-lines manifests: one ``{"audio_filepath", "text", "duration"}`` per line."""
+
 import json
 from pathlib import Path
 

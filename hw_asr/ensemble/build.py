@@ -21,6 +21,7 @@ settings and temperature are searched too. ``decoders`` (optional, per member) a
 that member's beam/LM decoder blocks, as under ``decoders`` in a training config;
 by default those of the member's own checkpoint config.
 """
+
 import argparse
 import json
 import logging
@@ -33,8 +34,14 @@ from hw_asr.config import ConfigError, apply_overrides, check_known_keys, load_c
 from hw_asr.datasets.base_dataset import report_skipped
 from hw_asr.datasets.manifest_dataset import read_manifest
 from hw_asr.ensemble.confidence import confidence_features, confidence_settings
-from hw_asr.ensemble.ensemble import (SELECTOR_GRID, ConfidenceEnsemble, Member, fit_selector, members_log_probs,
-                                      tune_selector)
+from hw_asr.ensemble.ensemble import (
+    SELECTOR_GRID,
+    ConfidenceEnsemble,
+    Member,
+    fit_selector,
+    members_log_probs,
+    tune_selector,
+)
 from hw_asr.trainer.checkpoint import CheckpointError
 from hw_asr.trainer.distributed import pick_device
 
@@ -44,10 +51,17 @@ CONFIDENCE_GRID = {
     "temperature": [0.5, 1.0, 2.0],
     "exclude_blank": [True, False],
     "aggregation": ["mean", "min", "prod"],
-    "method_cfg": [{"name": "max_prob", "alpha": 1.0}, {"name": "max_prob", "alpha": 0.5},
-                   *({"name": "entropy", "entropy_type": "gibbs", "entropy_norm": n} for n in ("lin", "exp")),
-                   *({"name": "entropy", "entropy_type": t, "alpha": a, "entropy_norm": n}
-                     for t in ("tsallis", "renyi") for a in (0.25, 0.5, 0.75) for n in ("lin", "exp"))],
+    "method_cfg": [
+        {"name": "max_prob", "alpha": 1.0},
+        {"name": "max_prob", "alpha": 0.5},
+        *({"name": "entropy", "entropy_type": "gibbs", "entropy_norm": n} for n in ("lin", "exp")),
+        *(
+            {"name": "entropy", "entropy_type": t, "alpha": a, "entropy_norm": n}
+            for t in ("tsallis", "renyi")
+            for a in (0.25, 0.5, 0.75)
+            for n in ("lin", "exp")
+        ),
+    ],
 }
 
 
@@ -63,8 +77,21 @@ def manifest_paths(path, limit, seed):
     return paths
 
 
-BUILD_KEYS = {"name", "description", "ensemble", "output_path", "temperature", "confidence", "tune_confidence",
-              "selector_grid", "max_training_samples", "max_dev_samples", "seed", "batch_size", "device"}
+BUILD_KEYS = {
+    "name",
+    "description",
+    "ensemble",
+    "output_path",
+    "temperature",
+    "confidence",
+    "tune_confidence",
+    "selector_grid",
+    "max_training_samples",
+    "max_dev_samples",
+    "seed",
+    "batch_size",
+    "device",
+}
 MEMBER_KEYS = {"model", "training_manifest", "dev_manifest", "name", "decoders"}
 
 
@@ -72,7 +99,7 @@ def validate(cfg):
     check_known_keys(cfg, BUILD_KEYS, "config")
     members = cfg.get("ensemble")
     if not isinstance(members, list) or len(members) < 2:
-        raise ConfigError("'ensemble' must list at least two members: {\"model\": ..., \"training_manifest\": ...}")
+        raise ConfigError('\'ensemble\' must list at least two members: {"model": ..., "training_manifest": ...}')
     for i, m in enumerate(members):
         for key in ("model", "training_manifest"):
             if not isinstance(m, dict) or key not in m:
@@ -108,8 +135,9 @@ def search_confidence(train_lp, train_y, dev_lp, dev_y, grid=None):
         for exclude_blank in grid["exclude_blank"]:
             for aggregation in grid["aggregation"]:
                 for method in grid["method_cfg"]:
-                    settings = confidence_settings({"exclude_blank": exclude_blank, "aggregation": aggregation,
-                                                    "method_cfg": method})
+                    settings = confidence_settings(
+                        {"exclude_blank": exclude_blank, "aggregation": aggregation, "method_cfg": method}
+                    )
                     tx = confidence_features(train_lp, settings, temperature).numpy()
                     dx = confidence_features(dev_lp, settings, temperature).numpy()
                     try:
@@ -133,12 +161,18 @@ def build(cfg):
     if len(set(names)) != len(names):
         raise ConfigError(f"member names must differ, got {names}; set 'name' per member")
     logger.info("collecting confidences of %d members on their training manifests", len(members))
-    train_lp, train_y = collect(members, [m["training_manifest"] for m in cfg["ensemble"]],
-                                   cfg.get("max_training_samples", 500), seed, batch_size)
+    train_lp, train_y = collect(
+        members,
+        [m["training_manifest"] for m in cfg["ensemble"]],
+        cfg.get("max_training_samples", 500),
+        seed,
+        batch_size,
+    )
     has_dev = "dev_manifest" in cfg["ensemble"][0]
     if has_dev:
-        dev_lp, dev_y = collect(members, [m["dev_manifest"] for m in cfg["ensemble"]],
-                                   cfg.get("max_dev_samples", 500), seed, batch_size)
+        dev_lp, dev_y = collect(
+            members, [m["dev_manifest"] for m in cfg["ensemble"]], cfg.get("max_dev_samples", 500), seed, batch_size
+        )
     confidence, temperature = confidence_settings(cfg.get("confidence")), float(cfg.get("temperature", 1.0))
     info = {"members": names, "train_counts": np.bincount(train_y, minlength=len(members)).tolist()}
     if cfg.get("tune_confidence"):
@@ -146,15 +180,21 @@ def build(cfg):
             raise ConfigError("tune_confidence needs a dev_manifest per member")
         (confidence, temperature, acc), table = search_confidence(train_lp, train_y, dev_lp, dev_y)
         info["confidence_search"] = sorted(table, key=lambda r: -r["dev_accuracy"])[:10]
-        logger.info("confidence search: best dev accuracy %.4f with temperature %s, %s", acc, temperature,
-                    json.dumps(confidence))
+        logger.info(
+            "confidence search: best dev accuracy %.4f with temperature %s, %s",
+            acc,
+            temperature,
+            json.dumps(confidence),
+        )
     train_x = confidence_features(train_lp, confidence, temperature).numpy()
     if has_dev:
         dev_x = confidence_features(dev_lp, confidence, temperature).numpy()
-        selector, dev_acc, table = tune_selector(train_x, train_y, dev_x, dev_y,
-                                                 cfg.get("selector_grid", SELECTOR_GRID))
-        info.update(dev_counts=np.bincount(dev_y, minlength=len(members)).tolist(), dev_accuracy=dev_acc,
-                    selector_search=table)
+        selector, dev_acc, table = tune_selector(
+            train_x, train_y, dev_x, dev_y, cfg.get("selector_grid", SELECTOR_GRID)
+        )
+        info.update(
+            dev_counts=np.bincount(dev_y, minlength=len(members)).tolist(), dev_accuracy=dev_acc, selector_search=table
+        )
     else:
         selector = fit_selector(train_x, train_y, seed=seed)
     info["train_accuracy"] = float((selector.predict(train_x) == train_y).mean())
@@ -169,8 +209,9 @@ def main(argv=None):
     parser.add_argument("-c", "--config", required=True)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         cfg = apply_overrides(load_config(args.config), args.overrides)
         ensemble = build(cfg)
@@ -178,8 +219,10 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     info = ensemble.info
     print(f"members: {', '.join(info['members'])}; training utterances per member: {info['train_counts']}")
-    print(f"selector {info['selector']}: train accuracy {info['train_accuracy']:.4f}"
-          + (f", dev accuracy {info['dev_accuracy']:.4f}" if "dev_accuracy" in info else ""))
+    print(
+        f"selector {info['selector']}: train accuracy {info['train_accuracy']:.4f}"
+        + (f", dev accuracy {info['dev_accuracy']:.4f}" if "dev_accuracy" in info else "")
+    )
     print(f"confidence: temperature {ensemble.temperature}, {json.dumps(ensemble.confidence)}")
     print(f"wrote {cfg['output_path']}")
     return ensemble

@@ -26,6 +26,7 @@ Settings (a plain dict, as in the ensemble config)::
 Configs written with the older key ``measure_cfg`` are read with a warning
 (:func:`confidence_settings`); ``python -m hw_asr.ensemble.migrate`` rewrites them.
 """
+
 import copy
 import math
 import warnings
@@ -58,21 +59,30 @@ def confidence_settings(cfg=None, where="confidence"):
     """Validated settings with defaults filled in; ``measure_cfg`` is accepted with a warning."""
     cfg, changed = migrate_confidence(cfg, where)
     if changed:
-        warnings.warn(f"{where}.measure_cfg is the old name of {where}.method_cfg; it was read as method_cfg. "
-                      f"Rewrite the file with: python -m hw_asr.ensemble.migrate <file>", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{where}.measure_cfg is the old name of {where}.method_cfg; it was read as method_cfg. "
+            f"Rewrite the file with: python -m hw_asr.ensemble.migrate <file>",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     unknown = set(cfg) - {"exclude_blank", "aggregation", "method_cfg"}
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)} (exclude_blank, aggregation, method_cfg)")
-    out = {"exclude_blank": bool(cfg.get("exclude_blank", True)), "aggregation": cfg.get("aggregation", "mean"),
-           "method_cfg": {**DEFAULT_METHOD, **(cfg.get("method_cfg") or {})}}
+    out = {
+        "exclude_blank": bool(cfg.get("exclude_blank", True)),
+        "aggregation": cfg.get("aggregation", "mean"),
+        "method_cfg": {**DEFAULT_METHOD, **(cfg.get("method_cfg") or {})},
+    }
     method = out["method_cfg"]
     unknown = set(method) - set(DEFAULT_METHOD)
     if unknown:
         raise ValueError(f"{where}.method_cfg: unknown keys {sorted(unknown)} ({sorted(DEFAULT_METHOD)})")
-    checks = [("aggregation", out["aggregation"], AGGREGATIONS), ("method_cfg.name", method["name"], METHODS),
-              ("method_cfg.entropy_type", method["entropy_type"], ENTROPY_TYPES),
-              ("method_cfg.entropy_norm", method["entropy_norm"], ENTROPY_NORMS)]
+    checks = [
+        ("aggregation", out["aggregation"], AGGREGATIONS),
+        ("method_cfg.name", method["name"], METHODS),
+        ("method_cfg.entropy_type", method["entropy_type"], ENTROPY_TYPES),
+        ("method_cfg.entropy_norm", method["entropy_norm"], ENTROPY_NORMS),
+    ]
     for key, value, allowed in checks:
         if value not in allowed:
             raise ValueError(f"{where}.{key} = {value!r}; use one of {list(allowed)}")
@@ -103,7 +113,7 @@ def frame_confidence(log_probs, method_cfg):
     log_probs = log_probs.double()
     if method["name"] == "max_prob":
         p_max = log_probs.max(-1).values.exp()
-        conf = ((V * p_max) ** alpha - 1.0) / (V ** alpha - 1.0)
+        conf = ((V * p_max) ** alpha - 1.0) / (V**alpha - 1.0)
     else:
         h, h_max = _entropy(log_probs, method["entropy_type"], alpha)
         if method["entropy_norm"] == "lin":
@@ -148,5 +158,7 @@ def confidence_features(per_model_log_probs, settings, temperature=1.0):
     ``per_model_log_probs[m][n]`` is model m's ``[T, V]`` log-probs of utterance n."""
     settings = confidence_settings(settings)
     n = len(per_model_log_probs[0])
-    return torch.tensor([[_utterance_confidence(lp[i], settings, temperature) for lp in per_model_log_probs]
-                         for i in range(n)], dtype=torch.float64)
+    return torch.tensor(
+        [[_utterance_confidence(lp[i], settings, temperature) for lp in per_model_log_probs] for i in range(n)],
+        dtype=torch.float64,
+    )

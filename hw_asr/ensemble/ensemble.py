@@ -11,6 +11,7 @@ The ensemble file holds the members' weights, configs, text encoders and decoder
 settings, the confidence settings and the classifier as plain arrays, so it loads
 with ``torch.load(weights_only=True)``; no code is pickled.
 """
+
 import logging
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class Member:
     def __init__(self, name, model_state, config, encoder_state, decoders_cfg=None, device="cpu"):
         from hw_asr.builder import build_decoders, build_model
         from hw_asr.text_encoder import text_encoder_from_state
+
         self.name, self.config, self.device = name, config, torch.device(device)
         self.encoder_state, self.decoders_cfg = encoder_state, decoders_cfg or {}
         self.encoder = text_encoder_from_state(encoder_state)
@@ -48,15 +50,27 @@ class Member:
     @classmethod
     def from_checkpoint(cls, path, name=None, decoders_cfg=None, device="cpu"):
         from hw_asr.trainer.checkpoint import load_checkpoint
+
         state = load_checkpoint(path)
         if decoders_cfg is None:
             decoders_cfg = state["config"].get("decoders") or {}
-        return cls(name or Path(path).parent.name or Path(path).stem, state["model"], state["config"],
-                   state["text_encoder"], decoders_cfg, device)
+        return cls(
+            name or Path(path).parent.name or Path(path).stem,
+            state["model"],
+            state["config"],
+            state["text_encoder"],
+            decoders_cfg,
+            device,
+        )
 
     def state(self):
-        return {"name": self.name, "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "config": self.config, "text_encoder": self.encoder_state, "decoders": self.decoders_cfg}
+        return {
+            "name": self.name,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "config": self.config,
+            "text_encoder": self.encoder_state,
+            "decoders": self.decoders_cfg,
+        }
 
     @torch.no_grad()
     def log_probs(self, waves, batch_size=8):
@@ -65,16 +79,16 @@ class Member:
         order = sorted(range(len(waves)), key=lambda i: waves[i].numel())
         out = [None] * len(waves)
         for start in range(0, len(waves), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             chunk = [waves[i] for i in idx]
             lengths = torch.tensor([w.numel() for w in chunk], dtype=torch.long)
             audio = torch.zeros(len(chunk), int(lengths.max()))
             for i, w in enumerate(chunk):
-                audio[i, :w.numel()] = w
+                audio[i, : w.numel()] = w
             result = self.model(audio=audio.to(self.device), audio_length=lengths.to(self.device))
             lp, lp_len = result["log_probs"].float().cpu(), result["log_probs_length"].cpu()
             for k, i in enumerate(idx):
-                out[i] = lp[k, :max(1, int(lp_len[k]))]
+                out[i] = lp[k, : max(1, int(lp_len[k]))]
         return out
 
     def decode(self, log_probs, decoder="argmax"):
@@ -84,8 +98,10 @@ class Member:
         if decoder == "argmax":
             return self.encoder.ctc_greedy(padded, lengths)
         if decoder not in self.decoders:
-            raise KeyError(f"member {self.name!r} has no decoder {decoder!r} (it has argmax"
-                           f"{', ' if self.decoders else ''}{', '.join(self.decoders)})")
+            raise KeyError(
+                f"member {self.name!r} has no decoder {decoder!r} (it has argmax"
+                f"{', ' if self.decoders else ''}{', '.join(self.decoders)})"
+            )
         return self.decoders[decoder].decode_batch(padded, lengths)
 
 
@@ -127,14 +143,27 @@ class Selector:
         return self.classes[self.predict_proba(features).argmax(1)]
 
     def state(self):
-        return {"mean": torch.from_numpy(self.mean), "scale": torch.from_numpy(self.scale),
-                "coef": torch.from_numpy(self.coef), "intercept": torch.from_numpy(self.intercept),
-                "classes": torch.from_numpy(self.classes.astype(np.int64)), "mode": self.mode, "params": self.params}
+        return {
+            "mean": torch.from_numpy(self.mean),
+            "scale": torch.from_numpy(self.scale),
+            "coef": torch.from_numpy(self.coef),
+            "intercept": torch.from_numpy(self.intercept),
+            "classes": torch.from_numpy(self.classes.astype(np.int64)),
+            "mode": self.mode,
+            "params": self.params,
+        }
 
     @classmethod
     def from_state(cls, s):
-        return cls(s["mean"].numpy(), s["scale"].numpy(), s["coef"].numpy(), s["intercept"].numpy(),
-                   s["classes"].numpy(), s["mode"], s.get("params"))
+        return cls(
+            s["mean"].numpy(),
+            s["scale"].numpy(),
+            s["coef"].numpy(),
+            s["intercept"].numpy(),
+            s["classes"].numpy(),
+            s["mode"],
+            s.get("params"),
+        )
 
 
 def fit_selector(features, labels, C=1.0, class_weight="balanced", mode="multinomial", seed=0):
@@ -143,6 +172,7 @@ def fit_selector(features, labels, C=1.0, class_weight="balanced", mode="multino
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
     if len(set(np.asarray(labels).tolist())) < 2:
         raise ValueError("the selector needs utterances of at least two members")
     clf = LogisticRegression(C=C, class_weight=class_weight, max_iter=2000, random_state=seed)
@@ -152,8 +182,11 @@ def fit_selector(features, labels, C=1.0, class_weight="balanced", mode="multino
     return Selector.from_sklearn(pipeline, mode, {"C": C, "class_weight": class_weight, "mode": mode})
 
 
-SELECTOR_GRID = {"C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0], "class_weight": ["balanced", None],
-                 "mode": ["multinomial", "ovr"]}
+SELECTOR_GRID = {
+    "C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0],
+    "class_weight": ["balanced", None],
+    "mode": ["multinomial", "ovr"],
+}
 
 
 def tune_selector(train_x, train_y, dev_x, dev_y, grid=None):
@@ -237,9 +270,18 @@ class ConfidenceEnsemble:
 
     # ---- persistence ----
     def save(self, path):
-        save_checkpoint({"format": FORMAT, "version": VERSION, "members": [m.state() for m in self.members],
-                         "selector": self.selector.state(), "confidence": self.confidence,
-                         "temperature": self.temperature, "info": self.info}, path)
+        save_checkpoint(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "members": [m.state() for m in self.members],
+                "selector": self.selector.state(),
+                "confidence": self.confidence,
+                "temperature": self.temperature,
+                "info": self.info,
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path, device="cpu"):
@@ -248,14 +290,25 @@ class ConfidenceEnsemble:
     @classmethod
     def from_state(cls, state, device="cpu", where="ensemble"):
         """From the dict :func:`load_ensemble_state` returns."""
-        members = [Member(m["name"], m["model"], m["config"], m["text_encoder"], m.get("decoders"), device)
-                   for m in state["members"]]
+        members = [
+            Member(m["name"], m["model"], m["config"], m["text_encoder"], m.get("decoders"), device)
+            for m in state["members"]
+        ]
         confidence, changed = migrate_confidence(state["confidence"])
         if changed:
-            logger.warning("%s: confidence settings use the old key measure_cfg; rewrite the file with "
-                           "python -m hw_asr.ensemble.migrate %s", where, where)
-        return cls(members, Selector.from_state(state["selector"]), confidence, state.get("temperature", 1.0),
-                   state.get("info"))
+            logger.warning(
+                "%s: confidence settings use the old key measure_cfg; rewrite the file with "
+                "python -m hw_asr.ensemble.migrate %s",
+                where,
+                where,
+            )
+        return cls(
+            members,
+            Selector.from_state(state["selector"]),
+            confidence,
+            state.get("temperature", 1.0),
+            state.get("info"),
+        )
 
     # ---- inference ----
     def member_log_probs(self, items, batch_size=8):
@@ -279,8 +332,9 @@ class ConfidenceEnsemble:
         a decoder every member has (``argmax`` always; e.g. each member's beam+LM decoder),
         or is a list of them (then ``text`` maps decoder names to transcripts)."""
         items, names = expand_inputs(inputs)
-        results = self.route_and_decode(items, [decoder] if isinstance(decoder, str) else decoder,
-                                        batch_size, return_all)
+        results = self.route_and_decode(
+            items, [decoder] if isinstance(decoder, str) else decoder, batch_size, return_all
+        )
         for r, name in zip(results, names):
             r["audio"] = name
             if isinstance(decoder, str):
@@ -295,12 +349,19 @@ class ConfidenceEnsemble:
             return []
         log_probs = self.member_log_probs(items, batch_size)
         feats, probs, choice = self.route(log_probs)
-        results = [{"model_index": int(choice[i]), "model": self.members[choice[i]].name,
-                    "confidences": [float(v) for v in feats[i]], "probabilities": [float(v) for v in probs[i]],
-                    "text": {}} for i in range(len(items))]
+        results = [
+            {
+                "model_index": int(choice[i]),
+                "model": self.members[choice[i]].name,
+                "confidences": [float(v) for v in feats[i]],
+                "probabilities": [float(v) for v in probs[i]],
+                "text": {},
+            }
+            for i in range(len(items))
+        ]
         for k, m in enumerate(self.members):
             idx = [i for i in range(len(items)) if return_all or choice[i] == k]
-            for d in (decoders if idx else ()):
+            for d in decoders if idx else ():
                 for i, t in zip(idx, m.decode([log_probs[k][i] for i in idx], d)):
                     if return_all:
                         results[i].setdefault("member_texts", {}).setdefault(m.name, {})[d] = t
@@ -314,8 +375,10 @@ def check_ensemble_state(state, where):
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{where}: not a confidence-ensemble file (no format {FORMAT!r})")
     if state.get("version", 0) > VERSION:
-        raise CheckpointError(f"{where}: ensemble format version {state['version']} is newer than this "
-                              f"hw_asr reads ({VERSION}); update hw_asr")
+        raise CheckpointError(
+            f"{where}: ensemble format version {state['version']} is newer than this "
+            f"hw_asr reads ({VERSION}); update hw_asr"
+        )
     return state
 
 

@@ -4,6 +4,7 @@
 
     python -m hw_asr.ensemble.migrate configs/old_ensemble.json old_ensemble.pth
 """
+
 import argparse
 import json
 import os
@@ -35,6 +36,7 @@ def migrate_json(path):
 
 def migrate_ensemble_file(path):
     from hw_asr.ensemble.ensemble import load_ensemble_state
+
     state = load_ensemble_state(path)
     state["confidence"], changed = migrate_confidence(state["confidence"])
     if changed:

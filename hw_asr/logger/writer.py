@@ -4,6 +4,7 @@ comet-ml runs online when ``COMET_API_KEY`` is set and offline otherwise
 (an archive in ``<run>/comet/`` to upload later with ``comet upload``), so a
 run never waits on the network.
 """
+
 import json
 import logging
 import logging.handlers
@@ -56,10 +57,20 @@ def _make_comet(run_dir, project_name, run_name, config):
     except ImportError:
         logger.warning("comet-ml is not installed; logging to metrics.jsonl only")
         return None
-    quiet = dict(auto_metric_logging=False, auto_param_logging=False, auto_output_logging=False,
-                 log_env_details=False, log_git_metadata=False, log_git_patch=False, log_code=False,
-                 log_env_gpu=False, log_env_host=False, log_env_cpu=False, parse_args=False,
-                 display_summary_level=0)
+    quiet = dict(
+        auto_metric_logging=False,
+        auto_param_logging=False,
+        auto_output_logging=False,
+        log_env_details=False,
+        log_git_metadata=False,
+        log_git_patch=False,
+        log_code=False,
+        log_env_gpu=False,
+        log_env_host=False,
+        log_env_cpu=False,
+        parse_args=False,
+        display_summary_level=0,
+    )
     try:
         if os.environ.get("COMET_API_KEY"):
             exp = comet_ml.Experiment(project_name=project_name, **quiet)
@@ -115,6 +126,7 @@ class Writer:
         if self.comet is not None:
             import numpy as np
             from PIL import Image
+
             img = feats.detach().float().cpu().numpy()
             img = (img - img.min()) / max(float(img.max() - img.min()), 1e-8)
             img = Image.fromarray((np.flipud(img) * 255).astype(np.uint8))  # low frequencies at the bottom
@@ -124,15 +136,22 @@ class Writer:
         if self.comet is not None:
             with warnings.catch_warnings():  # comet first tests whether the array is a file path
                 warnings.simplefilter("ignore", DeprecationWarning)
-                self.comet.log_audio(audio.detach().float().cpu().numpy(), sample_rate=sample_rate,
-                                     file_name=f"{split}_{name}.wav", step=step)
+                self.comet.log_audio(
+                    audio.detach().float().cpu().numpy(),
+                    sample_rate=sample_rate,
+                    file_name=f"{split}_{name}.wav",
+                    step=step,
+                )
 
     def log_predictions(self, step, split, rows):
         """``rows``: dicts with target, prediction(s), WER, CER."""
         if self.comet is not None and rows:
             headers = list(rows[0])
-            self.comet.log_table(f"{split}_predictions_step{step}.csv",
-                                 tabular_data=[[r[h] for h in headers] for r in rows], headers=headers)
+            self.comet.log_table(
+                f"{split}_predictions_step{step}.csv",
+                tabular_data=[[r[h] for h in headers] for r in rows],
+                headers=headers,
+            )
 
     def close(self):
         if self.jsonl is not None:

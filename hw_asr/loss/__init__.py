@@ -1,4 +1,5 @@
 """Loss registry: ``{"type": "CTCLoss", "args": {}}``."""
+
 from torch import nn
 
 from hw_asr.text_encoder.base import BLANK_INDEX

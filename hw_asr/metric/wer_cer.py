@@ -1,4 +1,5 @@
 """Word and character error rates, aggregated over a whole split (jiwer counts the edits)."""
+
 import jiwer
 
 

@@ -1,4 +1,5 @@
 """Models registry: ``{"type": "DeepSpeech2", "args": {...}}``."""
+
 from hw_asr.model.baseline_model import BaselineModel
 from hw_asr.model.conformer import Conformer
 from hw_asr.model.deepspeech2 import DeepSpeech2

@@ -1,4 +1,5 @@
 """What every CTC model shares: frontend -> SpecAugment -> encoder -> head -> log-probs."""
+
 import torch
 from torch import nn
 
@@ -93,6 +94,7 @@ def allow_rnn_capture():
     """Let torch.compile trace ``nn.GRU``/``nn.LSTM`` into its graph (dynamo's ``allow_rnn``, off by
     default: every RNN would otherwise break the graph in two). A process-wide switch."""
     import torch._dynamo
+
     torch._dynamo.config.allow_rnn = True
 
 

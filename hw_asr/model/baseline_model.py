@@ -1,4 +1,5 @@
 """A tiny conv + GRU CTC model for quick checks (not a published architecture)."""
+
 from torch import nn
 
 from hw_asr.model.base_model import CTCModel, lengths_to_mask

@@ -10,6 +10,7 @@ u and v), or absolute sinusoids added after subsampling with ``pos_encoding="abs
 The convolution module is pointwise (2x, GLU) -> depthwise -> batch/layer norm ->
 Swish -> pointwise. Presets S/M/L (configs/arch) follow NeMo's Conformer-CTC sizes.
 """
+
 import math
 
 import torch
@@ -31,7 +32,7 @@ class ConvSubsampling(nn.Module):
         self.proj = nn.Linear(channels * freq, dim)
 
     def forward(self, feats, lengths):
-        x = feats.transpose(1, 2).unsqueeze(1).contiguous()             # [B, 1, T, F]
+        x = feats.transpose(1, 2).unsqueeze(1).contiguous()  # [B, 1, T, F]
         for conv in (self.conv1, self.conv2):
             lengths = (lengths - 1) // 2 + 1
             x = torch.relu(conv(x))
@@ -71,9 +72,13 @@ class RelPositionMultiHeadAttention(nn.Module):
         # the content term (q + u) . k, the softmax and the weighted sum run fused in SDPA, the position
         # term enters as an additive mask, so no [B, H, T, T] softmax or score copies are kept for backward
         # under autocast q, k, v are half precision but q + u (an fp32 parameter) is promoted: cast it back
-        out = nn.functional.scaled_dot_product_attention((q + self.pos_bias_u[:, None]).to(v.dtype), k, v,
-                                                         attn_mask=bias.to(v.dtype),
-                                                         dropout_p=self.dropout_p if self.training else 0.0)
+        out = nn.functional.scaled_dot_product_attention(
+            (q + self.pos_bias_u[:, None]).to(v.dtype),
+            k,
+            v,
+            attn_mask=bias.to(v.dtype),
+            dropout_p=self.dropout_p if self.training else 0.0,
+        )
         return self.out(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -93,7 +98,7 @@ def relative_shift(position):
     if t == 1:
         return position
     flat = position.reshape(*position.shape[:-2], t * (2 * t - 1))
-    return flat[..., t - 1: t - 1 + t * (2 * t - 2)].unflatten(-1, (t, 2 * t - 2))[..., :t]
+    return flat[..., t - 1 : t - 1 + t * (2 * t - 2)].unflatten(-1, (t, 2 * t - 2))[..., :t]
 
 
 class AbsPositionMultiHeadAttention(nn.Module):
@@ -148,15 +153,29 @@ class ConformerLayer(nn.Module):
 
 
 class Conformer(CTCModel):
-    def __init__(self, n_tokens, dim=176, layers=16, heads=4, ff_mult=4, kernel=31, subsampling_channels=None,
-                 pos_encoding="rel", conv_norm="batch", dropout=0.1, frontend=None, spec_augment=None):
+    def __init__(
+        self,
+        n_tokens,
+        dim=176,
+        layers=16,
+        heads=4,
+        ff_mult=4,
+        kernel=31,
+        subsampling_channels=None,
+        pos_encoding="rel",
+        conv_norm="batch",
+        dropout=0.1,
+        frontend=None,
+        spec_augment=None,
+    ):
         super().__init__(n_tokens, frontend, spec_augment)
         if pos_encoding not in ("rel", "abs"):
             raise ValueError(f"pos_encoding must be 'rel' or 'abs', got {pos_encoding!r}")
         self.subsampling = ConvSubsampling(self.frontend.n_features, dim, subsampling_channels or dim)
         self.positions = SinusoidalPositions(dim, dropout) if pos_encoding == "abs" else nn.Dropout(dropout)
-        self.layers = nn.ModuleList([ConformerLayer(dim, heads, ff_mult, kernel, pos_encoding, conv_norm, dropout)
-                                     for _ in range(layers)])
+        self.layers = nn.ModuleList(
+            [ConformerLayer(dim, heads, ff_mult, kernel, pos_encoding, conv_norm, dropout) for _ in range(layers)]
+        )
         self.head = nn.Linear(dim, n_tokens)
         self.pos_encoding, self.dim = pos_encoding, dim
 

@@ -8,6 +8,7 @@ normalised linear CTC head. Padded frames are zeroed after every convolution and
 left out of every normalisation, so an utterance's output does not depend on its
 batch neighbours in eval mode.
 """
+
 from torch import nn
 
 from hw_asr.model.base_model import CTCModel, lengths_to_mask, masked_apply
@@ -46,23 +47,52 @@ class DeepSpeech2(CTCModel):
     directions: 86,618,400 parameters with a 29-symbol vocabulary.
     """
 
-    def __init__(self, n_tokens, frontend=None, spec_augment=None, conv_channels=32, rnn_type="gru",
-                 rnn_hidden=512, rnn_layers=5, bidirectional=True, sum_directions=False, rnn_norm="batch",
-                 residual=False, dropout=0.0, conv_bias=False):
+    def __init__(
+        self,
+        n_tokens,
+        frontend=None,
+        spec_augment=None,
+        conv_channels=32,
+        rnn_type="gru",
+        rnn_hidden=512,
+        rnn_layers=5,
+        bidirectional=True,
+        sum_directions=False,
+        rnn_norm="batch",
+        residual=False,
+        dropout=0.0,
+        conv_bias=False,
+    ):
         super().__init__(n_tokens, frontend, spec_augment)
         c = conv_channels
-        self.convs = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(1, c, (41, 11), stride=(2, 2), padding=(20, 5), bias=conv_bias),
-                          nn.BatchNorm2d(c), nn.Hardtanh(0, 20, inplace=True)),
-            nn.Sequential(nn.Conv2d(c, c, (21, 11), stride=(2, 1), padding=(10, 5), bias=conv_bias),
-                          nn.BatchNorm2d(c), nn.Hardtanh(0, 20, inplace=True)),
-        ])
+        self.convs = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Conv2d(1, c, (41, 11), stride=(2, 2), padding=(20, 5), bias=conv_bias),
+                    nn.BatchNorm2d(c),
+                    nn.Hardtanh(0, 20, inplace=True),
+                ),
+                nn.Sequential(
+                    nn.Conv2d(c, c, (21, 11), stride=(2, 1), padding=(10, 5), bias=conv_bias),
+                    nn.BatchNorm2d(c),
+                    nn.Hardtanh(0, 20, inplace=True),
+                ),
+            ]
+        )
         freq = _conv_out(_conv_out(self.frontend.n_features, 41, 2, 20), 21, 2, 10)
         size = c * freq
         layers = []
         for i in range(rnn_layers):
-            layer = RecurrentLayer(size, rnn_hidden, rnn_type, bidirectional, sum_directions,
-                                   norm=None if i == 0 else rnn_norm, residual=residual, dropout=dropout)
+            layer = RecurrentLayer(
+                size,
+                rnn_hidden,
+                rnn_type,
+                bidirectional,
+                sum_directions,
+                norm=None if i == 0 else rnn_norm,
+                residual=residual,
+                dropout=dropout,
+            )
             layers.append(layer)
             size = layer.output_size
         self.rnns = nn.ModuleList(layers)
@@ -70,12 +100,12 @@ class DeepSpeech2(CTCModel):
         self.head = nn.Linear(size, n_tokens, bias=False)
 
     def encode(self, feats, lengths):
-        x = feats.unsqueeze(1)                                   # [B, 1, F, T]
-        lengths = _conv_out(lengths, 11, 2, 5)                   # time stride 2, then 1
+        x = feats.unsqueeze(1)  # [B, 1, F, T]
+        lengths = _conv_out(lengths, 11, 2, 5)  # time stride 2, then 1
         for conv in self.convs:
             x = conv(x)
             x = x * lengths_to_mask(lengths, x.shape[-1])[:, None, None, :].to(x.dtype)
-        x = x.flatten(1, 2).transpose(1, 2)                      # [B, T', C * F']
+        x = x.flatten(1, 2).transpose(1, 2)  # [B, T', C * F']
         mask = lengths_to_mask(lengths, x.shape[1])
         for rnn in self.rnns:
             x = rnn(x, lengths, mask)

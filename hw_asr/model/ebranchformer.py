@@ -14,6 +14,7 @@ with kernel 7 and no linear after the convolution, FFN 512, merge kernel 31, 34
 outputs: 9,986,850 trainable parameters. Positions are sinusoids in a buffer, added
 per frame (not per batch index).
 """
+
 import torch
 from torch import nn
 
@@ -30,10 +31,10 @@ class StackingSubsampling(nn.Module):
         self.proj = nn.Linear(in_features * factor, dim)
 
     def forward(self, feats, lengths):
-        x = feats.transpose(1, 2)                                  # [B, T, F]
+        x = feats.transpose(1, 2)  # [B, T, F]
         pad = (-x.shape[1]) % self.factor
         x = nn.functional.pad(x, (0, 0, 0, pad))
-        x = x.reshape(x.shape[0], x.shape[1] // self.factor, -1)   # [B, T/f, F*f]
+        x = x.reshape(x.shape[0], x.shape[1] // self.factor, -1)  # [B, T/f, F*f]
         return self.proj(x), (lengths + self.factor - 1) // self.factor
 
 
@@ -72,8 +73,7 @@ class ConvolutionalGatingMLP(nn.Module):
 
 
 class EBranchformerLayer(nn.Module):
-    def __init__(self, dim, heads, ffn_units, cgmlp_units, cgmlp_kernel, merge_kernel, linear_after_conv,
-                 dropout):
+    def __init__(self, dim, heads, ffn_units, cgmlp_units, cgmlp_kernel, merge_kernel, linear_after_conv, dropout):
         super().__init__()
         self.ff1 = FeedForward(dim, ffn_units, dropout)
         self.attn_norm = nn.LayerNorm(dim)
@@ -98,15 +98,33 @@ class EBranchformerLayer(nn.Module):
 
 
 class EBranchformer(CTCModel):
-    def __init__(self, n_tokens, dim=256, layers=8, heads=4, ffn_units=512, cgmlp_units=768, cgmlp_kernel=7,
-                 merge_kernel=31, linear_after_conv=False, subsampling_factor=4, dropout=0.1,
-                 frontend=None, spec_augment=None):
+    def __init__(
+        self,
+        n_tokens,
+        dim=256,
+        layers=8,
+        heads=4,
+        ffn_units=512,
+        cgmlp_units=768,
+        cgmlp_kernel=7,
+        merge_kernel=31,
+        linear_after_conv=False,
+        subsampling_factor=4,
+        dropout=0.1,
+        frontend=None,
+        spec_augment=None,
+    ):
         super().__init__(n_tokens, frontend, spec_augment)
         self.subsampling = StackingSubsampling(self.frontend.n_features, dim, subsampling_factor)
         self.positions = SinusoidalPositions(dim, dropout)
-        self.layers = nn.ModuleList([
-            EBranchformerLayer(dim, heads, ffn_units, cgmlp_units, cgmlp_kernel, merge_kernel, linear_after_conv,
-                               dropout) for _ in range(layers)])
+        self.layers = nn.ModuleList(
+            [
+                EBranchformerLayer(
+                    dim, heads, ffn_units, cgmlp_units, cgmlp_kernel, merge_kernel, linear_after_conv, dropout
+                )
+                for _ in range(layers)
+            ]
+        )
         self.head = nn.Conv1d(dim, n_tokens, 1)
 
     def encode(self, feats, lengths):

@@ -1,4 +1,5 @@
 """Feature extraction on the model's device: log-mel spectrogram with torch.stft."""
+
 import math
 
 import torch
@@ -33,7 +34,7 @@ def mel_filterbank(n_freqs, f_min, f_max, n_mels, sample_rate, scale="htk", norm
     up = slopes[:, 2:] / f_diff[1:]
     fb = torch.clamp(torch.minimum(down, up), min=0.0)
     if norm == "slaney":
-        fb = fb * (2.0 / (f_pts[2: n_mels + 2] - f_pts[:n_mels])).unsqueeze(0)
+        fb = fb * (2.0 / (f_pts[2 : n_mels + 2] - f_pts[:n_mels])).unsqueeze(0)
     elif norm is not None:
         raise ValueError(f"mel norm must be None or 'slaney', got {norm!r}")
     return fb.float()
@@ -65,9 +66,22 @@ class LogMelFrontend(nn.Module):
     and inside a padded batch; ``"reflect"`` matches torchaudio's default.
     """
 
-    def __init__(self, sample_rate=16000, n_fft=512, win_length=400, hop_length=160, n_mels=80,
-                 f_min=0.0, f_max=None, mel_scale="htk", mel_norm=None, log_eps=2 ** -24,
-                 normalize="per_utterance", center=True, pad_mode="constant"):
+    def __init__(
+        self,
+        sample_rate=16000,
+        n_fft=512,
+        win_length=400,
+        hop_length=160,
+        n_mels=80,
+        f_min=0.0,
+        f_max=None,
+        mel_scale="htk",
+        mel_norm=None,
+        log_eps=2**-24,
+        normalize="per_utterance",
+        center=True,
+        pad_mode="constant",
+    ):
         super().__init__()
         if normalize not in (None, "per_utterance"):
             raise ValueError(f"normalize must be None or 'per_utterance', got {normalize!r}")
@@ -91,9 +105,17 @@ class LogMelFrontend(nn.Module):
 
     def forward(self, audio, audio_length):
         with torch.autocast(device_type=audio.device.type, enabled=False):
-            spec = torch.stft(audio.float(), self.n_fft, self.hop_length, self.win_length, self.window,
-                              center=self.center, pad_mode=self.pad_mode, return_complex=True)
-            power = spec.real.pow(2) + spec.imag.pow(2)                    # [B, n_freqs, F]
+            spec = torch.stft(
+                audio.float(),
+                self.n_fft,
+                self.hop_length,
+                self.win_length,
+                self.window,
+                center=self.center,
+                pad_mode=self.pad_mode,
+                return_complex=True,
+            )
+            power = spec.real.pow(2) + spec.imag.pow(2)  # [B, n_freqs, F]
             mel = torch.matmul(power.transpose(1, 2), self.filterbank).transpose(1, 2)
             feats = torch.log(mel + self.log_eps)
             return normalize_and_mask(feats, self.output_lengths(audio_length), self.normalize)
@@ -106,8 +128,17 @@ class SpectrogramFrontend(nn.Module):
     161 bins at 16 kHz). Per-utterance normalisation and masking as in ``LogMelFrontend``.
     """
 
-    def __init__(self, sample_rate=16000, n_fft=320, win_length=320, hop_length=160, window="hamming",
-                 normalize="per_utterance", center=True, pad_mode="constant"):
+    def __init__(
+        self,
+        sample_rate=16000,
+        n_fft=320,
+        win_length=320,
+        hop_length=160,
+        window="hamming",
+        normalize="per_utterance",
+        center=True,
+        pad_mode="constant",
+    ):
         super().__init__()
         if normalize not in (None, "per_utterance"):
             raise ValueError(f"normalize must be None or 'per_utterance', got {normalize!r}")
@@ -126,8 +157,16 @@ class SpectrogramFrontend(nn.Module):
 
     def forward(self, audio, audio_length):
         with torch.autocast(device_type=audio.device.type, enabled=False):
-            spec = torch.stft(audio.float(), self.n_fft, self.hop_length, self.win_length, self.window,
-                              center=self.center, pad_mode=self.pad_mode, return_complex=True)
+            spec = torch.stft(
+                audio.float(),
+                self.n_fft,
+                self.hop_length,
+                self.win_length,
+                self.window,
+                center=self.center,
+                pad_mode=self.pad_mode,
+                return_complex=True,
+            )
             feats = torch.log1p(spec.abs())
             lengths = self.output_lengths(audio_length)
             return normalize_and_mask(feats, lengths, self.normalize)

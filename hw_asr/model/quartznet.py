@@ -11,6 +11,7 @@ last ReLU. Padded frames are zeroed before every convolution.
 Widths and kernels are the paper's (Table 1); ``conv_bias`` and the C1 stride
 (2, or 4 for the 40 ms variant) are the knobs the NeMo and course presets differ in.
 """
+
 from torch import nn
 
 from hw_asr.model.base_model import CTCModel, lengths_to_mask
@@ -34,7 +35,8 @@ class MaskedConvBN(nn.Module):
         if separable:
             self.conv = nn.Sequential(
                 nn.Conv1d(in_ch, in_ch, kernel, stride, padding, dilation, groups=in_ch, bias=bias),
-                nn.Conv1d(in_ch, out_ch, 1, bias=bias))
+                nn.Conv1d(in_ch, out_ch, 1, bias=bias),
+            )
         else:
             self.conv = nn.Conv1d(in_ch, out_ch, kernel, stride, padding, dilation, bias=bias)
         self.norm = nn.BatchNorm1d(out_ch)
@@ -51,7 +53,8 @@ class QuartzNetBlock(nn.Module):
     def __init__(self, in_ch, out_ch, kernel, repeat, bias, dropout):
         super().__init__()
         self.sub_blocks = nn.ModuleList(
-            [MaskedConvBN(in_ch if r == 0 else out_ch, out_ch, kernel, bias=bias) for r in range(repeat)])
+            [MaskedConvBN(in_ch if r == 0 else out_ch, out_ch, kernel, bias=bias) for r in range(repeat)]
+        )
         self.residual = MaskedConvBN(in_ch, out_ch, 1, separable=False, bias=bias)
         self.act = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
 
@@ -68,8 +71,9 @@ class QuartzNetBlock(nn.Module):
 class QuartzNet(CTCModel):
     """``blocks`` (B, a multiple of 5) x ``repeat`` (R); ``c1_stride`` 2 (20 ms frames) or 4 (40 ms)."""
 
-    def __init__(self, n_tokens, blocks=5, repeat=5, c1_stride=2, conv_bias=False, dropout=0.0,
-                 frontend=None, spec_augment=None):
+    def __init__(
+        self, n_tokens, blocks=5, repeat=5, c1_stride=2, conv_bias=False, dropout=0.0, frontend=None, spec_augment=None
+    ):
         super().__init__(n_tokens, frontend, spec_augment)
         if blocks % len(BLOCKS):
             raise ValueError(f"blocks must be a multiple of {len(BLOCKS)}, got {blocks}")

@@ -6,6 +6,7 @@ frames, so it cannot reach them) and the backward direction runs over each
 utterance reversed within its own length. Outputs on real frames are therefore
 exactly those of the utterance alone; padded frames are set to zero.
 """
+
 import torch
 from torch import nn
 

@@ -1,4 +1,5 @@
 """SpecAugment (Park et al., 2019): time warp, frequency and time masks, per utterance, on the device."""
+
 import torch
 from torch import nn
 

@@ -1,4 +1,5 @@
 """Pieces shared by the attention encoders (Conformer, E-Branchformer)."""
+
 import math
 
 import torch
@@ -46,8 +47,14 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim, hidden, dropout=0.0):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, hidden),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x):
         return self.net(x)

@@ -1,4 +1,5 @@
 """Text encoders registry: ``{"type": "CTCCharTextEncoder", "args": {...}}``."""
+
 from hw_asr.text_encoder.base import BLANK_INDEX, BaseTextEncoder, normalize_text
 from hw_asr.text_encoder.ctc_char_text_encoder import CTCCharTextEncoder
 from hw_asr.text_encoder.sentencepiece_text_encoder import SentencePieceTextEncoder

@@ -1,4 +1,5 @@
 """What every CTC text encoder shares: normalisation, blank, greedy collapse."""
+
 import re
 import unicodedata
 
@@ -19,8 +20,7 @@ def normalize_text(text, keep="'"):
     """
     text = unicodedata.normalize("NFKC", text).lower().translate(_APOSTROPHES)
     text = _SPACE_LIKE.sub(" ", text)
-    text = "".join(ch for ch in text
-                   if ch in keep or not unicodedata.category(ch).startswith(("P", "S", "C")))
+    text = "".join(ch for ch in text if ch in keep or not unicodedata.category(ch).startswith(("P", "S", "C")))
     return " ".join(text.split())
 
 
@@ -58,7 +58,7 @@ class BaseTextEncoder:
         """Argmax decoding of a batch ``[B, T, V]`` into strings."""
         best = log_probs.argmax(-1).cpu()
         lengths = lengths.cpu().tolist()
-        return [self.decode(self.ctc_collapse(best[b, :lengths[b]].tolist())) for b in range(len(lengths))]
+        return [self.decode(self.ctc_collapse(best[b, : lengths[b]].tolist())) for b in range(len(lengths))]
 
     def encode_tensor(self, text):
         return torch.tensor(self.encode(text), dtype=torch.long)

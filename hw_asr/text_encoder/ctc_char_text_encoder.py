@@ -1,4 +1,5 @@
 """Character vocabulary for CTC: blank + the alphabet."""
+
 from string import ascii_lowercase
 
 from hw_asr.text_encoder.base import BLANK_INDEX, BaseTextEncoder, normalize_text

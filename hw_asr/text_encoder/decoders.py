@@ -10,6 +10,7 @@ decodes a batch. Configs name them under ``decoders``:
 
 and metrics refer to a decoder by that name (``{"type": "WERMetric", "args": {"decoder": "beam_lm"}}``).
 """
+
 import math
 import os
 from functools import lru_cache
@@ -18,8 +19,7 @@ import numpy as np
 
 from hw_asr.text_encoder.base import BLANK_INDEX
 
-__all__ = ["PrefixBeamSearchDecoder", "PyCTCDecodeDecoder", "FlashlightDecoder", "NBestRescoringDecoder",
-           "KenLMWordLM"]
+__all__ = ["PrefixBeamSearchDecoder", "PyCTCDecodeDecoder", "FlashlightDecoder", "NBestRescoringDecoder", "KenLMWordLM"]
 
 LN10 = math.log(10.0)
 
@@ -29,6 +29,7 @@ class KenLMWordLM:
 
     def __init__(self, path):
         import kenlm
+
         self.path = str(path)
         self.model = kenlm.Model(self.path)
         self.score = lru_cache(maxsize=200_000)(self._score)
@@ -84,8 +85,18 @@ class PrefixBeamSearchDecoder:
     word when the next word starts (and the last at the end).
     """
 
-    def __init__(self, text_encoder, beam_size=50, token_top_k=20, token_min_logp=-12.0, lm=None, alpha=0.5,
-                 beta=1.0, n_best=1, max_extensions=None):
+    def __init__(
+        self,
+        text_encoder,
+        beam_size=50,
+        token_top_k=20,
+        token_min_logp=-12.0,
+        lm=None,
+        alpha=0.5,
+        beta=1.0,
+        n_best=1,
+        max_extensions=None,
+    ):
         self.encoder = text_encoder
         self.beam_size, self.token_top_k, self.token_min_logp = beam_size, token_top_k, token_min_logp
         # extensions considered per frame before merging (None: 2 x beam_size; 0: all)
@@ -125,7 +136,7 @@ class PrefixBeamSearchDecoder:
         use_lm = self.lm is not None and (self.alpha != 0 or self.beta != 0)
         # beams: prefix -> [ln p ending in blank, ln p ending in last token]
         beams = {(): [0.0, neg_inf]}
-        words = {(): ((), "")}           # prefix -> (completed words, partial word)
+        words = {(): ((), "")}  # prefix -> (completed words, partial word)
         lm_score = {(): 0.0}
         for t in range(lp.shape[0]):
             frame = lp[t]
@@ -237,9 +248,19 @@ class PyCTCDecodeDecoder:
     batch with a process pool.
     """
 
-    def __init__(self, text_encoder, beam_size=50, lm_path=None, unigrams_path=None, alpha=0.5, beta=1.0,
-                 num_processes=1, token_min_logp=-12.0):
+    def __init__(
+        self,
+        text_encoder,
+        beam_size=50,
+        lm_path=None,
+        unigrams_path=None,
+        alpha=0.5,
+        beta=1.0,
+        num_processes=1,
+        token_min_logp=-12.0,
+    ):
         from pyctcdecode import build_ctcdecoder
+
         self.encoder = text_encoder
         labels = ["" if i == BLANK_INDEX else piece for i, piece in enumerate(text_encoder.vocab)]
         unigrams = None
@@ -260,12 +281,15 @@ class PyCTCDecodeDecoder:
         items = [lp[i, :n] for i, n in enumerate(lengths.tolist())]
         if self.num_processes > 1 and len(items) > 1:
             import multiprocessing
+
             with multiprocessing.get_context("fork").Pool(self.num_processes) as pool:
-                texts = self.decoder.decode_batch(pool, items, beam_width=self.beam_size,
-                                                  token_min_logp=self.token_min_logp)
+                texts = self.decoder.decode_batch(
+                    pool, items, beam_width=self.beam_size, token_min_logp=self.token_min_logp
+                )
         else:
-            texts = [self.decoder.decode(x, beam_width=self.beam_size, token_min_logp=self.token_min_logp)
-                     for x in items]
+            texts = [
+                self.decoder.decode(x, beam_width=self.beam_size, token_min_logp=self.token_min_logp) for x in items
+            ]
         return [" ".join(t.split()) for t in texts]
 
 
@@ -278,13 +302,32 @@ class FlashlightDecoder:
     vocabularies use the space as word separator; sentencepiece vocabularies ``▁``.
     """
 
-    def __init__(self, text_encoder, beam_size=50, lm_path=None, lexicon_words=None, alpha=0.5, beta=1.0,
-                 token_top_k=20, beam_threshold=25.0, unk_score=float("-inf"), sil_score=0.0):
-        from flashlight.lib.text.decoder import (CriterionType, LexiconDecoder, LexiconDecoderOptions,
-                                                 LexiconFreeDecoder, LexiconFreeDecoderOptions, SmearingMode, Trie,
-                                                 ZeroLM)
+    def __init__(
+        self,
+        text_encoder,
+        beam_size=50,
+        lm_path=None,
+        lexicon_words=None,
+        alpha=0.5,
+        beta=1.0,
+        token_top_k=20,
+        beam_threshold=25.0,
+        unk_score=float("-inf"),
+        sil_score=0.0,
+    ):
+        from flashlight.lib.text.decoder import (
+            CriterionType,
+            LexiconDecoder,
+            LexiconDecoderOptions,
+            LexiconFreeDecoder,
+            LexiconFreeDecoderOptions,
+            SmearingMode,
+            Trie,
+            ZeroLM,
+        )
         from flashlight.lib.text.decoder.kenlm import KenLM
         from flashlight.lib.text.dictionary import Dictionary, create_word_dict
+
         self.encoder = text_encoder
         vocab = list(text_encoder.vocab)
         _, bpe = _word_boundaries(text_encoder)
@@ -308,17 +351,31 @@ class FlashlightDecoder:
                 for spelling in spellings:
                     trie.insert(spelling, idx, score)
             trie.smear(SmearingMode.MAX)
-            opts = LexiconDecoderOptions(beam_size=beam_size, beam_size_token=token_top_k,
-                                         beam_threshold=beam_threshold, lm_weight=alpha, word_score=beta,
-                                         unk_score=unk_score, sil_score=sil_score, log_add=False,
-                                         criterion_type=CriterionType.CTC)
-            self.decoder = LexiconDecoder(opts, trie, lm, self.sil, self.blank, self.word_dict.get_index("<unk>"),
-                                          [], False)
+            opts = LexiconDecoderOptions(
+                beam_size=beam_size,
+                beam_size_token=token_top_k,
+                beam_threshold=beam_threshold,
+                lm_weight=alpha,
+                word_score=beta,
+                unk_score=unk_score,
+                sil_score=sil_score,
+                log_add=False,
+                criterion_type=CriterionType.CTC,
+            )
+            self.decoder = LexiconDecoder(
+                opts, trie, lm, self.sil, self.blank, self.word_dict.get_index("<unk>"), [], False
+            )
             self.lexicon = True
         else:
-            opts = LexiconFreeDecoderOptions(beam_size=beam_size, beam_size_token=token_top_k,
-                                             beam_threshold=beam_threshold, lm_weight=0.0, sil_score=sil_score,
-                                             log_add=False, criterion_type=CriterionType.CTC)
+            opts = LexiconFreeDecoderOptions(
+                beam_size=beam_size,
+                beam_size_token=token_top_k,
+                beam_threshold=beam_threshold,
+                lm_weight=0.0,
+                sil_score=sil_score,
+                log_add=False,
+                criterion_type=CriterionType.CTC,
+            )
             self.decoder = LexiconFreeDecoder(opts, ZeroLM(), self.sil, self.blank, [])
             self.lexicon = False
 
@@ -335,8 +392,12 @@ class FlashlightDecoder:
 
     def __call__(self, log_probs, length=None):
         import torch
-        lp = torch.as_tensor(np.ascontiguousarray(
-            np.asarray(log_probs, dtype=np.float32)[: length if length is not None else len(log_probs)]))
+
+        lp = torch.as_tensor(
+            np.ascontiguousarray(
+                np.asarray(log_probs, dtype=np.float32)[: length if length is not None else len(log_probs)]
+            )
+        )
         results = self.decoder.decode(lp.data_ptr(), lp.shape[0], lp.shape[1])
         out = []
         for r in results:
@@ -359,6 +420,7 @@ class CausalLMRescorer:
 
     def __init__(self, model_path, device="cpu", batch_size=16):
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, local_files_only=True).to(device).eval()
         self.device, self.batch_size = device, batch_size
@@ -369,9 +431,10 @@ class CausalLMRescorer:
 
     def log_probs(self, texts):
         import torch
+
         out = []
         for i in range(0, len(texts), self.batch_size):
-            chunk = texts[i:i + self.batch_size]
+            chunk = texts[i : i + self.batch_size]
             ids = [[self.start] + self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in chunk]
             width = max(len(x) for x in ids)
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.start
@@ -392,21 +455,25 @@ class NBestRescoringDecoder:
     """
 
     def __init__(self, text_encoder, decoder, lm_path, weight=0.5, length_bonus=0.0, n_best=10, device="cpu"):
-        from hw_asr.config import resolve
         import hw_asr.text_encoder.decoders as registry
+        from hw_asr.config import resolve
+
         args = dict(decoder.get("args") or {})
         if decoder.get("type") == "PrefixBeamSearchDecoder":
             args.setdefault("n_best", n_best)
-        self.base = resolve({"type": decoder["type"], "args": args}, registry, "decoders.<rescoring>.decoder",
-                            text_encoder)
+        self.base = resolve(
+            {"type": decoder["type"], "args": args}, registry, "decoders.<rescoring>.decoder", text_encoder
+        )
         self.rescorer = CausalLMRescorer(lm_path, device) if isinstance(lm_path, str) else lm_path
         self.weight, self.length_bonus, self.n_best = weight, length_bonus, n_best
 
     def rescore(self, nbest):
         nbest = nbest[: self.n_best]
         lm = self.rescorer.log_probs([text for text, _ in nbest])
-        rescored = [(text, score + self.weight * lm_score + self.length_bonus * len(text.split()))
-                    for (text, score), lm_score in zip(nbest, lm)]
+        rescored = [
+            (text, score + self.weight * lm_score + self.length_bonus * len(text.split()))
+            for (text, score), lm_score in zip(nbest, lm)
+        ]
         return sorted(rescored, key=lambda r: r[1], reverse=True)
 
     def __call__(self, log_probs, length=None):

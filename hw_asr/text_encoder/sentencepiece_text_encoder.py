@@ -1,4 +1,5 @@
 """Sub-word vocabulary (BPE or unigram) from sentencepiece; index 0 is the CTC blank."""
+
 from pathlib import Path
 
 import sentencepiece as spm
@@ -20,8 +21,8 @@ class SentencePieceTextEncoder(BaseTextEncoder):
             path = Path(model_path)
             if not path.is_file():
                 raise FileNotFoundError(
-                    f"sentencepiece model {path} not found; train one with "
-                    f"python -m hw_asr.tools.train_sentencepiece")
+                    f"sentencepiece model {path} not found; train one with python -m hw_asr.tools.train_sentencepiece"
+                )
             model_proto = path.read_bytes()
         self.model_proto = bytes(model_proto)
         self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
@@ -36,17 +37,24 @@ class SentencePieceTextEncoder(BaseTextEncoder):
             raise ValueError("no transcripts to train sentencepiece on")
         Path(model_prefix).parent.mkdir(parents=True, exist_ok=True)
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_prefix=str(model_prefix), vocab_size=vocab_size,
-            model_type=model_type, character_coverage=character_coverage,
-            bos_id=-1, eos_id=-1, unk_id=0, hard_vocab_limit=False, minloglevel=2)
+            sentence_iterator=iter(texts),
+            model_prefix=str(model_prefix),
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            bos_id=-1,
+            eos_id=-1,
+            unk_id=0,
+            hard_vocab_limit=False,
+            minloglevel=2,
+        )
         return Path(f"{model_prefix}.model")
 
     def normalize(self, text):
         return normalize_text(text)
 
     def unknown_chars(self, text):
-        return {c for c in set(text) - {" "} if self.sp.piece_to_id(c) == self._unk
-                and self._unk in self.sp.encode(c)}
+        return {c for c in set(text) - {" "} if self.sp.piece_to_id(c) == self._unk and self._unk in self.sp.encode(c)}
 
     def encode(self, text):
         return [i + 1 for i in self.sp.encode(text)]

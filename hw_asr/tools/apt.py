@@ -1,5 +1,6 @@
 """Installing Debian packages the tools need: with apt-get when run as root, otherwise a
 clear message naming the command to run."""
+
 import os
 import shutil
 import subprocess

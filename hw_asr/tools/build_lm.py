@@ -13,6 +13,7 @@ Boost, zlib and cmake packages with apt-get (as root; otherwise it prints the
 command to run) and compiles the kenlm source distribution from PyPI (sha256-checked),
 which takes a few minutes once.
 """
+
 import argparse
 import hashlib
 import os
@@ -22,17 +23,27 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from hw_asr.tools.apt import apt_install
-
 from hw_asr.datasets.base_dataset import cache_dir
 from hw_asr.datasets.download import download_file
 from hw_asr.text_encoder.base import normalize_text
+from hw_asr.tools.apt import apt_install
 
-KENLM_SDIST = ("https://files.pythonhosted.org/packages/02/6e/"
-               "f4e159cef39ea4ef2244b4aa32857d447d60a5d0ee269e1b1f8d3723c03e/kenlm-0.3.0.tar.gz")
+KENLM_SDIST = (
+    "https://files.pythonhosted.org/packages/02/6e/"
+    "f4e159cef39ea4ef2244b4aa32857d447d60a5d0ee269e1b1f8d3723c03e/kenlm-0.3.0.tar.gz"
+)
 KENLM_SHA256 = "c4628bb9fb63c8a6f9240035b8b037385cfc404cb72e933cf48878291edac1e8"
-APT_PACKAGES = ["build-essential", "cmake", "libboost-program-options-dev", "libboost-system-dev",
-                "libboost-thread-dev", "libboost-test-dev", "zlib1g-dev", "libbz2-dev", "liblzma-dev"]
+APT_PACKAGES = [
+    "build-essential",
+    "cmake",
+    "libboost-program-options-dev",
+    "libboost-system-dev",
+    "libboost-thread-dev",
+    "libboost-test-dev",
+    "zlib1g-dev",
+    "libbz2-dev",
+    "liblzma-dev",
+]
 TOOLS = ("lmplz", "build_binary")
 
 
@@ -61,17 +72,25 @@ def ensure_kenlm_tools():
     install_build_deps()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        archive = download_file(KENLM_SDIST, tmp / "kenlm.tar.gz", sha256=KENLM_SHA256,
-                                manual_hint="Build KenLM yourself (github.com/kpu/kenlm) and put lmplz and "
-                                            f"build_binary on PATH or in {kenlm_bin_dir()}.")
+        archive = download_file(
+            KENLM_SDIST,
+            tmp / "kenlm.tar.gz",
+            sha256=KENLM_SHA256,
+            manual_hint="Build KenLM yourself (github.com/kpu/kenlm) and put lmplz and "
+            f"build_binary on PATH or in {kenlm_bin_dir()}.",
+        )
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
         src = next(tmp.glob("kenlm-*"))
         build = src / "build"
         build.mkdir()
         print(f"compiling KenLM in {build} (a few minutes) ...", flush=True)
-        subprocess.run(["cmake", "..", "-DCMAKE_BUILD_TYPE=Release", "-DKENLM_MAX_ORDER=6"], cwd=build, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["cmake", "..", "-DCMAKE_BUILD_TYPE=Release", "-DKENLM_MAX_ORDER=6"],
+            cwd=build,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         subprocess.run(["make", f"-j{os.cpu_count() or 2}", *TOOLS], cwd=build, check=True, stdout=subprocess.DEVNULL)
         kenlm_bin_dir().mkdir(parents=True, exist_ok=True)
         for t in TOOLS:

@@ -14,6 +14,7 @@ contain its sentences. Missing packages are installed with apt-get when run
 as root; otherwise the command says what to install. Output: one normalised
 sentence per line.
 """
+
 import argparse
 import gzip
 import os
@@ -48,14 +49,18 @@ def fortunes_lines(folder="/usr/share/games/fortunes", drop_attribution=False):
 def gcide_lines():
     text = gzip.open("/usr/share/dictd/gcide.dict.dz", "rt", encoding="utf-8", errors="replace").read()
     for paragraph in text.split("\n\n"):
-        paragraph = re.sub(r"\\[^\\]*\\", " ", paragraph)   # pronunciations \Ab*di"ca\
-        paragraph = re.sub(r"\[[^\]]*\]", " ", paragraph)   # etymologies [L. ...]
+        paragraph = re.sub(r"\\[^\\]*\\", " ", paragraph)  # pronunciations \Ab*di"ca\
+        paragraph = re.sub(r"\[[^\]]*\]", " ", paragraph)  # etymologies [L. ...]
         paragraph = re.sub(r"\{[^}]*\}", " ", paragraph)
         yield " ".join(paragraph.split())
 
 
-READERS = {"bible": bible_lines, "fortunes": fortunes_lines, "gcide": gcide_lines,
-           "fortunes-ru": lambda: fortunes_lines("/usr/share/games/fortunes/ru", drop_attribution=True)}
+READERS = {
+    "bible": bible_lines,
+    "fortunes": fortunes_lines,
+    "gcide": gcide_lines,
+    "fortunes-ru": lambda: fortunes_lines("/usr/share/games/fortunes/ru", drop_attribution=True),
+}
 
 
 def source_lines(source):
@@ -67,6 +72,7 @@ def source_lines(source):
 def transcript_lines(config_path, split="train"):
     from hw_asr.builder import build_dataset
     from hw_asr.config import load_config
+
     if split != "train":
         sys.exit("only the train split's transcripts may go into the LM")
     dataset = build_dataset(load_config(config_path), split, None)
@@ -78,6 +84,7 @@ def transcript_lines(config_path, split="train"):
 def excluded_texts(manifests, encoder):
     """Normalised transcripts of manifests that must stay out of the LM (dev/test sets)."""
     import json
+
     texts = set()
     for manifest in manifests:
         for line in Path(manifest).read_text(encoding="utf-8").splitlines():
@@ -88,17 +95,28 @@ def excluded_texts(manifests, encoder):
 
 def main(argv=None):
     from hw_asr.text_encoder import CTCCharTextEncoder
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", help="config whose train split's transcripts are used")
-    parser.add_argument("--sources", nargs="*", default=["transcripts", "bible", "fortunes", "gcide"],
-                        choices=["transcripts", *READERS])
+    parser.add_argument(
+        "--sources", nargs="*", default=["transcripts", "bible", "fortunes", "gcide"], choices=["transcripts", *READERS]
+    )
     parser.add_argument("--text", nargs="*", default=[], help="more text files, one sentence or paragraph per line")
-    parser.add_argument("--language", choices=["en", "ru"], default="en",
-                        help="alphabet that every kept sentence must fit (ru folds \u0451 into \u0435)")
-    parser.add_argument("--exclude", nargs="*", default=[],
-                        help="manifests (dev/test) whose sentences are left out of the corpus")
-    parser.add_argument("--transcript-repeat", type=int, default=10,
-                        help="write each training transcript this many times (in-domain weight)")
+    parser.add_argument(
+        "--language",
+        choices=["en", "ru"],
+        default="en",
+        help="alphabet that every kept sentence must fit (ru folds \u0451 into \u0435)",
+    )
+    parser.add_argument(
+        "--exclude", nargs="*", default=[], help="manifests (dev/test) whose sentences are left out of the corpus"
+    )
+    parser.add_argument(
+        "--transcript-repeat",
+        type=int,
+        default=10,
+        help="write each training transcript this many times (in-domain weight)",
+    )
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args(argv)
     if "transcripts" in args.sources and not args.config:
@@ -130,8 +148,11 @@ def main(argv=None):
                     n += 1
             counts[source] = n
     os.replace(tmp, out)
-    print(f"wrote {out}: " + ", ".join(f"{k} {v} sentences" for k, v in counts.items())
-          + (f"; {dropped} excluded (in --exclude manifests)" if args.exclude else ""))
+    print(
+        f"wrote {out}: "
+        + ", ".join(f"{k} {v} sentences" for k, v in counts.items())
+        + (f"; {dropped} excluded (in --exclude manifests)" if args.exclude else "")
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Needs ``espeak-ng`` (``apt-get install espeak-ng``). The output is deterministic
 for a given espeak-ng version: each sentence is spoken by a fixed voice at a fixed
 speed, resampled to 16 kHz and stored as 16-bit FLAC with a JSON-lines manifest.
 """
+
 import argparse
 import json
 import shutil
@@ -42,8 +43,9 @@ SPEEDS = [150, 165, 140, 175]
 
 
 def synthesize(text, voice, speed, out_wav):
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out_wav), text],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out_wav), text], check=True, capture_output=True
+    )
 
 
 def main(argv=None):
@@ -64,8 +66,15 @@ def main(argv=None):
             name = f"sample_{i:02d}.flac"
             sf.write(out / "audio" / name, audio, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
             (out / "audio" / f"sample_{i:02d}.txt").write_text(text + "\n", encoding="utf-8")
-            lines.append({"audio_filepath": f"audio/{name}", "text": text,
-                          "duration": round(len(audio) / SAMPLE_RATE, 3), "voice": voice, "speed": speed})
+            lines.append(
+                {
+                    "audio_filepath": f"audio/{name}",
+                    "text": text,
+                    "duration": round(len(audio) / SAMPLE_RATE, 3),
+                    "voice": voice,
+                    "speed": speed,
+                }
+            )
     with open(out / "manifest.jsonl", "w", encoding="utf-8") as f:
         for line in lines:
             f.write(json.dumps(line) + "\n")

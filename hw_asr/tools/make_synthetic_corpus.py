@@ -24,6 +24,7 @@ engines and packages are installed with apt-get when run as root; otherwise the
 command lists what to install. A rerun skips utterances already written, so an
 interrupted build resumes.
 """
+
 import argparse
 import json
 import os
@@ -50,12 +51,36 @@ ENGINES = {  # engine -> (executable, apt packages)
     "festival": ("text2wave", ["festival", "festvox-kallpc16k", "festvox-kdlpc16k"]),
 }
 DEFAULT_VOICES = {
-    "en": ["espeak:en-us", "espeak:en-gb", "espeak:en-gb-scotland", "espeak:en-gb-x-rp", "espeak:en-029",
-           "espeak:en-us+f3", "espeak:en-us+m3", "espeak:en-gb+f2", "espeak:en-gb-x-rp+m5",
-           "flite:slt", "flite:rms", "flite:awb", "flite:kal16", "flite:kal",
-           "festival:kal_diphone", "festival:ked_diphone"],
-    "ru": ["espeak:ru", "espeak:ru+f2", "espeak:ru+f3", "espeak:ru+f4", "espeak:ru+m2", "espeak:ru+m3",
-           "espeak:ru+m5", "espeak:ru+m7", "espeak:ru-lv", "espeak:ru-lv+f3"],
+    "en": [
+        "espeak:en-us",
+        "espeak:en-gb",
+        "espeak:en-gb-scotland",
+        "espeak:en-gb-x-rp",
+        "espeak:en-029",
+        "espeak:en-us+f3",
+        "espeak:en-us+m3",
+        "espeak:en-gb+f2",
+        "espeak:en-gb-x-rp+m5",
+        "flite:slt",
+        "flite:rms",
+        "flite:awb",
+        "flite:kal16",
+        "flite:kal",
+        "festival:kal_diphone",
+        "festival:ked_diphone",
+    ],
+    "ru": [
+        "espeak:ru",
+        "espeak:ru+f2",
+        "espeak:ru+f3",
+        "espeak:ru+f4",
+        "espeak:ru+m2",
+        "espeak:ru+m3",
+        "espeak:ru+m5",
+        "espeak:ru+m7",
+        "espeak:ru-lv",
+        "espeak:ru-lv+f3",
+    ],
 }
 TEXT_SOURCES = ["bible", "fortunes", "fortunes-ru"]  # of make_lm_corpus's sources, those made of sentences
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
@@ -69,8 +94,12 @@ def check_engines(voices, install=True):
         apt_install([p for e in missing for p in ENGINES[e][1]], "speech synthesis")
         missing = [e for e in engines if shutil.which(ENGINES[e][0]) is None]
     if missing:
-        sys.exit("TTS engines not found: " + ", ".join(
-            f"{e} (executable {ENGINES[e][0]!r}, apt-get install {' '.join(ENGINES[e][1])})" for e in missing))
+        sys.exit(
+            "TTS engines not found: "
+            + ", ".join(
+                f"{e} (executable {ENGINES[e][0]!r}, apt-get install {' '.join(ENGINES[e][1])})" for e in missing
+            )
+        )
 
 
 def parse_voice(spec):
@@ -104,18 +133,45 @@ def synthesize(engine, voice, text, speed, pitch, out_wav):
     if engine == "espeak":
         # espeak-ng: -s words per minute (175 is its default), -p pitch 0..99 (50 default)
         espeak_pitch = int(np.clip(50 + pitch * 6, 0, 99))
-        cmd = ["espeak-ng", "-v", voice, "-s", str(int(round(175 * speed))), "-p", str(espeak_pitch),
-               "-w", str(out_wav), text]
+        cmd = [
+            "espeak-ng",
+            "-v",
+            voice,
+            "-s",
+            str(int(round(175 * speed))),
+            "-p",
+            str(espeak_pitch),
+            "-w",
+            str(out_wav),
+            text,
+        ]
         remaining = 0.0
     elif engine == "flite":
-        cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={1.0 / speed:.3f}", "-t", text,
-               "-o", str(out_wav)]
+        cmd = [
+            "flite",
+            "-voice",
+            voice,
+            "--setf",
+            f"duration_stretch={1.0 / speed:.3f}",
+            "-t",
+            text,
+            "-o",
+            str(out_wav),
+        ]
         remaining = pitch
     else:
         script = Path(out_wav).with_suffix(".txt")
         script.write_text(text + "\n", encoding="utf-8")
-        cmd = ["text2wave", "-o", str(out_wav), "-eval", f"(voice_{voice})",
-               "-eval", f"(Parameter.set 'Duration_Stretch {1.0 / speed:.3f})", str(script)]
+        cmd = [
+            "text2wave",
+            "-o",
+            str(out_wav),
+            "-eval",
+            f"(voice_{voice})",
+            "-eval",
+            f"(Parameter.set 'Duration_Stretch {1.0 / speed:.3f})",
+            str(script),
+        ]
         remaining = pitch
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if result.returncode != 0 or not Path(out_wav).is_file():
@@ -125,9 +181,11 @@ def synthesize(engine, voice, text, speed, pitch, out_wav):
 
 def render(job):
     """Synthesise one utterance to FLAC (atomically); returns its manifest row, or an error string."""
+    import torch
+
     from hw_asr.audio import load_audio
     from hw_asr.augmentations.wave import pitch_shift
-    import torch
+
     torch.set_num_threads(1)
     out_path = Path(job["path"])
     if not out_path.is_file():
@@ -149,9 +207,14 @@ def render(job):
             sf.write(part, audio.numpy(), SAMPLE_RATE, subtype="PCM_16", format="FLAC")
             os.replace(part, out_path)
     info = sf.info(str(out_path))
-    return {"audio_filepath": str(out_path.relative_to(job["root"])), "text": job["text"],
-            "duration": round(info.frames / info.samplerate, 3), "voice": job["voice"],
-            "speed": job["speed"], "pitch": job["pitch"]}
+    return {
+        "audio_filepath": str(out_path.relative_to(job["root"])),
+        "text": job["text"],
+        "duration": round(info.frames / info.samplerate, 3),
+        "voice": job["voice"],
+        "speed": job["speed"],
+        "pitch": job["pitch"],
+    }
 
 
 def plan(sentences, voices, held_out, per_voice, speed, pitch, seed, root):
@@ -164,7 +227,7 @@ def plan(sentences, voices, held_out, per_voice, speed, pitch, seed, root):
     pools, start = {}, 0
     for split in ("test", "dev"):
         n = sum(1 for v in voices if splits[v] == split) * per_voice
-        pools[split], start = order[start:start + n], start + n
+        pools[split], start = order[start : start + n], start + n
     pools["train"] = order[start:]
     if not pools["train"] or start > len(order):
         raise ValueError(f"{len(sentences)} sentences are too few for {len(voices)} voices x {per_voice}")
@@ -176,9 +239,17 @@ def plan(sentences, voices, held_out, per_voice, speed, pitch, seed, root):
             text = pool[cursor[split] % len(pool)]
             cursor[split] += 1
             name = f"{voice_slug(v)}_{k:05d}.flac"
-            jobs.append({"split": split, "voice": v, "text": text, "root": str(root),
-                         "speed": round(rng.uniform(*speed), 3), "pitch": round(rng.uniform(*pitch), 2),
-                         "path": str(root / "audio" / voice_slug(v) / name)})
+            jobs.append(
+                {
+                    "split": split,
+                    "voice": v,
+                    "text": text,
+                    "root": str(root),
+                    "speed": round(rng.uniform(*speed), 3),
+                    "pitch": round(rng.uniform(*pitch), 2),
+                    "path": str(root / "audio" / voice_slug(v) / name),
+                }
+            )
     return jobs
 
 
@@ -204,9 +275,13 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--language", choices=sorted(DEFAULT_VOICES), default="en")
     parser.add_argument("--text", nargs="*", default=[], help="text files, one sentence or paragraph per line")
-    parser.add_argument("--sources", nargs="*", default=None, choices=TEXT_SOURCES,
-                        help="Debian text packages (default: bible+fortunes for en, fortunes-ru for ru, "
-                             "unless --text is given)")
+    parser.add_argument(
+        "--sources",
+        nargs="*",
+        default=None,
+        choices=TEXT_SOURCES,
+        help="Debian text packages (default: bible+fortunes for en, fortunes-ru for ru, unless --text is given)",
+    )
     parser.add_argument("--voices", nargs="*", help="engine:voice list (default: every voice for the language)")
     parser.add_argument("--test-voices", nargs="*", help="voices held out for test.jsonl")
     parser.add_argument("--dev-voices", nargs="*", default=[], help="voices held out for dev.jsonl (default: none)")
@@ -214,14 +289,21 @@ def main(argv=None):
     parser.add_argument("--min-words", type=int, default=4)
     parser.add_argument("--max-words", type=int, default=20)
     parser.add_argument("--speed", type=float, nargs=2, default=(0.85, 1.15), metavar=("MIN", "MAX"))
-    parser.add_argument("--pitch", type=float, nargs=2, default=(-3.0, 3.0), metavar=("MIN", "MAX"),
-                        help="pitch offset range in semitones")
+    parser.add_argument(
+        "--pitch",
+        type=float,
+        nargs=2,
+        default=(-3.0, 3.0),
+        metavar=("MIN", "MAX"),
+        help="pitch offset range in semitones",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-install", action="store_true", help="never call apt-get")
     args = parser.parse_args(argv)
 
     from hw_asr.text_encoder import CTCCharTextEncoder
+
     voices = args.voices or DEFAULT_VOICES[args.language]
     for v in voices:
         parse_voice(v)
@@ -250,8 +332,7 @@ def main(argv=None):
     root = Path(args.out).resolve()
     try:
         held_out = {**{v: "test" for v in test_voices}, **{v: "dev" for v in args.dev_voices}}
-        jobs = plan(sentences, voices, held_out, args.utterances_per_voice, args.speed, args.pitch,
-                    args.seed, root)
+        jobs = plan(sentences, voices, held_out, args.utterances_per_voice, args.speed, args.pitch, args.seed, root)
     except ValueError as e:
         sys.exit(str(e))
     for v in voices:
@@ -272,17 +353,21 @@ def main(argv=None):
             for row in split_rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, root / f"{split}.jsonl")
-    summary = {"language": args.language, "voices": voices, "test_voices": sorted(test_voices),
-               "dev_voices": sorted(args.dev_voices), "sentences_available": len(sentences),
-               **{split: len(split_rows) for split, split_rows in rows.items()},
-               "hours": round(sum(r["duration"] for s in rows.values() for r in s) / 3600, 3),
-               "failures": len(failures)}
+    summary = {
+        "language": args.language,
+        "voices": voices,
+        "test_voices": sorted(test_voices),
+        "dev_voices": sorted(args.dev_voices),
+        "sentences_available": len(sentences),
+        **{split: len(split_rows) for split, split_rows in rows.items()},
+        "hours": round(sum(r["duration"] for s in rows.values() for r in s) / 3600, 3),
+        "failures": len(failures),
+    }
     (root / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for failure in failures[:20]:
         print(f"warning: {failure}", file=sys.stderr)
     counts = " + ".join(f"{len(r)} {split}" for split, r in rows.items())
-    print(f"wrote {counts} utterances ({summary['hours']} h, "
-          f"{len(failures)} failed) to {root}")
+    print(f"wrote {counts} utterances ({summary['hours']} h, {len(failures)} failed) to {root}")
     return summary
 
 

@@ -1,7 +1,8 @@
 """Plot a run's ``metrics.jsonl`` as a PNG of its curves (for people without comet).
 
-    python -m hw_asr.tools.plot_metrics checkpoints/<run>/metrics.jsonl [-o curves.png]
+python -m hw_asr.tools.plot_metrics checkpoints/<run>/metrics.jsonl [-o curves.png]
 """
+
 import argparse
 import json
 import math
@@ -19,7 +20,7 @@ def read_series(path):
         for key, value in row.items():
             if key in ("step", "split", "time", "epoch") or not isinstance(value, (int, float)):
                 continue
-            name = key[len(row["split"]) + 1:] if key.startswith(row["split"] + "_") else key
+            name = key[len(row["split"]) + 1 :] if key.startswith(row["split"] + "_") else key
             series[name][row["split"]].append((row["step"], value))
     return series
 
@@ -30,6 +31,7 @@ def main(argv=None):
     parser.add_argument("-o", "--output", help="PNG path (default: curves.png beside the metrics)")
     args = parser.parse_args(argv)
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -48,7 +50,7 @@ def main(argv=None):
         ax.set_xlabel("step")
         ax.legend()
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
     out = Path(args.output) if args.output else Path(args.metrics).with_name("curves.png")

@@ -10,6 +10,7 @@ which :mod:`hw_asr.tools.build_lm` compiles once when missing). Each file is wri
 under a temporary name and renamed when complete; existing outputs are rebuilt only
 with ``--force``.
 """
+
 import argparse
 import gzip
 import os
@@ -34,8 +35,11 @@ def lowercase_arpa(src, out_arpa, out_unigrams):
     words, section, seen_data = [], None, False
     part = out_arpa.with_name(out_arpa.name + ".part")
     try:
-        with open(src, "rb") as raw, open(part, "w", encoding="utf-8") as dst, \
-                tqdm(total=src.stat().st_size, unit="B", unit_scale=True, desc=f"lower-case {src.name}") as bar:
+        with (
+            open(src, "rb") as raw,
+            open(part, "w", encoding="utf-8") as dst,
+            tqdm(total=src.stat().st_size, unit="B", unit_scale=True, desc=f"lower-case {src.name}") as bar,
+        ):
             stream = gzip.GzipFile(fileobj=raw) if src.name.endswith(".gz") else raw
             last = 0
             for i, line in enumerate(stream):

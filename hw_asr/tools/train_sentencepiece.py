@@ -6,6 +6,7 @@
 writes ``<output>.model`` (and ``.vocab``) and prints the ``text_encoder`` block to
 put in a config. Transcripts are normalised exactly as the encoder will see them.
 """
+
 import argparse
 import json
 import logging

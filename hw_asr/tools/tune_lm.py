@@ -10,6 +10,7 @@ overridable with dotted ``key=value``. The result table is printed and the best 
 is written to ``-o`` (default: ``tuned_config.json`` beside the checkpoint); evaluate with
 ``python test.py -r <checkpoint> -c <that config>``.
 """
+
 import argparse
 import itertools
 import json
@@ -68,6 +69,7 @@ def score(decoder, items, progress=True):
 
 def main(argv=None):
     from test import load_model
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-r", "--resume", required=True)
     parser.add_argument("--decoder", required=True, help="name under 'decoders' in the config")
@@ -75,8 +77,11 @@ def main(argv=None):
     parser.add_argument("--beta", type=float, nargs="+", default=[0.0, 1.0, 2.0])
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, default=None, help="tune on this many utterances of the split")
-    parser.add_argument("--slice", default=None, help="START:STOP of the split's utterances in audio-path order "
-                                                      "(e.g. 0:46 = dev-clean-5's first speaker)")
+    parser.add_argument(
+        "--slice",
+        default=None,
+        help="START:STOP of the split's utterances in audio-path order (e.g. 0:46 = dev-clean-5's first speaker)",
+    )
     parser.add_argument("-o", "--output", help="config to write (default: tuned_config.json beside the checkpoint)")
     parser.add_argument("-d", "--device", default="cpu")
     parser.add_argument("overrides", nargs="*")
@@ -88,13 +93,18 @@ def main(argv=None):
     items = collect_log_probs(model, encoder, config, args.split, device, args.limit, parse_slice(args.slice))
     spec = config.get("decoders", {}).get(args.decoder)
     if spec is None:
-        raise SystemExit(f"no decoder {args.decoder!r} under 'decoders' in the config; add it with "
-                         f"decoders.{args.decoder}={{\"type\": ..., \"args\": {{...}}}}")
+        raise SystemExit(
+            f"no decoder {args.decoder!r} under 'decoders' in the config; add it with "
+            f'decoders.{args.decoder}={{"type": ..., "args": {{...}}}}'
+        )
     results = []
     print("| alpha | beta | WER | CER |\n|---:|---:|---:|---:|")
     for alpha, beta in itertools.product(args.alpha, args.beta):
-        trial = {"decoders": {args.decoder: {"type": spec["type"], "args": {**spec.get("args", {}),
-                                                                           "alpha": alpha, "beta": beta}}}}
+        trial = {
+            "decoders": {
+                args.decoder: {"type": spec["type"], "args": {**spec.get("args", {}), "alpha": alpha, "beta": beta}}
+            }
+        }
         decoder = build_decoders(trial, encoder, [args.decoder])[args.decoder]
         wer, cer = score(decoder, items)
         results.append((wer, cer, alpha, beta))
@@ -102,10 +112,13 @@ def main(argv=None):
     wer, cer, alpha, beta = min(results)
     config["decoders"][args.decoder]["args"].update({"alpha": alpha, "beta": beta})
     from pathlib import Path
+
     out = Path(args.output) if args.output else Path(args.resume).with_name("tuned_config.json")
     write_config(config, out)
-    print(f"best: alpha {alpha:g}, beta {beta:g} (WER {wer:.4f}, CER {cer:.4f} on {len(items)} utterances "
-          f"of {args.split}); written to {out}")
+    print(
+        f"best: alpha {alpha:g}, beta {beta:g} (WER {wer:.4f}, CER {cer:.4f} on {len(items)} utterances "
+        f"of {args.split}); written to {out}"
+    )
     return alpha, beta
 
 

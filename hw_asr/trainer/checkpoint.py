@@ -1,4 +1,5 @@
 """Checkpoint files: written atomically, read with ``torch.load(weights_only=True)`` only."""
+
 import os
 import pickle
 import random
@@ -61,15 +62,18 @@ def safe_torch_load(path, map_location="cpu"):
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch.save's zip, or a pickle
-        raise CheckpointError(f"{path}: not a checkpoint: a file written by torch.save begins as a zip archive "
-                              f"(or a pickle), this one does not ({'empty' if not head else f'begins {head!r}'})")
+        raise CheckpointError(
+            f"{path}: not a checkpoint: a file written by torch.save begins as a zip archive "
+            f"(or a pickle), this one does not ({'empty' if not head else f'begins {head!r}'})"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: refused to load: it holds objects other than tensors and plain data "
             f"(a checkpoint must load with weights_only=True; files from untrusted sources can run code). "
-            f"Details: {str(e).splitlines()[0]}") from None
+            f"Details: {str(e).splitlines()[0]}"
+        ) from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {e}") from None
     return state
@@ -83,8 +87,10 @@ def load_checkpoint(path, map_location="cpu"):
 def check_checkpoint(state, path):
     """``state`` if it is a single-model checkpoint; a clear error otherwise."""
     if isinstance(state, dict) and state.get("format") == "hw_asr.confidence_ensemble":
-        raise CheckpointError(f"{path}: is a confidence-ensemble file, not a single-model checkpoint "
-                              f"(load it with hw_asr.ensemble.ConfidenceEnsemble.load)")
+        raise CheckpointError(
+            f"{path}: is a confidence-ensemble file, not a single-model checkpoint "
+            f"(load it with hw_asr.ensemble.ConfidenceEnsemble.load)"
+        )
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not an hw_asr checkpoint (needs 'model' and 'config')")
     return state
@@ -106,13 +112,17 @@ def check_weights_fit(model, weights, path, hint=""):
     missing, unexpected, reshaped = compare_weights(own, weights)
     if not (missing or unexpected or reshaped):
         return
-    parts = [f"{len(missing)} of this model's tensors are not in it" + (f" (first: {missing[0]})" if missing else ""),
-             f"{len(unexpected)} of its tensors are not in this model"
-             + (f" (first: {unexpected[0]})" if unexpected else "")]
+    parts = [
+        f"{len(missing)} of this model's tensors are not in it" + (f" (first: {missing[0]})" if missing else ""),
+        f"{len(unexpected)} of its tensors are not in this model"
+        + (f" (first: {unexpected[0]})" if unexpected else ""),
+    ]
     if reshaped:
         k = reshaped[0]
-        parts.append(f"{len(reshaped)} differ in shape (first: {k}, {list(weights[k].shape)} in the file, "
-                     f"{list(own[k].shape)} here)")
+        parts.append(
+            f"{len(reshaped)} differ in shape (first: {k}, {list(weights[k].shape)} in the file, "
+            f"{list(own[k].shape)} here)"
+        )
     raise CheckpointError(f"{path}: its weights do not fit the model this config builds: {'; '.join(parts)}. {hint}")
 
 

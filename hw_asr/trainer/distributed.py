@@ -1,4 +1,5 @@
 """torch.distributed as torchrun starts it: one process per device, gloo on CPU, nccl on CUDA."""
+
 import logging
 import os
 from dataclasses import dataclass
@@ -38,8 +39,10 @@ def pick_device(name, local_rank=0):
         raise ConfigError(f"device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r}, but torch {torch.__version__} sees no CUDA device (a CPU build of "
-                              f"torch, or no GPU or driver visible); use auto or cpu")
+            raise ConfigError(
+                f"device {name!r}, but torch {torch.__version__} sees no CUDA device (a CPU build of "
+                f"torch, or no GPU or driver visible); use auto or cpu"
+            )
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
         if device.index >= torch.cuda.device_count():
@@ -71,8 +74,9 @@ def sync_batchnorm(model, dist_info):
     if not dist_info.enabled:
         return model
     if dist_info.device.type != "cuda":
-        logger.warning("trainer.sync_batchnorm needs CUDA; batch norm statistics stay per rank on %s",
-                       dist_info.device.type)
+        logger.warning(
+            "trainer.sync_batchnorm needs CUDA; batch norm statistics stay per rank on %s", dist_info.device.type
+        )
         return model
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 

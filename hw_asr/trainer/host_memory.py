@@ -9,6 +9,7 @@ time (BENCHMARKS.md). Raising the mmap and trim thresholds keeps freed memory in
 process for the next step, as jemalloc or tcmalloc (the usual advice, loaded through
 ``LD_PRELOAD``) would, at the price of a resident size that stays near its peak.
 """
+
 import ctypes
 import logging
 import sys
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, malloc.h
 MMAP_THRESHOLDS = (1 << 30, 32 << 20)  # the first glibc accepts (some builds cap it at 32 MiB)
-TRIM_THRESHOLD = 2 ** 31 - 1  # the largest mallopt takes: freed memory stays unless 2 GiB sit unused at the top
+TRIM_THRESHOLD = 2**31 - 1  # the largest mallopt takes: freed memory stays unless 2 GiB sit unused at the top
 
 
 def keep_freed_memory():
@@ -47,7 +48,6 @@ def configure(setting, device):
     if not setting:
         return False
     if not keep_freed_memory():
-        logger.info("trainer.keep_freed_memory: this C library has no glibc mallopt; its allocator keeps its "
-                    "defaults")
+        logger.info("trainer.keep_freed_memory: this C library has no glibc mallopt; its allocator keeps its defaults")
         return False
     return True

@@ -1,4 +1,5 @@
 """Running a model over a loader and decoding: shared by validation and ``test.py``."""
+
 import contextlib
 
 import torch

@@ -1,4 +1,5 @@
 """Per-step learning-rate schedules beyond torch's (which are usable by name as well)."""
+
 import math
 
 from torch.optim.lr_scheduler import LambdaLR
@@ -15,8 +16,7 @@ class WarmupLR(LambdaLR):
 
     needs_total_steps = True
 
-    def __init__(self, optimizer, warmup_steps=1000, total_steps=None, decay="cosine", min_lr_ratio=0.0,
-                 last_epoch=-1):
+    def __init__(self, optimizer, warmup_steps=1000, total_steps=None, decay="cosine", min_lr_ratio=0.0, last_epoch=-1):
         if decay not in ("cosine", "linear", "constant", "inverse_sqrt"):
             raise ValueError(f"decay must be cosine, linear, constant or inverse_sqrt, got {decay!r}")
         if decay in ("cosine", "linear") and not total_steps:

@@ -1,4 +1,5 @@
 """The training loop: steps, accumulation, clipping, AMP, validation, checkpoints, resume."""
+
 import contextlib
 import logging
 import math
@@ -37,15 +38,37 @@ def continue_schedule(scheduler, step):
 # trainer keys that count steps, epochs, files or rows: (least value, whether null is allowed);
 # where 0 or null is allowed it means the whole loader (len_epoch), never (media_step,
 # max_nonfinite_steps, early_stop), keep every file (keep_last) or no utterance (beam_subset)
-COUNTS = {"epochs": (1, False), "len_epoch": (0, True), "log_step": (1, False), "media_step": (0, True),
-          "grad_accum_steps": (1, False), "save_period": (1, False), "keep_last": (0, True),
-          "max_nonfinite_steps": (0, True), "early_stop": (0, True), "max_predictions_logged": (0, False),
-          "beam_subset": (0, True)}
+COUNTS = {
+    "epochs": (1, False),
+    "len_epoch": (0, True),
+    "log_step": (1, False),
+    "media_step": (0, True),
+    "grad_accum_steps": (1, False),
+    "save_period": (1, False),
+    "keep_last": (0, True),
+    "max_nonfinite_steps": (0, True),
+    "early_stop": (0, True),
+    "max_predictions_logged": (0, False),
+    "beam_subset": (0, True),
+}
 
 
 # every other key the ``trainer`` block may hold (read by train.py, the Trainer, the writer)
-OTHER_KEYS = {"grad_norm_clip", "amp", "monitor", "device", "init_weights", "sync_batchnorm", "compile", "tf32",
-              "visualize", "project_name", "save_dir", "run_name", "keep_freed_memory"}
+OTHER_KEYS = {
+    "grad_norm_clip",
+    "amp",
+    "monitor",
+    "device",
+    "init_weights",
+    "sync_batchnorm",
+    "compile",
+    "tf32",
+    "visualize",
+    "project_name",
+    "save_dir",
+    "run_name",
+    "keep_freed_memory",
+}
 
 
 def check_trainer_config(cfg):
@@ -57,15 +80,16 @@ def check_trainer_config(cfg):
         if value is None and nullable:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"trainer.{key} must be a whole number >= {least}{' or null' if nullable else ''}, "
-                              f"got {value!r}")
+            raise ConfigError(
+                f"trainer.{key} must be a whole number >= {least}{' or null' if nullable else ''}, got {value!r}"
+            )
     clip = cfg.get("grad_norm_clip")
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
         raise ConfigError(f"trainer.grad_norm_clip must be a positive number or null (no clipping), got {clip!r}")
     if cfg.get("amp", "fp32") not in AMP_MODES:
         raise ConfigError(f"trainer.amp must be one of {AMP_MODES}, got {cfg['amp']!r}")
     if cfg.get("visualize", "comet") not in VISUALIZE:
-        raise ConfigError(f"trainer.visualize must be \"comet\" or null (metrics.jsonl only), got {cfg['visualize']!r}")
+        raise ConfigError(f'trainer.visualize must be "comet" or null (metrics.jsonl only), got {cfg["visualize"]!r}')
     parse_monitor(cfg.get("monitor", "off"))
 
 
@@ -105,12 +129,26 @@ def load_matching_weights(model, path, arch=None):
     listed = f": {', '.join(skipped[:20])}{', ...' if len(skipped) > 20 else ''}" if skipped else ""
     if n_loaded * 2 < n_weights:
         trained_as = (checkpoint.get("config") or {}).get("arch", {}).get("type", "?")
-        logger.warning("init_weights %s: loaded only %d of this model's %d weight tensors, kept %d freshly "
-                       "initialised: the checkpoint is a %s, this model a %s%s", path, n_loaded, n_weights,
-                       len(skipped), trained_as, arch or "?", listed)
+        logger.warning(
+            "init_weights %s: loaded only %d of this model's %d weight tensors, kept %d freshly "
+            "initialised: the checkpoint is a %s, this model a %s%s",
+            path,
+            n_loaded,
+            n_weights,
+            len(skipped),
+            trained_as,
+            arch or "?",
+            listed,
+        )
     else:
-        logger.info("init_weights %s: loaded %d of %d weight tensors, kept %d freshly initialised%s", path, n_loaded,
-                    n_weights, len(skipped), listed)
+        logger.info(
+            "init_weights %s: loaded %d of %d weight tensors, kept %d freshly initialised%s",
+            path,
+            n_loaded,
+            n_weights,
+            len(skipped),
+            listed,
+        )
     return loaded, skipped
 
 
@@ -130,8 +168,23 @@ class Trainer:
     on its shard, metrics are summed over ranks, and only rank 0 writes files.
     """
 
-    def __init__(self, model, criterion, metrics, optimizer, lr_scheduler, text_encoder, config, device,
-                 train_loader, eval_loaders, run_dir, writer, dist_info=None, decoders=None):
+    def __init__(
+        self,
+        model,
+        criterion,
+        metrics,
+        optimizer,
+        lr_scheduler,
+        text_encoder,
+        config,
+        device,
+        train_loader,
+        eval_loaders,
+        run_dir,
+        writer,
+        dist_info=None,
+        decoders=None,
+    ):
         self.model, self.criterion, self.metrics = model, criterion, metrics
         self.raw_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.dist = dist_info or DistInfo(device=device)
@@ -145,11 +198,12 @@ class Trainer:
         self.len_epoch = cfg.get("len_epoch") or len(train_loader)
         self.log_step = cfg.get("log_step", 50)
         self.media_step = cfg.get("media_step", 10 * self.log_step)
-        self._media_window = None   # media_step window of the last media logged
+        self._media_window = None  # media_step window of the last media logged
         self.accum = cfg.get("grad_accum_steps", 1)
         if self.len_epoch % self.accum:
-            raise ConfigError(f"trainer.len_epoch ({self.len_epoch}) must be a multiple of "
-                              f"trainer.grad_accum_steps ({self.accum})")
+            raise ConfigError(
+                f"trainer.len_epoch ({self.len_epoch}) must be a multiple of trainer.grad_accum_steps ({self.accum})"
+            )
         self.clip = cfg.get("grad_norm_clip")
         self.save_period = cfg.get("save_period", 1)
         self.keep_last = cfg.get("keep_last", 3)
@@ -165,21 +219,21 @@ class Trainer:
         self.decoders = decoders or {"argmax": None}  # name -> decoder (builder.build_decoders)
         self.beam_subset = cfg.get("beam_subset")
 
-        self.step = 0               # optimiser steps done
-        self.epoch = 0              # epochs completed
-        self.epoch_batches = 0      # batches done inside the current epoch (non-zero after an interruption)
+        self.step = 0  # optimiser steps done
+        self.epoch = 0  # epochs completed
+        self.epoch_batches = 0  # batches done inside the current epoch (non-zero after an interruption)
         self.data_epoch, self.data_batch = 0, 0
         self.best = math.inf if self.mode == "min" else -math.inf
         self.not_improved = 0
-        self.skipped_steps = 0       # optimiser steps skipped for non-finite loss/gradients
+        self.skipped_steps = 0  # optimiser steps skipped for non-finite loss/gradients
         self.consecutive_skips = 0
         # the same on the device, read at logging steps: skips since the last read, the current run of
         # consecutive skips and the longest run since the last read
         self._skips = torch.zeros((), dtype=torch.long, device=device)
         self._run = torch.zeros((), dtype=torch.long, device=device)
         self._longest_run = torch.zeros((), dtype=torch.long, device=device)
-        self.oom_batches = 0         # batches skipped for running out of device memory
-        self.load_failures = 0       # files replaced at load time
+        self.oom_batches = 0  # batches skipped for running out of device memory
+        self.load_failures = 0  # files replaced at load time
         self._stop_signal = None
 
     # ---- checkpoints ------------------------------------------------------------------
@@ -189,11 +243,17 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
-            "step": self.step, "epoch": self.epoch, "epoch_batches": self.epoch_batches,
-            "data_epoch": self.data_epoch, "data_batch": self.data_batch,
-            "monitor_best": self.best, "not_improved": self.not_improved,
-            "config": self.config, "text_encoder": self.text_encoder.state(),
-            "rng": rng_states[0], "rng_per_rank": rng_states,
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_batches": self.epoch_batches,
+            "data_epoch": self.data_epoch,
+            "data_batch": self.data_batch,
+            "monitor_best": self.best,
+            "not_improved": self.not_improved,
+            "config": self.config,
+            "text_encoder": self.text_encoder.state(),
+            "rng": rng_states[0],
+            "rng_per_rank": rng_states,
         }
 
     def save(self, name):
@@ -228,9 +288,15 @@ class Trainer:
             self.lr_scheduler.load_state_dict(saved)
             return
         continue_schedule(self.lr_scheduler, self.step)
-        logger.warning("the learning-rate schedule was planned for %d steps and this run now takes %d: rebuilt for "
-                       "%d steps and continued at step %d (learning rate %.3g)", planned, now, now, self.step,
-                       self.optimizer.param_groups[0]["lr"])
+        logger.warning(
+            "the learning-rate schedule was planned for %d steps and this run now takes %d: rebuilt for "
+            "%d steps and continued at step %d (learning rate %.3g)",
+            planned,
+            now,
+            now,
+            self.step,
+            self.optimizer.param_groups[0]["lr"],
+        )
 
     # ---- data -------------------------------------------------------------------------
     def _train_stream(self):
@@ -246,9 +312,11 @@ class Trainer:
                 yielded = True
                 yield batch
             if not yielded and self.data_batch == 0:  # a pass without a batch: the next would be the same
-                raise ConfigError(f"the training loader gave no batch in a whole pass (data epoch "
-                                  f"{self.data_epoch}, {len(self.train_loader.dataset)} utterances); "
-                                  f"see builder.check_batches")
+                raise ConfigError(
+                    f"the training loader gave no batch in a whole pass (data epoch "
+                    f"{self.data_epoch}, {len(self.train_loader.dataset)} utterances); "
+                    f"see builder.check_batches"
+                )
             self.data_epoch, self.data_batch = self.data_epoch + 1, 0
 
     # ---- signals ----------------------------------------------------------------------
@@ -256,8 +324,9 @@ class Trainer:
         if self._stop_signal is not None:  # second signal: stop now
             raise KeyboardInterrupt
         self._stop_signal = signum
-        logger.warning("received %s: finishing this step, saving a checkpoint, then stopping",
-                       signal.Signals(signum).name)
+        logger.warning(
+            "received %s: finishing this step, saving a checkpoint, then stopping", signal.Signals(signum).name
+        )
 
     # ---- training ---------------------------------------------------------------------
     def train(self):
@@ -308,8 +377,9 @@ class Trainer:
         """Keep the newest ``keep_last`` periodic checkpoints (``model_best.pth`` is separate)."""
         if not self.keep_last or not self.dist.is_main:
             return
-        periodic = sorted(self.run_dir.glob("checkpoint-epoch*.pth"),
-                          key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")))
+        periodic = sorted(
+            self.run_dir.glob("checkpoint-epoch*.pth"), key=lambda p: int(p.stem.removeprefix("checkpoint-epoch"))
+        )
         for old in periodic[: -self.keep_last]:
             old.unlink(missing_ok=True)
 
@@ -317,8 +387,9 @@ class Trainer:
         if self.mode == "off":
             return False
         if self.monitor_key not in logs:
-            raise ConfigError(f"trainer.monitor names {self.monitor_key!r}, which is not logged; "
-                              f"logged: {', '.join(sorted(logs))}")
+            raise ConfigError(
+                f"trainer.monitor names {self.monitor_key!r}, which is not logged; logged: {', '.join(sorted(logs))}"
+            )
         value = logs[self.monitor_key]
         improved = value < self.best if self.mode == "min" else value > self.best
         if improved:
@@ -335,8 +406,13 @@ class Trainer:
         window_loss, window_n, window_wait, window_start = zero.clone(), zero.clone(), 0.0, time.perf_counter()
         window_audio, window_batches = 0.0, 0
         epoch_loss, epoch_n = zero.clone(), zero.clone()
-        bar = tqdm(total=self.len_epoch, initial=self.epoch_batches, desc=f"epoch {epoch}/{self.epochs}",
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=self.len_epoch,
+            initial=self.epoch_batches,
+            desc=f"epoch {epoch}/{self.epochs}",
+            leave=False,
+            dynamic_ncols=True,
+        )
         step_loss_ok = torch.ones((), dtype=torch.bool, device=self.device)  # every loss of the step was finite
         while self.epoch_batches < self.len_epoch:
             if self.epoch_batches % self.accum == 0 and self._stop_requested():  # before a step begins
@@ -367,15 +443,27 @@ class Trainer:
                     # over all ranks: the loss, the audio trained on and the mean share of time waiting for data
                     loss_sum, loss_n, audio, wait_share = all_reduce_sum(
                         [float(window_loss), float(window_n), window_audio, window_wait / max(elapsed, 1e-9)],
-                        self.device)
-                    self._log_train(epoch, batch, outputs, {
-                        "loss": loss_sum / max(loss_n, 1), "grad_norm": float(grad_norm),
-                        "batches_per_s": window_batches / max(elapsed, 1e-9),  # on each rank
-                        "audio_s_per_s": audio / max(elapsed, 1e-9),
-                        "data_wait_share": wait_share / self.dist.world_size})
+                        self.device,
+                    )
+                    self._log_train(
+                        epoch,
+                        batch,
+                        outputs,
+                        {
+                            "loss": loss_sum / max(loss_n, 1),
+                            "grad_norm": float(grad_norm),
+                            "batches_per_s": window_batches / max(elapsed, 1e-9),  # on each rank
+                            "audio_s_per_s": audio / max(elapsed, 1e-9),
+                            "data_wait_share": wait_share / self.dist.world_size,
+                        },
+                    )
                     bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}")
-                    window_loss, window_n, window_wait, window_start = zero.clone(), zero.clone(), 0.0, \
-                        time.perf_counter()
+                    window_loss, window_n, window_wait, window_start = (
+                        zero.clone(),
+                        zero.clone(),
+                        0.0,
+                        time.perf_counter(),
+                    )
                     window_audio, window_batches = 0.0, 0
         bar.close()
         self._check_skips()
@@ -411,8 +499,12 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             b, t = batch["audio"].shape
-            logger.warning("out of memory on a batch of %d utterances x %d samples (%.1f s of audio in all); "
-                           "batch skipped", b, t, batch_samples(batch) / self.sample_rate)
+            logger.warning(
+                "out of memory on a batch of %d utterances x %d samples (%.1f s of audio in all); batch skipped",
+                b,
+                t,
+                batch_samples(batch) / self.sample_rate,
+            )
         if self.dist.enabled and any_rank(loss is None, self.device):
             return outputs, None
         if loss is None:
@@ -463,8 +555,7 @@ class Trainer:
         and stop the run after ``max_nonfinite_steps`` in a row."""
         skips, longest, run = int(self._skips), int(self._longest_run), int(self._run)
         if skips:
-            logger.warning("%d optimiser step(s) up to step %d skipped: non-finite loss or gradient", skips,
-                           self.step)
+            logger.warning("%d optimiser step(s) up to step %d skipped: non-finite loss or gradient", skips, self.step)
             self.skipped_steps += skips
             self._skips.zero_()
         self.consecutive_skips = run
@@ -474,7 +565,8 @@ class Trainer:
                 f"{longest} optimiser steps in a row had a non-finite loss or gradient "
                 f"(up to step {self.step}); the weights are those of the last good step, saved in {path}. "
                 f"Lower the learning rate, clip gradients (trainer.grad_norm_clip) or check the data, then "
-                f"resume with: python train.py -r {path}")
+                f"resume with: python train.py -r {path}"
+            )
         self._longest_run = self._run.clone()
 
     def _log_train(self, epoch, batch, outputs, window):
@@ -488,32 +580,59 @@ class Trainer:
             if m.decoder == "argmax":
                 m.reset()
                 m.update(batch["text"], hyps)
-        values = {**window, "lr": self.optimizer.param_groups[0]["lr"], "epoch": epoch,
-                  **{m.name: m.result() for m in self.metrics if m.decoder == "argmax"}}
+        values = {
+            **window,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch": epoch,
+            **{m.name: m.result() for m in self.metrics if m.decoder == "argmax"},
+        }
         self.writer.log_scalars(self.step, "train", values)
         metrics_text = " ".join(f"{m.name}={m.result():.3f}" for m in self.metrics if m.decoder == "argmax")
-        logger.info("epoch %d step %d: loss %.4f grad_norm %.2f lr %.2e %s %.2f batch/s %.1f audio-s/s "
-                    "data-wait %.0f%%", epoch, self.step, window["loss"], window["grad_norm"], values["lr"],
-                    metrics_text, window["batches_per_s"], window["audio_s_per_s"], 100 * window["data_wait_share"])
+        logger.info(
+            "epoch %d step %d: loss %.4f grad_norm %.2f lr %.2e %s %.2f batch/s %.1f audio-s/s data-wait %.0f%%",
+            epoch,
+            self.step,
+            window["loss"],
+            window["grad_norm"],
+            values["lr"],
+            metrics_text,
+            window["batches_per_s"],
+            window["audio_s_per_s"],
+            100 * window["data_wait_share"],
+        )
         if self.writer.comet is not None and self.media_step and self.step // self.media_step != self._media_window:
             self._media_window = self.step // self.media_step  # the first log step of every media_step window
             with torch.no_grad():
                 feats, _ = self.raw_model.frontend(batch["audio"][:1], batch["audio_length"][:1])
             self.writer.log_spectrogram(self.step, "train", feats[0])
-            self.writer.log_audio(self.step, "train", batch["audio"][0, : batch["audio_length"][0]],
-                                  self.sample_rate, f"step{self.step}")
-            self.writer.log_predictions(self.step, "train", [
-                {"target": t, "prediction": h, "WER": calc_wer(t, h), "CER": calc_cer(t, h)}
-                for t, h in list(zip(batch["text"], hyps))[: self.max_predictions]])
+            self.writer.log_audio(
+                self.step, "train", batch["audio"][0, : batch["audio_length"][0]], self.sample_rate, f"step{self.step}"
+            )
+            self.writer.log_predictions(
+                self.step,
+                "train",
+                [
+                    {"target": t, "prediction": h, "WER": calc_wer(t, h), "CER": calc_cer(t, h)}
+                    for t, h in list(zip(batch["text"], hyps))[: self.max_predictions]
+                ],
+            )
 
     def evaluate(self, split, loader):
         """Loss and every metric over the whole split (corpus-level, not per-batch averages)."""
         for m in self.metrics:
             m.reset()
         total_loss, n_batches, rows, skipped = 0.0, 0, [], 0
-        for batch, _, hyps, loss in predict(self.raw_model, loader, self.text_encoder, self.decoders, self.device,
-                                            self.amp, self.criterion, desc=f"eval {split}",
-                                            beam_subset=self.beam_subset):
+        for batch, _, hyps, loss in predict(
+            self.raw_model,
+            loader,
+            self.text_encoder,
+            self.decoders,
+            self.device,
+            self.amp,
+            self.criterion,
+            desc=f"eval {split}",
+            beam_subset=self.beam_subset,
+        ):
             skipped += len(batch.get("skipped", ()))
             for m in self.metrics:
                 m.update(batch["text"], hyps[m.decoder])
@@ -521,11 +640,18 @@ class Trainer:
                 total_loss += loss
                 n_batches += 1
             if len(rows) < self.max_predictions:
-                rows += [{"target": t, **{f"pred_{d}": hyps[d][i] for d in self.decoders},
-                          "WER": calc_wer(t, hyps["argmax"][i]), "CER": calc_cer(t, hyps["argmax"][i])}
-                         for i, t in enumerate(batch["text"])][: self.max_predictions - len(rows)]
-        sums = all_reduce_sum([total_loss, n_batches, skipped,
-                               *[x for m in self.metrics for x in (m.errors, m.total)]], self.device)
+                rows += [
+                    {
+                        "target": t,
+                        **{f"pred_{d}": hyps[d][i] for d in self.decoders},
+                        "WER": calc_wer(t, hyps["argmax"][i]),
+                        "CER": calc_cer(t, hyps["argmax"][i]),
+                    }
+                    for i, t in enumerate(batch["text"])
+                ][: self.max_predictions - len(rows)]
+        sums = all_reduce_sum(
+            [total_loss, n_batches, skipped, *[x for m in self.metrics for x in (m.errors, m.total)]], self.device
+        )
         total_loss, n_batches, skipped = sums[0], sums[1], int(sums[2])
         for i, m in enumerate(self.metrics):
             m.errors, m.total = sums[3 + 2 * i], sums[4 + 2 * i]
