@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hw_asr.audio import AudioError, audio_duration, load_audio
+from hw_asr.files import atomic_write_text
 from hw_asr.text_encoder.base import normalize_text
 
 logger = logging.getLogger(__name__)
@@ -138,10 +139,7 @@ class BaseDataset(Dataset):
             pass
         rows, skipped = self._build_index()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"signature": signature, "rows": rows, "skipped": skipped}), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps({"signature": signature, "rows": rows, "skipped": skipped}))
         except OSError as e:
             logger.warning("could not write index cache %s: %s", path, e)
         return rows, skipped

@@ -7,12 +7,12 @@
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 from hw_asr.ensemble.confidence import migrate_confidence
+from hw_asr.files import write_json
 from hw_asr.trainer.checkpoint import CheckpointError, save_checkpoint
 
 
@@ -28,9 +28,7 @@ def migrate_json(path):
         changed = True
     if changed:
         shutil.copy2(path, path.with_name(path.name + ".bak"))
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(path, cfg)
     return changed
 
 

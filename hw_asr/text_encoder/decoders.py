@@ -69,7 +69,16 @@ def _word_boundaries(encoder):
     return {i for i, piece in enumerate(vocab) if piece.startswith("\u2581")}, True
 
 
-class PrefixBeamSearchDecoder:
+class NBestDecoder:
+    """What the n-best decoders share: ``decoder(log_probs [T, V], length) -> [(text, score), ...]``
+    is theirs; a batch decodes to each utterance's best text."""
+
+    def decode_batch(self, log_probs, lengths):
+        lp = log_probs.detach().float().cpu().numpy()
+        return [self(lp[i], int(n))[0][0] for i, n in enumerate(lengths.tolist())]
+
+
+class PrefixBeamSearchDecoder(NBestDecoder):
     """CTC prefix beam search (Hannun et al. 2014, "First-pass large vocabulary continuous
     speech recognition using bi-directional recurrent DNNs") in log space.
 
@@ -204,10 +213,6 @@ class PrefixBeamSearchDecoder:
             merged.setdefault(self.encoder.decode(list(prefix)), score)  # one text may have several spellings
         return list(merged.items())[: self.n_best] if self.n_best else list(merged.items())
 
-    def decode_batch(self, log_probs, lengths):
-        lp = log_probs.detach().float().cpu().numpy()
-        return [self(lp[i], int(n))[0][0] for i, n in enumerate(lengths.tolist())]
-
 
 def read_words(path):
     """Non-empty lines of a word list, stripped."""
@@ -293,7 +298,7 @@ class PyCTCDecodeDecoder:
         return [" ".join(t.split()) for t in texts]
 
 
-class FlashlightDecoder:
+class FlashlightDecoder(NBestDecoder):
     """flashlight-text's compiled beam search.
 
     With ``lm_path`` (a KenLM word model) it uses the lexicon decoder: words are
@@ -409,10 +414,6 @@ class FlashlightDecoder:
             out.append((" ".join(text.split()), float(r.score)))
         return out
 
-    def decode_batch(self, log_probs, lengths):
-        lp = log_probs.detach().float().cpu().numpy()
-        return [self(lp[i], int(n))[0][0] for i, n in enumerate(lengths.tolist())]
-
 
 class CausalLMRescorer:
     """Scores texts with a neural causal LM (a Hugging Face model in a local folder,
@@ -447,7 +448,7 @@ class CausalLMRescorer:
         return out
 
 
-class NBestRescoringDecoder:
+class NBestRescoringDecoder(NBestDecoder):
     """Any decoder's n-best list re-ranked by ``score + weight * ln P_nn(text) + length_bonus * words``.
 
     ``decoder``: a decoder block (e.g. ``{"type": "FlashlightDecoder", "args": {...}}``);
@@ -478,7 +479,3 @@ class NBestRescoringDecoder:
 
     def __call__(self, log_probs, length=None):
         return self.rescore(self.base(log_probs, length))
-
-    def decode_batch(self, log_probs, lengths):
-        lp = log_probs.detach().float().cpu().numpy()
-        return [self(lp[i], int(n))[0][0] for i, n in enumerate(lengths.tolist())]

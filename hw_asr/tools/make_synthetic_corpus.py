@@ -41,6 +41,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from hw_asr.files import atomic_write_text
 from hw_asr.tools import make_lm_corpus
 from hw_asr.tools.apt import apt_install
 
@@ -348,11 +349,9 @@ def main(argv=None):
             else:
                 rows[job["split"]].append(row)
     for split, split_rows in rows.items():
-        tmp = root / f".{split}.jsonl.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in split_rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, root / f"{split}.jsonl")
+        atomic_write_text(
+            root / f"{split}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in split_rows)
+        )
     summary = {
         "language": args.language,
         "voices": voices,
