@@ -14,6 +14,22 @@ from hw_asr.datasets.manifest_dataset import read_manifest
 logger = logging.getLogger(__name__)
 
 
+class WaveAugmentation:
+    """Applied with probability ``self.p`` (one ``random.random()`` draw per call); a subclass sets ``p``
+    and implements ``apply(audio)``. ``skip_empty``: an empty waveform is returned as it is."""
+
+    p = 1.0
+    skip_empty = False
+
+    def __call__(self, audio):
+        if random.random() >= self.p or (self.skip_empty and audio.numel() == 0):
+            return audio
+        return self.apply(audio)
+
+    def apply(self, audio):
+        raise NotImplementedError
+
+
 class Sequential:
     """Apply augmentations one after another, each on the previous output."""
 
@@ -26,7 +42,7 @@ class Sequential:
         return audio
 
 
-class RandomApply:
+class RandomApply(WaveAugmentation):
     """Apply ``augmentation`` with probability ``p``."""
 
     def __init__(self, augmentation, p=0.5):
@@ -34,19 +50,17 @@ class RandomApply:
             raise ValueError(f"p must be in [0, 1], got {p}")
         self.augmentation, self.p = augmentation, p
 
-    def __call__(self, audio):
-        return self.augmentation(audio) if random.random() < self.p else audio
+    def apply(self, audio):
+        return self.augmentation(audio)
 
 
-class Gain:
+class Gain(WaveAugmentation):
     """Scale by a random gain in ``[min_gain_db, max_gain_db]`` decibels, with probability ``p``."""
 
     def __init__(self, min_gain_db=-6.0, max_gain_db=6.0, p=1.0):
         self.min_gain_db, self.max_gain_db, self.p = min_gain_db, max_gain_db, p
 
-    def __call__(self, audio):
-        if random.random() >= self.p:
-            return audio
+    def apply(self, audio):
         gain_db = random.uniform(self.min_gain_db, self.max_gain_db)
         return audio * (10.0 ** (gain_db / 20.0))
 
@@ -75,7 +89,7 @@ def colored_noise(n, exponent, generator=None):
 NOISE_COLORS = {"white": 0.0, "pink": 1.0, "brown": 2.0, "blue": -1.0, "violet": -2.0}
 
 
-class ColoredNoise:
+class ColoredNoise(WaveAugmentation):
     """Add white or coloured noise at a random SNR in ``[min_snr_db, max_snr_db]``, with
     probability ``p``. ``colors`` lists the noise colours drawn from (white, pink, brown,
     blue, violet) or spectral exponents (power ~ 1/f**exponent)."""
@@ -88,9 +102,7 @@ class ColoredNoise:
             self.exponents.append(NOISE_COLORS[c] if isinstance(c, str) else float(c))
         self.min_snr_db, self.max_snr_db, self.p = min_snr_db, max_snr_db, p
 
-    def __call__(self, audio):
-        if random.random() >= self.p:
-            return audio
+    def apply(self, audio):
         noise = colored_noise(audio.numel(), random.choice(self.exponents)).to(audio.dtype)
         return _mix_at_snr(audio, noise, random.uniform(self.min_snr_db, self.max_snr_db))
 
@@ -103,7 +115,7 @@ class GaussianNoise(ColoredNoise):
         super().__init__(min_snr_db, max_snr_db, colors=("white",), p=p)
 
 
-class NoiseFromFiles:
+class NoiseFromFiles(WaveAugmentation):
     """Add a random stretch of recorded noise at a random SNR, with probability ``p``.
 
     ``noise`` is a path or a list of paths: audio files, folders (searched
@@ -148,9 +160,9 @@ class NoiseFromFiles:
                 raise RuntimeError(f"none of the {len(self.paths)} noise files could be read")
         return self._cache
 
-    def __call__(self, audio):
-        if random.random() >= self.p or audio.numel() == 0:
-            return audio
+    skip_empty = True
+
+    def apply(self, audio):
         noise = random.choice(self._noises())
         n = audio.numel()
         if noise.numel() < n:
@@ -161,7 +173,7 @@ class NoiseFromFiles:
         )
 
 
-class SpeedPerturb:
+class SpeedPerturb(WaveAugmentation):
     """Speed perturbation (Ko et al., "Audio augmentation for speech recognition",
     Interspeech 2015): resample so the utterance plays ``factor`` times faster, with
     ``factor`` drawn from ``factors``; tempo and pitch change together and the
@@ -172,9 +184,7 @@ class SpeedPerturb:
             raise ValueError(f"factors must be positive, got {factors}")
         self.factors, self.p, self.sample_rate = list(factors), p, sample_rate
 
-    def __call__(self, audio):
-        if random.random() >= self.p:
-            return audio
+    def apply(self, audio):
         factor = random.choice(self.factors)
         if factor == 1.0 or audio.numel() == 0:
             return audio
@@ -212,16 +222,14 @@ def pitch_shift(audio, sample_rate, semitones, n_fft=512, hop=128):
     return out[:n] if out.numel() >= n else torch.nn.functional.pad(out, (0, n - out.numel()))
 
 
-class PitchShift:
+class PitchShift(WaveAugmentation):
     """Shift pitch by a random number of semitones in ``[min_semitones, max_semitones]``
     (phase vocoder + resampling; length and tempo unchanged), with probability ``p``."""
 
     def __init__(self, min_semitones=-2.0, max_semitones=2.0, p=1.0, sample_rate=16000):
         self.min_semitones, self.max_semitones, self.p, self.sample_rate = min_semitones, max_semitones, p, sample_rate
 
-    def __call__(self, audio):
-        if random.random() >= self.p:
-            return audio
+    def apply(self, audio):
         return pitch_shift(audio, self.sample_rate, random.uniform(self.min_semitones, self.max_semitones))
 
 
@@ -237,7 +245,7 @@ def synthetic_rir(rt60, sample_rate, direct_ratio_db=0.0, generator=None):
     return tail
 
 
-class Reverb:
+class Reverb(WaveAugmentation):
     """Synthetic reverberation: convolve with :func:`synthetic_rir` of a random RT60 in
     ``[min_rt60, max_rt60]`` seconds and direct-to-reverberant ratio in
     ``[min_drr_db, max_drr_db]``; length and RMS level unchanged. Probability ``p``."""
@@ -248,9 +256,9 @@ class Reverb:
         self.min_rt60, self.max_rt60, self.p, self.sample_rate = min_rt60, max_rt60, p, sample_rate
         self.min_drr_db, self.max_drr_db = min_drr_db, max_drr_db
 
-    def __call__(self, audio):
-        if random.random() >= self.p or audio.numel() == 0:
-            return audio
+    skip_empty = True
+
+    def apply(self, audio):
         rir = synthetic_rir(
             random.uniform(self.min_rt60, self.max_rt60),
             self.sample_rate,
