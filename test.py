@@ -21,13 +21,13 @@ import re
 import sys
 from pathlib import Path
 
-from torch.utils.data import ConcatDataset
 from tqdm import tqdm
 
 from hw_asr.audio import AudioError, load_audio
 from hw_asr.builder import build_dataloader, build_dataset, build_decoders, build_model, eval_splits
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config
 from hw_asr.datasets import CustomDirAudioDataset
+from hw_asr.datasets.base_dataset import dataset_parts
 from hw_asr.datasets.download import DownloadError
 from hw_asr.ensemble import ConfidenceEnsemble
 from hw_asr.ensemble.ensemble import FORMAT as ENSEMBLE_FORMAT
@@ -68,10 +68,6 @@ def folder_dataset(folder, encoder, sample_rate):
             folder / "audio", trans if trans.is_dir() else None, text_encoder=encoder, sample_rate=sample_rate
         )
     return CustomDirAudioDataset(folder, text_encoder=encoder, sample_rate=sample_rate)
-
-
-def dataset_parts(dataset):
-    return [p for d in dataset.datasets for p in dataset_parts(d)] if isinstance(dataset, ConcatDataset) else [dataset]
 
 
 def index_skips(dataset, split):
@@ -166,7 +162,7 @@ def evaluate_ensemble(ensemble, datasets, decoders, batch_size=8, chunk=64):
                     waves.append((load_audio(r["path"], sample_rate), sample_rate))
                     part.append(r)
                 except AudioError as e:
-                    scores.skip(split, [(r["path"], str(e).split(": ", 1)[-1])])
+                    scores.skip(split, [(r["path"], e.reason)])
             results = ensemble.route_and_decode(waves, decoders, batch_size)
             for res in results:
                 routed[res["model"]] += 1
@@ -196,7 +192,7 @@ def run_ensemble(args, device, state):
         datasets = {"test": folder_dataset(args.test_data_folder, None, sample_rate)}
     elif args.config:
         data_cfg = apply_overrides(load_config(args.config), args.overrides)
-        datasets = {s: build_dataset(data_cfg, s, None) for s in pick_splits(data_cfg, args.splits)}
+        datasets = {s: build_dataset(data_cfg, s, None, train=False) for s in pick_splits(data_cfg, args.splits)}
     else:
         raise ConfigError("an ensemble file has no evaluation splits of its own: use -t <folder> or -c <config>")
     common = set.intersection(*(set(m.decoders) for m in ensemble.members))
@@ -219,10 +215,9 @@ def run_checkpoint(args, device, state):
     else:
         data_cfg = apply_overrides(eval_cfg, args.overrides)
         data_cfg.setdefault("sample_rate", sample_rate)
-        datasets = {s: build_dataset(data_cfg, s, encoder) for s in pick_splits(data_cfg, args.splits)}
-    for split, dataset in datasets.items():
-        for part in dataset_parts(dataset):
-            part.replace_failed_files = False  # never, not even for a train split named in --splits
+        # evaluation: no augmentation and no substitution, a train split named in --splits included
+        datasets = {s: build_dataset(data_cfg, s, encoder, train=False) for s in pick_splits(data_cfg, args.splits)}
+    for split in datasets:
         data_cfg["data"][split]["batch_size"] = args.batch_size
         data_cfg["data"][split].pop("batch_sampler", None)
     loaders = {s: build_dataloader(data_cfg, s, ds, train=False) for s, ds in datasets.items()}

@@ -233,8 +233,7 @@ def graph_breaks(preset, batch=2, seconds=2.0):
     def forward(audio, audio_length):
         return model(audio=audio, audio_length=audio_length)["log_probs"]
 
-    if any(isinstance(m, torch.nn.RNNBase) for m in model.modules()):
-        allow_rnn_capture()  # as CTCModel.compile_blocks does
+    allow_rnn_capture(model)  # as CTCModel.compile_blocks does
     torch._dynamo.reset()
     explained = torch._dynamo.explain(forward)(data["audio"], data["audio_length"])
     reasons = []

@@ -21,7 +21,12 @@ def find_audio_files(folder):
 
 
 class AudioError(RuntimeError):
-    """An audio file that cannot be used; the message names the file."""
+    """An audio file that cannot be used; the message names the file: ``"<path>: <reason>"``."""
+
+    @property
+    def reason(self):
+        """The message without the file's name."""
+        return str(self).split(": ", 1)[-1]
 
 
 def audio_duration(path):

@@ -107,12 +107,15 @@ def build_wave_augs(config):
     return augs[0] if len(augs) == 1 else augmentations.Sequential(augs)
 
 
-def build_dataset(config, split, encoder):
-    """All datasets of a split, concatenated; train splits get the wave augmentations."""
+def build_dataset(config, split, encoder, train=None):
+    """All datasets of a split, concatenated. ``train`` (default: whether ``split`` is the train split)
+    gives the wave augmentations, and a file that fails to decode is replaced by the next one (an
+    epoch never dies on one file); otherwise such a file is left out and reported, never substituted."""
     specs = get_path(config, f"data.{split}.datasets")
     if not isinstance(specs, list) or not specs:
         raise ConfigError(f"data.{split}.datasets must be a non-empty list of dataset blocks")
-    wave_augs = build_wave_augs(config) if split == TRAIN_SPLIT else None
+    train = split == TRAIN_SPLIT if train is None else train
+    wave_augs = build_wave_augs(config) if train else None
     sample_rate = config.get("sample_rate", 16000)
     parts = [
         resolve(
@@ -128,9 +131,7 @@ def build_dataset(config, split, encoder):
     for i, p in enumerate(parts):
         if len(p) == 0:
             raise ConfigError(f"data.{split}.datasets.{i} ({p.describe()}) has no usable utterances")
-        # training replaces a file that fails to decode by the next one (an epoch never dies on one file);
-        # evaluation never substitutes: such a file is left out and reported
-        p.replace_failed_files = split == TRAIN_SPLIT
+        p.replace_failed_files = train
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 

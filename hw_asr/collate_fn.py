@@ -28,7 +28,8 @@ def collate_fn(items, length_grid=None, sample_rate=16000):
             "skipped": skipped,
             "num_samples": 0,
         }
-    audio_length = torch.tensor([it["audio"].shape[-1] for it in items], dtype=torch.long)
+    lengths = [it["audio"].shape[-1] for it in items]
+    audio_length = torch.tensor(lengths, dtype=torch.long)
     width = int(audio_length.max())
     if length_grid:
         width = max(width, math.ceil(grid_length(width / sample_rate, length_grid) * sample_rate - 1e-6))
@@ -38,7 +39,7 @@ def collate_fn(items, length_grid=None, sample_rate=16000):
     batch = {
         "audio": audio,
         "audio_length": audio_length,
-        "num_samples": sum(it["audio"].shape[-1] for it in items),  # a host number: read without a device sync
+        "num_samples": sum(lengths),  # a host number: read without a device sync
         "text": [it["text"] for it in items],
         "audio_path": [it["audio_path"] for it in items],
         "duration": [it["duration"] for it in items],

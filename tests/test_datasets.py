@@ -225,6 +225,7 @@ def test_build_dataset_replaces_in_training_only(manifest_dir):
     }
     assert build_dataset(config, "train", EN).replace_failed_files
     assert not build_dataset(config, "val", EN).replace_failed_files
+    assert not build_dataset(config, "train", EN, train=False).replace_failed_files  # test.py's --splits train
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "mini-librispeech").is_dir(), reason="../shared/data is absent")

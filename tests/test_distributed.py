@@ -1,6 +1,8 @@
 """torchrun with 2 CPU processes (gloo) against one process with the same global batch."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -27,7 +29,9 @@ def epoch_rows(run_dir):
     return [r for r in rows if r["split"] == "epoch"]
 
 
-def torchrun(tmp_path, *overrides, resume=None):
+def torchrun(tmp_path, *overrides, resume=None, check=True, timeout=300):
+    """``train.py`` under torchrun with 2 CPU processes (the demo config, or ``-r resume``); a session of its
+    own, so that on a time-out the ranks are killed with the launcher instead of being left spinning."""
     args = ["-r", str(resume)] if resume else ["-c", str(REPO / "configs" / "one_batch_test.json")]
     cmd = [
         sys.executable,
@@ -40,9 +44,18 @@ def torchrun(tmp_path, *overrides, resume=None):
         f"trainer.save_dir={tmp_path}",
         *overrides,
     ]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"torchrun did not end within {timeout} s")
+    if check:
+        assert proc.returncode == 0, stderr[-3000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from hw_asr.datasets.librispeech_dataset import URLS
 from hw_asr.trainer.checkpoint import load_checkpoint
 from hw_asr.trainer.trainer import Trainer
 from tests.conftest import REPO, write_audio
+from tests.test_distributed import torchrun
 from tests.test_training import TINY, run_train
 
 DEMO = REPO / "configs" / "one_batch_test.json"
@@ -41,30 +42,9 @@ def strict_json(path):
 
 
 def torchrun_demo(tmp_path, *overrides, timeout=120):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "train.py",
-        "-c",
-        str(DEMO),
-        f"trainer.save_dir={tmp_path / 'runs'}",
-        *overrides,
-    ]
     start = time.monotonic()
-    # a session of its own: on a time-out the ranks are killed with the launcher, not left spinning
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"torchrun did not end within {timeout} s")
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), time.monotonic() - start
+    result = torchrun(tmp_path / "runs", *overrides, check=False, timeout=timeout)
+    return result, time.monotonic() - start
 
 
 def test_torchrun_demo_with_too_few_utterances_for_two_ranks_is_refused_at_once(tmp_path):

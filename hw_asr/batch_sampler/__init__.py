@@ -10,7 +10,9 @@ import math
 import random
 
 import torch
-from torch.utils.data import ConcatDataset, Sampler
+from torch.utils.data import Sampler
+
+from hw_asr.datasets.base_dataset import dataset_parts
 
 __all__ = ["RandomBatchSampler", "LengthBucketSampler"]
 
@@ -25,9 +27,7 @@ def grid_length(seconds, ratio):
 
 def dataset_durations(dataset):
     """Durations (seconds) of every item, from the datasets' indexes (no audio is read)."""
-    if isinstance(dataset, ConcatDataset):
-        return [d for part in dataset.datasets for d in dataset_durations(part)]
-    return [row["duration"] for row in dataset.index]
+    return [row["duration"] for part in dataset_parts(dataset) for row in part.index]
 
 
 def _world(rank, world_size):

@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from hw_asr.audio import AudioError, audio_duration, load_audio
 from hw_asr.files import atomic_write_text
@@ -47,6 +47,13 @@ def report_skipped(source, skipped):
         )
 
 
+def dataset_parts(dataset):
+    """The datasets inside ``dataset`` (a ConcatDataset, nested or not), or ``[dataset]``."""
+    if isinstance(dataset, ConcatDataset):
+        return [part for d in dataset.datasets for part in dataset_parts(d)]
+    return [dataset]
+
+
 def probe_row(path, text, duration=None, where=None):
     """Check that a file exists and has a readable header; fill the duration.
 
@@ -58,7 +65,7 @@ def probe_row(path, text, duration=None, where=None):
     try:
         header_duration = audio_duration(path)
     except AudioError as e:
-        return None, str(e).split(": ", 1)[-1]
+        return None, e.reason
     if header_duration <= 0:
         return None, "audio is empty (0 samples)"
     if duration is None:
@@ -212,14 +219,6 @@ class BaseDataset(Dataset):
         """A file that fails to decode is reported and, with ``replace_failed_files``, replaced by the
         next one (the item's ``load_failures`` lists the files it replaced; the trainer counts them);
         otherwise the item is ``{"load_error": (path, reason)}``."""
-        if not self.replace_failed_files:
-            try:
-                item = self.load_item(i)
-            except AudioError as e:
-                logger.warning("%s: left out at load time: %s", self.describe(), e)
-                return {"load_error": (self.index[i]["path"], str(e).split(": ", 1)[-1])}
-            item["load_failures"] = []
-            return item
         failures = []
         for attempt in range(MAX_LOAD_RETRIES):
             j = (i + attempt) % len(self.index)
@@ -228,6 +227,9 @@ class BaseDataset(Dataset):
                 item["load_failures"] = failures
                 return item
             except AudioError as e:
+                if not self.replace_failed_files:
+                    logger.warning("%s: left out at load time: %s", self.describe(), e)
+                    return {"load_error": (self.index[j]["path"], e.reason)}
                 logger.warning("%s: skipped at load time: %s", self.describe(), e)
                 failures.append(self.index[j]["path"])
         raise RuntimeError(

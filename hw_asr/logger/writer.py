@@ -17,6 +17,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
+VISUALIZE = ("comet", None, "none")  # trainer.visualize: comet-ml, or metrics.jsonl only
 LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
@@ -25,14 +26,13 @@ def setup_logging(run_dir=None, level=logging.INFO, hold=False):
     also kept in memory until :func:`attach_log_file` writes them into the run folder, which then need
     not exist yet (nothing is created for a run that fails while it starts)."""
     handlers = [logging.StreamHandler(sys.stderr)]
-    if run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8"))
-    elif hold:
+    if hold and run_dir is None:
         handlers.append(logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1))
     for h in handlers:
         h.setFormatter(LOG_FORMAT)
     logging.basicConfig(level=level, handlers=handlers, force=True)
+    if run_dir is not None:
+        attach_log_file(run_dir)
 
 
 def attach_log_file(run_dir):
@@ -110,7 +110,7 @@ class Writer:
         self.jsonl = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
         if visualize == "comet":
             self.comet = _make_comet(run_dir, project_name, self.run_dir.name, config)
-        elif visualize not in (None, "none"):
+        elif visualize not in VISUALIZE:
             raise ValueError(f"trainer.visualize must be 'comet' or null, got {visualize!r}")
 
     def log_scalars(self, step, split, values):

@@ -73,8 +73,7 @@ class CTCModel(nn.Module):
         sample count (``ValueRangeError`` in torch 2.13). Parameter names, and so
         checkpoints, are unchanged.
         """
-        if any(isinstance(m, nn.RNNBase) for m in self.modules()):
-            allow_rnn_capture()
+        allow_rnn_capture(self)
         blocks = []
         for name, child in self.named_children():
             if name in ("frontend", "spec_augment"):
@@ -90,12 +89,13 @@ class CTCModel(nn.Module):
         return super().__str__() + f"\nAll parameters: {n_all:,}\nTrainable parameters: {n_train:,}"
 
 
-def allow_rnn_capture():
-    """Let torch.compile trace ``nn.GRU``/``nn.LSTM`` into its graph (dynamo's ``allow_rnn``, off by
-    default: every RNN would otherwise break the graph in two). A process-wide switch."""
-    import torch._dynamo
+def allow_rnn_capture(model):
+    """If ``model`` has a GRU or LSTM, let torch.compile trace it into its graph (dynamo's ``allow_rnn``,
+    off by default: every RNN would otherwise break the graph in two). A process-wide switch."""
+    if any(isinstance(m, nn.RNNBase) for m in model.modules()):
+        import torch._dynamo
 
-    torch._dynamo.config.allow_rnn = True
+        torch._dynamo.config.allow_rnn = True
 
 
 def masked_apply(module, x, mask):

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from hw_asr.config import ConfigError, check_known_keys
+from hw_asr.logger.writer import VISUALIZE
 from hw_asr.metric import calc_cer, calc_wer
 from hw_asr.trainer.checkpoint import compare_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hw_asr.trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, any_rank
@@ -19,7 +20,6 @@ from hw_asr.trainer.inference import autocast_context, batch_samples, move_batch
 logger = logging.getLogger(__name__)
 
 AMP_MODES = ("fp32", "fp16", "bf16")
-VISUALIZE = ("comet", None, "none")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -226,7 +226,6 @@ class Trainer:
         self.best = math.inf if self.mode == "min" else -math.inf
         self.not_improved = 0
         self.skipped_steps = 0  # optimiser steps skipped for non-finite loss/gradients
-        self.consecutive_skips = 0
         # the same on the device, read at logging steps: skips since the last read, the current run of
         # consecutive skips and the longest run since the last read
         self._skips = torch.zeros((), dtype=torch.long, device=device)
@@ -306,12 +305,10 @@ class Trainer:
         while True:
             sampler.set_epoch(self.data_epoch, self.data_batch)
             self.train_loader.generator.manual_seed(seed + self.data_epoch)  # worker seeds per data epoch
-            yielded = False
             for batch in self.train_loader:
                 self.data_batch += 1
-                yielded = True
                 yield batch
-            if not yielded and self.data_batch == 0:  # a pass without a batch: the next would be the same
+            if self.data_batch == 0:  # a whole pass without a batch: the next would be the same
                 raise ConfigError(
                     f"the training loader gave no batch in a whole pass (data epoch "
                     f"{self.data_epoch}, {len(self.train_loader.dataset)} utterances); "
@@ -505,9 +502,8 @@ class Trainer:
                 t,
                 batch_samples(batch) / self.sample_rate,
             )
-        if self.dist.enabled and any_rank(loss is None, self.device):
-            return outputs, None
-        if loss is None:
+        # every rank takes part in the agreement, whether its own batch ran out of memory or not
+        if (self.dist.enabled and any_rank(loss is None, self.device)) or loss is None:
             return outputs, None
         no_sync = self.model.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
         with no_sync:
@@ -553,12 +549,11 @@ class Trainer:
     def _check_skips(self):
         """Read the device's skip counters (at logging steps and epoch ends): warn about the skipped steps
         and stop the run after ``max_nonfinite_steps`` in a row."""
-        skips, longest, run = int(self._skips), int(self._longest_run), int(self._run)
+        skips, longest = int(self._skips), int(self._longest_run)
         if skips:
             logger.warning("%d optimiser step(s) up to step %d skipped: non-finite loss or gradient", skips, self.step)
             self.skipped_steps += skips
             self._skips.zero_()
-        self.consecutive_skips = run
         if self.max_nonfinite_steps and longest >= self.max_nonfinite_steps:
             path = self.save("checkpoint-nonfinite.pth")
             raise NonFiniteLossError(
