@@ -9,7 +9,7 @@ import torch
 import train as train_script
 from hw_asr.builder import build_model, build_text_encoder
 from hw_asr.config import load_config
-from hw_asr.model import Conformer, EBranchformer, QuartzNet
+from hw_asr.model import Conformer, EBranchformer, FastConformer, QuartzNet
 from hw_asr.model.conformer import RelPositionMultiHeadAttention
 from hw_asr.model.transformer_parts import sinusoids
 from tests.conftest import REPO
@@ -35,6 +35,9 @@ def preset(name):
         ("conformer_s", 12_977_741, 5_133),
         ("conformer_m", 30_512_925, 7_453),
         ("conformer_l", 121_450_013, 14_877),
+        ("fastconformer_s", 12_605_373, 5_133),
+        ("fastconformer_m", 26_136_093, 7_453),
+        ("fastconformer_l", 108_776_989, 14_877),
         ("deepspeech2_large", 86_618_400, 29_696),
         ("deepspeech2_gru800", 41_187_968, 23_200),
     ],
@@ -67,6 +70,9 @@ SMALL = {
     "ebranchformer": lambda: EBranchformer(
         34, dim=32, heads=4, layers=2, ffn_units=64, cgmlp_units=64, frontend={"n_mels": 32}
     ),
+    "fastconformer": lambda: FastConformer(
+        29, dim=32, heads=4, layers=2, subsampling_channels=16, frontend={"n_mels": 32}
+    ),
 }
 FRAMES = lambda n: n // 160 + 1  # noqa: E731
 EXPECTED_LENGTHS = {
@@ -75,6 +81,7 @@ EXPECTED_LENGTHS = {
     "conformer_rel": lambda n: ((FRAMES(n) - 1) // 2) // 2 + 1,
     "conformer_abs_ln": lambda n: ((FRAMES(n) - 1) // 2) // 2 + 1,
     "ebranchformer": lambda n: -(-FRAMES(n) // 4),
+    "fastconformer": lambda n: (((FRAMES(n) - 1) // 2) // 2) // 2 + 1,
 }
 
 
@@ -102,6 +109,37 @@ def test_padding_invariance(name):
     n = alone["log_probs_length"][0]
     assert batched["log_probs_length"][1] == n
     torch.testing.assert_close(batched["log_probs"][1, :n], alone["log_probs"][0], atol=1e-4, rtol=0)
+
+
+def test_fastconformer_subsampling_is_depthwise_separable_and_8x():
+    model = preset("fastconformer_s")
+    convs = [m for m in model.subsampling.modules() if isinstance(m, torch.nn.Conv2d)]
+    # one full 3x3 convolution, then two (depthwise 3x3 stride 2, pointwise 1x1) pairs, 256 channels
+    assert [(c.kernel_size, c.stride, c.groups) for c in convs] == [((3, 3), (2, 2), 1)] + [
+        ((3, 3), (2, 2), 256),
+        ((1, 1), (1, 1), 1),
+    ] * 2
+    assert all(c.out_channels == 256 for c in convs)
+    assert {layer.conv.depthwise.kernel_size for layer in model.layers} == {(9,)}
+    audio, lengths = padded_batch([16000 * 4])
+    assert model.eval()(audio, lengths)["log_probs"].shape[1] == 51  # 401 frames / 8, rounded up
+
+
+def test_conformer_loads_checkpoints_with_the_old_subsampling_names():
+    torch.manual_seed(0)
+    model = Conformer(29, dim=32, heads=4, layers=1, kernel=7, frontend={"n_mels": 32})
+    state = model.state_dict()
+    old = {
+        k.replace("subsampling.stages.0.", "subsampling.conv1.").replace(
+            "subsampling.stages.1.", "subsampling.conv2."
+        ): v
+        for k, v in state.items()
+    }
+    assert "subsampling.conv1.weight" in old
+    fresh = Conformer(29, dim=32, heads=4, layers=1, kernel=7, frontend={"n_mels": 32})
+    fresh.load_state_dict(old)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, state[k]), k
 
 
 def test_relative_position_attention_matches_the_transformer_xl_formula():
@@ -146,6 +184,11 @@ OVERFIT = {
     "ebranchformer": (
         '{"type": "EBranchformer", "args": {"dim": 96, "heads": 4, "layers": 2, "ffn_units": 192, '
         '"cgmlp_units": 192, "dropout": 0.0, "frontend": {"n_mels": 64}}}',
+        4,
+    ),
+    "fastconformer": (
+        '{"type": "FastConformer", "args": {"dim": 96, "heads": 4, "layers": 2, "subsampling_channels": 64, '
+        '"dropout": 0.0, "frontend": {"n_mels": 64}}}',
         4,
     ),
 }
