@@ -237,3 +237,42 @@ def test_conformer_compiles_block_by_block_with_dynamic_lengths():
     scale = max(float(q.grad.abs().max()) for q in eager.parameters())
     for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=max(1e-3, 1e-5 * scale), rtol=1e-3, msg=name)
+
+
+def test_intermediate_ctc_taps_layers_through_the_shared_head_in_training_only():
+    from hw_asr.loss import CTCLoss
+
+    torch.manual_seed(0)
+    model = Conformer(29, dim=32, heads=4, layers=3, kernel=7, inter_ctc_layers=[1, 2], frontend={"n_mels": 32})
+    audio, lengths = padded_batch([16000, 12000])
+    taps = []
+    hooks = [model.layers[i].register_forward_hook(lambda m, i, o: taps.append(o)) for i in (0, 1)]
+    out = model.train()(audio, lengths)
+    assert len(out["inter_log_probs"]) == 2
+    for lp, tap in zip(out["inter_log_probs"], taps):  # layer 1's and 2's outputs through the one head
+        torch.testing.assert_close(lp, model.head(tap).log_softmax(-1))
+    for h in hooks:
+        h.remove()
+    assert "inter_log_probs" not in model.eval()(audio, lengths)
+    targets = {"text_encoded": torch.tensor([[3, 4, 5], [6, 7, 0]]), "text_encoded_length": torch.tensor([3, 2])}
+    final = CTCLoss(inter_weight=0.3)(out["log_probs"], out["log_probs_length"], **targets)["loss"]
+    inter = [
+        CTCLoss()(lp, out["log_probs_length"], **targets)["loss"] for lp in [out["log_probs"], *out["inter_log_probs"]]
+    ]
+    combined = CTCLoss(inter_weight=0.3)(**out, **targets)["loss"]
+    torch.testing.assert_close(final, inter[0])  # nothing to mix in without intermediate outputs
+    torch.testing.assert_close(combined, 0.7 * inter[0] + 0.3 * (inter[1] + inter[2]) / 2)
+    with pytest.raises(ValueError, match="inter_ctc_layers must be distinct layer numbers from 1 to 2"):
+        Conformer(29, dim=32, heads=4, layers=3, inter_ctc_layers=[3], frontend={"n_mels": 32})
+
+
+def test_xscaling_multiplies_the_subsampled_input_by_the_root_of_the_width():
+    torch.manual_seed(0)
+    scaled = Conformer(29, dim=64, heads=4, layers=1, kernel=7, frontend={"n_mels": 32})
+    plain = Conformer(29, dim=64, heads=4, layers=1, kernel=7, xscaling=False, frontend={"n_mels": 32})
+    plain.load_state_dict(scaled.state_dict())
+    feats, lengths = torch.randn(2, 32, 50), torch.tensor([50, 30])
+    a, la = scaled.subsampling(feats, lengths)
+    b, lb = plain.subsampling(feats, lengths)
+    assert torch.equal(la, lb)
+    torch.testing.assert_close(a, b * 8.0)

@@ -290,3 +290,36 @@ def test_comet_media_every_media_step(tmp_path, monkeypatch, media_step, expecte
     assert steps == expected
     with pytest.raises(train_script.ConfigError, match="media_step"):
         run_train(tmp_path, *TINY, "trainer.media_step=-1")
+
+
+def test_ctc_infeasible_counts_tokens_and_the_blanks_repeats_need():
+    from hw_asr.loss import CTCLoss, ctc_infeasible
+
+    # against the loss itself: CTC has a finite loss exactly when an alignment exists
+    targets = torch.tensor([[1, 2, 3, 0], [1, 1, 2, 0], [2, 2, 2, 2], [3, 0, 0, 0]])
+    lengths = torch.tensor([3, 3, 4, 1])
+    for frames in range(1, 8):
+        out = torch.full((4,), frames)
+        log_probs = torch.randn(4, frames, 5).log_softmax(-1)
+        flags = ctc_infeasible(targets, lengths, out)
+        for b in range(4):
+            loss = CTCLoss(zero_infinity=False)(
+                log_probs[b : b + 1], out[b : b + 1], targets[b : b + 1], lengths[b : b + 1]
+            )
+            assert bool(flags[b]) == (not torch.isfinite(loss["loss"])), (b, frames)
+
+
+def test_training_warns_once_when_ctc_cannot_align_the_transcripts(tmp_path):
+    fast = (
+        'arch={"type": "FastConformer", "args": {"dim": 32, "heads": 2, "layers": 1, "subsampling_channels": 8, '
+        '"frontend": {"n_mels": 32}}}'
+    )
+    run_dir = run_train(tmp_path / "fast", *TINY, fast, "trainer.epochs=1")
+    rows = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    assert rows and all(r["ctc_infeasible_share"] > 0.5 for r in rows)  # characters at 8x: 12.5 frames a second
+    log = (run_dir / "train.log").read_text()
+    assert log.count("CTC cannot align them") == 1 and "FastConformer" in log
+    plain = run_train(tmp_path / "plain", *TINY, "trainer.epochs=1")
+    rows = [r for r in map(json.loads, (plain / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    assert all(r["ctc_infeasible_share"] == 0 for r in rows)
+    assert "CTC cannot align" not in (plain / "train.log").read_text()

@@ -49,15 +49,19 @@ class CTCModel(nn.Module):
         self.spec_augment = SpecAugment(**spec_augment) if spec_augment else None
 
     def encode(self, feats, lengths):
-        """``feats [B, n_features, F]`` -> ``(logits [B, T', V], lengths [B])``."""
+        """``feats [B, n_features, F]`` -> ``(logits [B, T', V], lengths [B])``, or with a third item, the
+        logits of intermediate layers (intermediate CTC; a list of ``[B, T', V]``)."""
         raise NotImplementedError
 
     def forward(self, audio, audio_length, **batch):
         feats, lengths = self.frontend(audio, audio_length)
         if self.spec_augment is not None:
             feats = self.spec_augment(feats, lengths)
-        logits, out_lengths = self.encode(feats, lengths)
-        return {"log_probs": logits.float().log_softmax(-1), "log_probs_length": out_lengths}
+        logits, out_lengths, *inter = self.encode(feats, lengths)
+        out = {"log_probs": logits.float().log_softmax(-1), "log_probs_length": out_lengths}
+        if inter and inter[0] and self.training:  # only the loss reads them
+            out["inter_log_probs"] = [x.float().log_softmax(-1) for x in inter[0]]
+        return out
 
     def compile_blocks(self, **options):
         """``torch.compile`` every block after the frontend, in place; returns the blocks.

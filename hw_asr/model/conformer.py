@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from hw_asr.model.base_model import CTCModel, lengths_to_mask
-from hw_asr.model.transformer_parts import FeedForward, SinusoidalPositions, run_encoder, sinusoids, zero_padding
+from hw_asr.model.transformer_parts import (
+    FeedForward,
+    SinusoidalPositions,
+    check_taps,
+    run_encoder,
+    sinusoids,
+    zero_padding,
+)
 
 
 class ConvSubsampling(nn.Module):
@@ -33,12 +40,14 @@ class ConvSubsampling(nn.Module):
         channels (int): convolution channels.
         factor (int, optional): time reduction, 4 or 8. (Default: 4)
         depthwise (bool, optional): depthwise-separable stages after the first. (Default: False)
+        scale (float, optional): factor on the output (the encoder's ``xscaling``). (Default: 1.0)
 
     ``forward(feats [B, F, T], lengths [B])`` -> ``([B, T', dim], lengths')``, ``T' = ceil(T / factor)``.
     """
 
-    def __init__(self, in_features, dim, channels, factor=4, depthwise=False):
+    def __init__(self, in_features, dim, channels, factor=4, depthwise=False, scale=1.0):
         super().__init__()
+        self.scale = scale
         if factor not in (4, 8):
             raise ValueError(f"subsampling_factor must be 4 or 8, got {factor!r}")
         stages = [nn.Conv2d(1, channels, 3, stride=2, padding=1)]
@@ -73,7 +82,8 @@ class ConvSubsampling(nn.Module):
             x = torch.relu(stage(x))
             x = x * lengths_to_mask(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
         b, c, t, f = x.shape
-        return self.proj(x.transpose(1, 2).reshape(b, t, c * f)), lengths
+        out = self.proj(x.transpose(1, 2).reshape(b, t, c * f))
+        return (out * self.scale if self.scale != 1.0 else out), lengths
 
 
 class RelPositionMultiHeadAttention(nn.Module):
@@ -203,6 +213,14 @@ class Conformer(CTCModel):
             (depthwise-separable, as FastConformer). (Default: ``"striding"``)
         pos_encoding (str, optional): ``"rel"`` (relative, Transformer-XL) or ``"abs"``. (Default: ``"rel"``)
         conv_norm (str, optional): ``"batch"`` or ``"layer"`` norm in the convolution module. (Default: ``"batch"``)
+        inter_ctc_layers (list of int, optional): layers whose outputs also go through the CTC head in
+            training, for intermediate CTC (Lee & Watanabe 2021, arXiv:2102.03216; weight:
+            ``CTCLoss(inter_weight)``). (Default: none)
+        xscaling (bool, optional): multiply the subsampled input by sqrt(``dim``), as the Transformer scales
+            its embeddings (NeMo's ``xscaling``, ESPnet's positional encoding). Without it the input (frame
+            norm about 1) is small against what every layer's final LayerNorm gives (about sqrt(``dim``)),
+            the first layers' nearly uniform attention adds the same vector to every frame, and training
+            stays on CTC's blank plateau (README, "Conformer-family recipes"). (Default: True)
         dropout (float, optional): dropout in every sub-module and after subsampling. (Default: 0.1)
         frontend, spec_augment: see :class:`~hw_asr.model.base_model.CTCModel`.
 
@@ -223,6 +241,8 @@ class Conformer(CTCModel):
         subsampling="striding",
         pos_encoding="rel",
         conv_norm="batch",
+        xscaling=True,
+        inter_ctc_layers=(),
         dropout=0.1,
         frontend=None,
         spec_augment=None,
@@ -238,6 +258,7 @@ class Conformer(CTCModel):
             subsampling_channels or dim,
             subsampling_factor,
             depthwise=subsampling == "dw_striding",
+            scale=math.sqrt(dim) if xscaling else 1.0,
         )
         self.positions = SinusoidalPositions(dim, dropout) if pos_encoding == "abs" else nn.Dropout(dropout)
         self.layers = nn.ModuleList(
@@ -245,6 +266,7 @@ class Conformer(CTCModel):
         )
         self.head = nn.Linear(dim, n_tokens)
         self.pos_encoding, self.dim = pos_encoding, dim
+        self.inter_ctc_layers = check_taps(inter_ctc_layers, layers)
 
     def shared_inputs(self, x):
         """What every layer needs that depends on the batch's length alone: the relative-position
@@ -254,8 +276,11 @@ class Conformer(CTCModel):
         return {"rel": relative_sinusoids(x.shape[1], self.dim, x.device).to(x.dtype)}
 
     def encode(self, feats, lengths):
-        x, lengths = run_encoder(self.subsampling, self.positions, self.layers, feats, lengths, self.shared_inputs)
-        return self.head(x), lengths
+        taps = self.inter_ctc_layers if self.training else ()
+        x, lengths, inter = run_encoder(
+            self.subsampling, self.positions, self.layers, feats, lengths, self.shared_inputs, taps
+        )
+        return self.head(x), lengths, [self.head(y) for y in inter]
 
 
 class FastConformer(Conformer):

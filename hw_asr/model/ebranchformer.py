@@ -128,5 +128,5 @@ class EBranchformer(CTCModel):
         self.head = nn.Conv1d(dim, n_tokens, 1)
 
     def encode(self, feats, lengths):
-        x, lengths = run_encoder(self.subsampling, self.positions, self.layers, feats, lengths)
+        x, lengths, _ = run_encoder(self.subsampling, self.positions, self.layers, feats, lengths)
         return self.head(x.transpose(1, 2)).transpose(1, 2), lengths

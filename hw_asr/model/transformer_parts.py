@@ -65,15 +65,27 @@ def zero_padding(x, mask):
     return x * mask.unsqueeze(-1).to(x.dtype)
 
 
-def run_encoder(subsampling, positions, layers, feats, lengths, shared=None):
-    """Subsample, add positions, run the layers with the padding mask: ``(x [B, T', D], lengths)``.
+def run_encoder(subsampling, positions, layers, feats, lengths, shared=None, taps=()):
+    """Subsample, add positions, run the layers with the padding mask: ``(x [B, T', D], lengths, tapped)``.
 
     ``shared(x)``, if given, returns keyword arguments for every layer that depend on the batch alone
-    (the relative-position sinusoids): computed once per batch instead of once per layer."""
+    (the relative-position sinusoids): computed once per batch instead of once per layer. ``taps``:
+    1-based layer numbers whose outputs are returned in ``tapped`` (intermediate CTC), in that order."""
     x, lengths = subsampling(feats, lengths)
     mask = lengths_to_mask(lengths, x.shape[1])
     x = zero_padding(positions(x), mask)
     extra = shared(x) if shared is not None else {}
-    for layer in layers:
+    tapped = {}
+    for i, layer in enumerate(layers, start=1):
         x = layer(x, mask, **extra)
-    return x, lengths
+        if i in taps:
+            tapped[i] = x
+    return x, lengths, [tapped[i] for i in taps]
+
+
+def check_taps(taps, layers):
+    """``inter_ctc_layers``: distinct layer numbers 1 .. layers - 1."""
+    taps = tuple(taps or ())
+    if any(not isinstance(i, int) or not 1 <= i < layers for i in taps) or len(set(taps)) != len(taps):
+        raise ValueError(f"inter_ctc_layers must be distinct layer numbers from 1 to {layers - 1}, got {list(taps)}")
+    return taps

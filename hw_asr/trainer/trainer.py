@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from hw_asr.config import ConfigError, check_known_keys
 from hw_asr.logger.writer import VISUALIZE
+from hw_asr.loss import ctc_infeasible
 from hw_asr.metric import calc_cer, calc_wer
 from hw_asr.trainer.checkpoint import compare_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hw_asr.trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, any_rank
@@ -234,6 +235,7 @@ class Trainer:
         self.oom_batches = 0  # batches skipped for running out of device memory
         self.load_failures = 0  # files replaced at load time
         self._stop_signal = None
+        self._warned_infeasible = False
 
     # ---- checkpoints ------------------------------------------------------------------
     def state(self, rng_states):
@@ -402,6 +404,7 @@ class Trainer:
         zero = torch.zeros((), device=self.device)
         window_loss, window_n, window_wait, window_start = zero.clone(), zero.clone(), 0.0, time.perf_counter()
         window_audio, window_batches = 0.0, 0
+        window_infeasible, window_utts = zero.clone(), 0  # utterances CTC cannot align (see ctc_infeasible)
         epoch_loss, epoch_n = zero.clone(), zero.clone()
         bar = tqdm(
             total=self.len_epoch,
@@ -428,6 +431,11 @@ class Trainer:
                 value = torch.where(finite, loss, zero)
                 window_loss, window_n = window_loss + value, window_n + finite
                 epoch_loss, epoch_n = epoch_loss + value, epoch_n + finite
+            if outputs is not None and "text_encoded" in batch:
+                infeasible = ctc_infeasible(
+                    batch["text_encoded"], batch["text_encoded_length"], outputs["log_probs_length"]
+                )
+                window_infeasible, window_utts = window_infeasible + infeasible.sum(), window_utts + len(infeasible)
             window_batches += 1
             self.epoch_batches += 1
             bar.update(1)
@@ -438,10 +446,18 @@ class Trainer:
                     self._check_skips()
                     elapsed = time.perf_counter() - window_start
                     # over all ranks: the loss, the audio trained on and the mean share of time waiting for data
-                    loss_sum, loss_n, audio, wait_share = all_reduce_sum(
-                        [float(window_loss), float(window_n), window_audio, window_wait / max(elapsed, 1e-9)],
+                    loss_sum, loss_n, audio, wait_share, infeasible, utts = all_reduce_sum(
+                        [
+                            float(window_loss),
+                            float(window_n),
+                            window_audio,
+                            window_wait / max(elapsed, 1e-9),
+                            float(window_infeasible),
+                            window_utts,
+                        ],
                         self.device,
                     )
+                    self._warn_infeasible(infeasible, utts)
                     self._log_train(
                         epoch,
                         batch,
@@ -452,6 +468,7 @@ class Trainer:
                             "batches_per_s": window_batches / max(elapsed, 1e-9),  # on each rank
                             "audio_s_per_s": audio / max(elapsed, 1e-9),
                             "data_wait_share": wait_share / self.dist.world_size,
+                            "ctc_infeasible_share": infeasible / max(utts, 1),
                         },
                     )
                     bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}")
@@ -462,10 +479,26 @@ class Trainer:
                         time.perf_counter(),
                     )
                     window_audio, window_batches = 0.0, 0
+                    window_infeasible, window_utts = zero.clone(), 0
         bar.close()
         self._check_skips()
         epoch_n = int(epoch_n)
         return {"train_loss": float(epoch_loss) / epoch_n} if epoch_n else {}
+
+    def _warn_infeasible(self, infeasible, utterances):
+        """Once per run: utterances whose transcripts need more output frames than the model gives."""
+        if infeasible and not self._warned_infeasible:
+            self._warned_infeasible = True
+            logger.warning(
+                "%d of the %d utterances trained on since the last log step have more tokens (plus one blank "
+                "between repeated tokens) than the model has output frames: CTC cannot align them and their "
+                "loss is dropped (zero_infinity). With %s's time reduction use a sub-word text encoder "
+                "(python -m hw_asr.tools.train_sentencepiece) or less subsampling; ctc_infeasible_share in the "
+                "train logs follows it",
+                int(infeasible),
+                int(utterances),
+                type(self.raw_model).__name__,
+            )
 
     def _stop_requested(self):
         """A signal asked to stop (on any rank, under torchrun)."""
