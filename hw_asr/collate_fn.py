@@ -1,4 +1,4 @@
-"""Batching items into the batch contract of DESIGN.md."""
+"""Batching items into the batch contract of docs/architecture.md."""
 
 import math
 

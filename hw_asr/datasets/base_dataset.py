@@ -77,7 +77,7 @@ def probe_row(path, text, duration=None, where=None):
 
 
 class BaseDataset(Dataset):
-    """Items follow the contract in DESIGN.md:
+    """Items follow the dataset-item contract in docs/architecture.md:
     ``audio`` float32 [T], ``text``, ``text_encoded`` int64 [L], ``duration``, ``audio_path``.
 
     Filters: ``max_audio_length`` (seconds), ``max_text_length`` (characters),
