@@ -56,15 +56,62 @@ def normalize_and_mask(feats, lengths, normalize):
     return feats.masked_fill(~mask, 0.0), lengths
 
 
-class LogMelFrontend(nn.Module):
-    """Waves ``[B, T]`` -> log-mel features ``[B, n_mels, F]`` and frame counts ``[B]``.
+WINDOWS = {"hamming": torch.hamming_window, "hann": torch.hann_window}
 
-    ``normalize="per_utterance"`` standardises each mel bin over the real frames
-    of its utterance; padded frames are set to 0 in the output. Always computed
-    in float32, also under autocast. ``pad_mode="constant"`` (zeros around each
-    wave, like the batch padding) makes an utterance's features the same alone
-    and inside a padded batch; ``"reflect"`` matches torchaudio's default.
+
+class STFTFrontend(nn.Module):
+    """What the STFT frontends share: the window, the frame count, the float32 STFT (also under
+    autocast) and the per-utterance normalisation with masking. A subclass turns the complex
+    spectrum ``[B, n_fft // 2 + 1, F]`` into features (:meth:`features`) and says how many there are.
+
+    Args:
+        n_fft (int): FFT size. win_length (int): window length in samples. hop_length (int): hop in samples.
+        window (str): ``"hann"`` or ``"hamming"``.
+        normalize (str or None): ``"per_utterance"`` standardises each feature over the real frames of
+            its utterance; None leaves them. Padded frames are 0 in the output either way.
+        center (bool): frames centred on ``t * hop_length`` (the signal padded by ``n_fft // 2``).
+        pad_mode (str): ``"constant"`` (zeros around each wave, like the batch padding: an utterance
+            gets the same features alone and inside a padded batch) or ``"reflect"`` (torchaudio's default).
     """
+
+    def __init__(self, n_fft, win_length, hop_length, window, normalize, center, pad_mode):
+        super().__init__()
+        if normalize not in (None, "per_utterance"):
+            raise ValueError(f"normalize must be None or 'per_utterance', got {normalize!r}")
+        if window not in WINDOWS:
+            raise ValueError(f"window must be one of {sorted(WINDOWS)}, got {window!r}")
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+        self.normalize, self.center, self.pad_mode = normalize, center, pad_mode
+        self.register_buffer("window", WINDOWS[window](win_length), persistent=False)
+
+    def output_lengths(self, audio_length):
+        if self.center:
+            return audio_length // self.hop_length + 1
+        return (audio_length - self.n_fft) // self.hop_length + 1
+
+    def features(self, spec):
+        raise NotImplementedError
+
+    def forward(self, audio, audio_length):
+        """``audio [B, T]``, ``audio_length [B]`` -> ``(features [B, n_features, F] float32, frames [B])``."""
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            spec = torch.stft(
+                audio.float(),
+                self.n_fft,
+                self.hop_length,
+                self.win_length,
+                self.window,
+                center=self.center,
+                pad_mode=self.pad_mode,
+                return_complex=True,
+            )
+            return normalize_and_mask(self.features(spec), self.output_lengths(audio_length), self.normalize)
+
+
+class LogMelFrontend(STFTFrontend):
+    """Waves ``[B, T]`` -> log-mel features ``[B, n_mels, F]`` and frame counts ``[B]``: a Hann-windowed
+    power spectrum through an ``n_mels`` mel filterbank (``mel_scale`` HTK or Slaney, ``mel_norm``), then
+    ``log(mel + log_eps)``. The other arguments: :class:`STFTFrontend`."""
 
     def __init__(
         self,
@@ -82,15 +129,10 @@ class LogMelFrontend(nn.Module):
         center=True,
         pad_mode="constant",
     ):
-        super().__init__()
-        if normalize not in (None, "per_utterance"):
-            raise ValueError(f"normalize must be None or 'per_utterance', got {normalize!r}")
+        super().__init__(n_fft, win_length, hop_length, "hann", normalize, center, pad_mode)
         if mel_scale not in ("htk", "slaney"):
             raise ValueError(f"mel_scale must be 'htk' or 'slaney', got {mel_scale!r}")
-        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
-        self.n_mels, self.log_eps, self.normalize, self.center = n_mels, log_eps, normalize, center
-        self.pad_mode = pad_mode
-        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+        self.n_mels, self.log_eps = n_mels, log_eps
         fb = mel_filterbank(n_fft // 2 + 1, f_min, f_max or sample_rate / 2, n_mels, sample_rate, mel_scale, mel_norm)
         self.register_buffer("filterbank", fb, persistent=False)
 
@@ -98,34 +140,17 @@ class LogMelFrontend(nn.Module):
     def n_features(self):
         return self.n_mels
 
-    def output_lengths(self, audio_length):
-        if self.center:
-            return audio_length // self.hop_length + 1
-        return (audio_length - self.n_fft) // self.hop_length + 1
-
-    def forward(self, audio, audio_length):
-        with torch.autocast(device_type=audio.device.type, enabled=False):
-            spec = torch.stft(
-                audio.float(),
-                self.n_fft,
-                self.hop_length,
-                self.win_length,
-                self.window,
-                center=self.center,
-                pad_mode=self.pad_mode,
-                return_complex=True,
-            )
-            power = spec.real.pow(2) + spec.imag.pow(2)  # [B, n_freqs, F]
-            mel = torch.matmul(power.transpose(1, 2), self.filterbank).transpose(1, 2)
-            feats = torch.log(mel + self.log_eps)
-            return normalize_and_mask(feats, self.output_lengths(audio_length), self.normalize)
+    def features(self, spec):
+        power = spec.real.pow(2) + spec.imag.pow(2)  # [B, n_freqs, F]
+        mel = torch.matmul(power.transpose(1, 2), self.filterbank).transpose(1, 2)
+        return torch.log(mel + self.log_eps)
 
 
-class SpectrogramFrontend(nn.Module):
+class SpectrogramFrontend(STFTFrontend):
     """Waves -> ``log(1 + |STFT|)`` over linear frequency, ``[B, n_fft // 2 + 1, F]``.
 
     The input of deepspeech.pytorch's DeepSpeech2 (20 ms Hamming window, 10 ms hop:
-    161 bins at 16 kHz). Per-utterance normalisation and masking as in ``LogMelFrontend``.
+    161 bins at 16 kHz). The other arguments: :class:`STFTFrontend`.
     """
 
     def __init__(
@@ -139,34 +164,11 @@ class SpectrogramFrontend(nn.Module):
         center=True,
         pad_mode="constant",
     ):
-        super().__init__()
-        if normalize not in (None, "per_utterance"):
-            raise ValueError(f"normalize must be None or 'per_utterance', got {normalize!r}")
-        windows = {"hamming": torch.hamming_window, "hann": torch.hann_window}
-        if window not in windows:
-            raise ValueError(f"window must be one of {sorted(windows)}, got {window!r}")
-        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
-        self.normalize, self.center, self.pad_mode = normalize, center, pad_mode
-        self.register_buffer("window", windows[window](win_length), persistent=False)
+        super().__init__(n_fft, win_length, hop_length, window, normalize, center, pad_mode)
 
     @property
     def n_features(self):
         return self.n_fft // 2 + 1
 
-    output_lengths = LogMelFrontend.output_lengths
-
-    def forward(self, audio, audio_length):
-        with torch.autocast(device_type=audio.device.type, enabled=False):
-            spec = torch.stft(
-                audio.float(),
-                self.n_fft,
-                self.hop_length,
-                self.win_length,
-                self.window,
-                center=self.center,
-                pad_mode=self.pad_mode,
-                return_complex=True,
-            )
-            feats = torch.log1p(spec.abs())
-            lengths = self.output_lengths(audio_length)
-            return normalize_and_mask(feats, lengths, self.normalize)
+    def features(self, spec):
+        return torch.log1p(spec.abs())
