@@ -21,14 +21,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hw_asr.model import Conformer  # noqa: E402
+from hw_asr.model import (
+    Conformer,  # noqa: E402
+    LogMelFrontend,
+)
 
 
 def one(layers, dim):
     from torch._dynamo.utils import counters
 
     torch.manual_seed(0)
-    model = Conformer(29, dim=dim, heads=2, layers=layers, kernel=7, dropout=0.0, frontend={"n_mels": 80}).train()
+    model = Conformer(
+        29, dim=dim, heads=2, layers=layers, kernel=7, dropout=0.0, frontend=LogMelFrontend(n_mels=80)
+    ).train()
     model.compile_blocks(dynamic=True)
     t0 = time.perf_counter()
     for n in (32000, 41600):

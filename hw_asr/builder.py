@@ -13,7 +13,9 @@ from torch.utils.data import ConcatDataset, DataLoader
 from hw_asr import augmentations, batch_sampler, datasets, loss, metric, model, text_encoder
 from hw_asr.collate_fn import collate_fn
 from hw_asr.config import ConfigError, check_argument_names, check_known_keys, get_path, lookup, registry_names, resolve
-from hw_asr.model.base_model import check_model_parts
+from hw_asr.model import frontend as frontends
+from hw_asr.model.frontend import STFTFrontend
+from hw_asr.model.spec_augment import SpecAugment
 from hw_asr.trainer import lr_schedulers
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ def _class_registry(name, modules, base):
 
 
 OPTIMIZERS = _class_registry("torch.optim", [torch.optim], torch.optim.Optimizer)
+FRONTENDS = _class_registry("hw_asr.model.frontend", [frontends], STFTFrontend)
 LR_SCHEDULERS = _class_registry(
     "hw_asr.trainer.lr_schedulers, torch.optim.lr_scheduler",
     [lr_schedulers, torch.optim.lr_scheduler],
@@ -207,14 +210,45 @@ def check_batches(config, split, loader, world_size=1):
     raise ConfigError(f"data.{split} gives no batch to this process ({n} utterances, {procs})")
 
 
+def frontend_class_and_args(args, where="arch.args.frontend"):
+    """The model's ``frontend`` setting: a block ``{"type": "SpectrogramFrontend", "args": {...}}``, or the
+    arguments of a ``LogMelFrontend`` alone (``{"n_mels": 80}``, the short form). Returns the class, its
+    arguments and where they are in the config; unknown types and argument names are errors."""
+    spec = args.get("frontend") or {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be an object, got {spec!r}")
+    if "type" not in spec:
+        cls, frontend_args, at = frontends.LogMelFrontend, spec, where
+    else:
+        cls, frontend_args, at = (
+            lookup(spec["type"], [FRONTENDS], f"{where}.type"),
+            spec.get("args") or {},
+            f"{where}.args",
+        )
+    check_argument_names(cls, frontend_args, at, cls.__name__)
+    return cls, frontend_args, at
+
+
+def check_model_parts(args, where="arch.args"):
+    """The frontend and SpecAugment settings name only arguments those take: a config check, before
+    anything is built."""
+    frontend_class_and_args(args, f"{where}.frontend")
+    if isinstance(args.get("spec_augment"), dict):
+        check_argument_names(SpecAugment, args["spec_augment"], f"{where}.spec_augment", "SpecAugment")
+
+
 def build_model(config, n_tokens):
+    """The model of ``arch``, assembled: the builder builds the frontend (at the config's ``sample_rate``
+    unless the frontend names its own) and SpecAugment and passes them in; the model knows no config."""
     spec = get_path(config, "arch")
     args = dict(spec.get("args") or {})
-    frontend = dict(args.get("frontend") or {})
-    target = frontend.setdefault("args", {}) if "type" in frontend else frontend
-    target.setdefault("sample_rate", config.get("sample_rate", 16000))
-    args["frontend"] = frontend
     try:
+        cls, frontend_args, _ = frontend_class_and_args(args)
+        args["frontend"] = cls(**{"sample_rate": config.get("sample_rate", 16000), **frontend_args})
+        augment = args.get("spec_augment")
+        if isinstance(augment, dict):
+            check_argument_names(SpecAugment, augment, "arch.args.spec_augment", "SpecAugment")
+        args["spec_augment"] = SpecAugment(**augment) if augment else None
         return resolve({"type": spec.get("type"), "args": args}, model, "arch", n_tokens=n_tokens)
     except ConfigError:
         raise

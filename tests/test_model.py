@@ -117,11 +117,13 @@ def test_spec_augment_time_warp_only_in_training():
 
 
 MODELS = [
-    lambda: BaselineModel(29, hidden=32, frontend={"n_mels": 32}),
-    lambda: DeepSpeech2(29, frontend={"n_mels": 64}, conv_channels=4, rnn_hidden=32, rnn_layers=2, rnn_type="gru"),
+    lambda: BaselineModel(29, hidden=32, frontend=LogMelFrontend(n_mels=32)),
+    lambda: DeepSpeech2(
+        29, frontend=LogMelFrontend(n_mels=64), conv_channels=4, rnn_hidden=32, rnn_layers=2, rnn_type="gru"
+    ),
     lambda: DeepSpeech2(
         29,
-        frontend={"n_mels": 64},
+        frontend=LogMelFrontend(n_mels=64),
         conv_channels=4,
         rnn_hidden=32,
         rnn_layers=3,
@@ -129,7 +131,9 @@ MODELS = [
         rnn_norm="layer",
         residual=True,
     ),
-    lambda: DeepSpeech2(29, frontend={"n_mels": 64}, conv_channels=4, rnn_hidden=32, rnn_layers=2, sum_directions=True),
+    lambda: DeepSpeech2(
+        29, frontend=LogMelFrontend(n_mels=64), conv_channels=4, rnn_hidden=32, rnn_layers=2, sum_directions=True
+    ),
 ]
 
 
@@ -157,7 +161,7 @@ def test_padding_invariance(make):
 
 
 def test_deepspeech2_parameter_count_follows_config():
-    model = DeepSpeech2(29, frontend={"n_mels": 80}, conv_channels=32, rnn_hidden=512, rnn_layers=5)
+    model = DeepSpeech2(29, frontend=LogMelFrontend(n_mels=80), conv_channels=32, rnn_hidden=512, rnn_layers=5)
     # convs 32*41*11 + 32*32*21*11 (no bias) + 2 BN(32); freq 80 -> 40 -> 20, GRU input 32*20
     conv = 32 * 41 * 11 + 32 * 32 * 21 * 11 + 2 * 64
     gru = lambda i, h: 2 * 3 * (i * h + h * h + 2 * h)

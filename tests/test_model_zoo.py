@@ -9,7 +9,7 @@ import torch
 import train as train_script
 from hw_asr.builder import build_model, build_text_encoder
 from hw_asr.config import load_config
-from hw_asr.model import Conformer, EBranchformer, FastConformer, QuartzNet
+from hw_asr.model import Conformer, EBranchformer, FastConformer, LogMelFrontend, QuartzNet
 from hw_asr.model.conformer import RelPositionMultiHeadAttention
 from hw_asr.model.transformer_parts import sinusoids
 from tests.conftest import REPO
@@ -61,17 +61,26 @@ def test_ebranchformer_positions_are_a_buffer_that_varies_over_time():
 
 
 SMALL = {
-    "quartznet_s2": lambda: QuartzNet(29, blocks=5, repeat=1, frontend={"n_mels": 32}),
-    "quartznet_s4": lambda: QuartzNet(34, blocks=5, repeat=2, c1_stride=4, conv_bias=True, frontend={"n_mels": 32}),
-    "conformer_rel": lambda: Conformer(29, dim=32, heads=4, layers=2, kernel=7, frontend={"n_mels": 32}),
+    "quartznet_s2": lambda: QuartzNet(29, blocks=5, repeat=1, frontend=LogMelFrontend(n_mels=32)),
+    "quartznet_s4": lambda: QuartzNet(
+        34, blocks=5, repeat=2, c1_stride=4, conv_bias=True, frontend=LogMelFrontend(n_mels=32)
+    ),
+    "conformer_rel": lambda: Conformer(29, dim=32, heads=4, layers=2, kernel=7, frontend=LogMelFrontend(n_mels=32)),
     "conformer_abs_ln": lambda: Conformer(
-        29, dim=32, heads=2, layers=2, kernel=7, pos_encoding="abs", conv_norm="layer", frontend={"n_mels": 32}
+        29,
+        dim=32,
+        heads=2,
+        layers=2,
+        kernel=7,
+        pos_encoding="abs",
+        conv_norm="layer",
+        frontend=LogMelFrontend(n_mels=32),
     ),
     "ebranchformer": lambda: EBranchformer(
-        34, dim=32, heads=4, layers=2, ffn_units=64, cgmlp_units=64, frontend={"n_mels": 32}
+        34, dim=32, heads=4, layers=2, ffn_units=64, cgmlp_units=64, frontend=LogMelFrontend(n_mels=32)
     ),
     "fastconformer": lambda: FastConformer(
-        29, dim=32, heads=4, layers=2, subsampling_channels=16, frontend={"n_mels": 32}
+        29, dim=32, heads=4, layers=2, subsampling_channels=16, frontend=LogMelFrontend(n_mels=32)
     ),
 }
 FRAMES = lambda n: n // 160 + 1  # noqa: E731
@@ -127,7 +136,7 @@ def test_fastconformer_subsampling_is_depthwise_separable_and_8x():
 
 def test_conformer_loads_checkpoints_with_the_old_subsampling_names():
     torch.manual_seed(0)
-    model = Conformer(29, dim=32, heads=4, layers=1, kernel=7, frontend={"n_mels": 32})
+    model = Conformer(29, dim=32, heads=4, layers=1, kernel=7, frontend=LogMelFrontend(n_mels=32))
     state = model.state_dict()
     old = {
         k.replace("subsampling.stages.0.", "subsampling.conv1.").replace(
@@ -136,7 +145,7 @@ def test_conformer_loads_checkpoints_with_the_old_subsampling_names():
         for k, v in state.items()
     }
     assert "subsampling.conv1.weight" in old
-    fresh = Conformer(29, dim=32, heads=4, layers=1, kernel=7, frontend={"n_mels": 32})
+    fresh = Conformer(29, dim=32, heads=4, layers=1, kernel=7, frontend=LogMelFrontend(n_mels=32))
     fresh.load_state_dict(old)
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, state[k]), k
@@ -220,7 +229,7 @@ def test_conformer_compiles_block_by_block_with_dynamic_lengths():
     # torch 2.13 (nested floor divisions of the sample count); block by block it must
     # compile, match eager, and keep the parameter names.
     torch.manual_seed(0)
-    eager = Conformer(29, dim=32, heads=2, layers=2, kernel=7, dropout=0.0, frontend={"n_mels": 32}).train()
+    eager = Conformer(29, dim=32, heads=2, layers=2, kernel=7, dropout=0.0, frontend=LogMelFrontend(n_mels=32)).train()
     compiled = copy.deepcopy(eager)
     blocks = compiled.compile_blocks(dynamic=True)
     assert compiled.layers[0] in blocks and compiled.layers[1] in blocks and compiled.frontend not in blocks
@@ -243,7 +252,9 @@ def test_intermediate_ctc_taps_layers_through_the_shared_head_in_training_only()
     from hw_asr.loss import CTCLoss
 
     torch.manual_seed(0)
-    model = Conformer(29, dim=32, heads=4, layers=3, kernel=7, inter_ctc_layers=[1, 2], frontend={"n_mels": 32})
+    model = Conformer(
+        29, dim=32, heads=4, layers=3, kernel=7, inter_ctc_layers=[1, 2], frontend=LogMelFrontend(n_mels=32)
+    )
     audio, lengths = padded_batch([16000, 12000])
     taps = []
     hooks = [model.layers[i].register_forward_hook(lambda m, i, o: taps.append(o)) for i in (0, 1)]
@@ -263,13 +274,13 @@ def test_intermediate_ctc_taps_layers_through_the_shared_head_in_training_only()
     torch.testing.assert_close(final, inter[0])  # nothing to mix in without intermediate outputs
     torch.testing.assert_close(combined, 0.7 * inter[0] + 0.3 * (inter[1] + inter[2]) / 2)
     with pytest.raises(ValueError, match="inter_ctc_layers must be distinct layer numbers from 1 to 2"):
-        Conformer(29, dim=32, heads=4, layers=3, inter_ctc_layers=[3], frontend={"n_mels": 32})
+        Conformer(29, dim=32, heads=4, layers=3, inter_ctc_layers=[3], frontend=LogMelFrontend(n_mels=32))
 
 
 def test_xscaling_multiplies_the_subsampled_input_by_the_root_of_the_width():
     torch.manual_seed(0)
-    scaled = Conformer(29, dim=64, heads=4, layers=1, kernel=7, frontend={"n_mels": 32})
-    plain = Conformer(29, dim=64, heads=4, layers=1, kernel=7, xscaling=False, frontend={"n_mels": 32})
+    scaled = Conformer(29, dim=64, heads=4, layers=1, kernel=7, frontend=LogMelFrontend(n_mels=32))
+    plain = Conformer(29, dim=64, heads=4, layers=1, kernel=7, xscaling=False, frontend=LogMelFrontend(n_mels=32))
     plain.load_state_dict(scaled.state_dict())
     feats, lengths = torch.randn(2, 32, 50), torch.tensor([50, 30])
     a, la = scaled.subsampling(feats, lengths)

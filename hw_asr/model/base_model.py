@@ -3,40 +3,17 @@
 import torch
 from torch import nn
 
-from hw_asr.config import ConfigError, check_argument_names
-from hw_asr.model.frontend import LogMelFrontend, SpectrogramFrontend, lengths_to_mask
-from hw_asr.model.spec_augment import SpecAugment
-
-FRONTENDS = {"LogMelFrontend": LogMelFrontend, "SpectrogramFrontend": SpectrogramFrontend}
-
-
-def _frontend_class_and_args(spec, where="frontend"):
-    spec = dict(spec or {})
-    if "type" not in spec:
-        return LogMelFrontend, spec, where
-    if spec["type"] not in FRONTENDS:
-        raise ConfigError(f"{where}.type: unknown frontend {spec['type']!r}; known: {', '.join(FRONTENDS)}")
-    return FRONTENDS[spec["type"]], spec.get("args") or {}, f"{where}.args"
-
-
-def build_frontend(spec):
-    """``{"type": "LogMelFrontend", "args": {...}}`` or the args of a LogMelFrontend alone."""
-    cls, args, _ = _frontend_class_and_args(spec)
-    return cls(**args)
-
-
-def check_model_parts(args, where):
-    """The frontend and SpecAugment settings every model takes (``<where>.frontend``,
-    ``<where>.spec_augment``) name only arguments those take: a config check, before anything is built."""
-    if isinstance(args.get("frontend"), dict):
-        cls, frontend_args, at = _frontend_class_and_args(args["frontend"], f"{where}.frontend")
-        check_argument_names(cls, frontend_args, at, cls.__name__)
-    if isinstance(args.get("spec_augment"), dict):
-        check_argument_names(SpecAugment, args["spec_augment"], f"{where}.spec_augment", "SpecAugment")
+from hw_asr.model.frontend import LogMelFrontend, lengths_to_mask
 
 
 class CTCModel(nn.Module):
     """Subclasses build ``self.head`` (the output layer) and implement ``encode``.
+
+    Args:
+        n_tokens (int): CTC outputs, blank (index 0) included.
+        frontend (nn.Module or None): waves -> features, e.g. :class:`LogMelFrontend` (the default, with
+            its default arguments) or :class:`SpectrogramFrontend`; it has ``n_features``.
+        spec_augment (nn.Module or None): applied to the features in training (:class:`SpecAugment`).
 
     ``forward(audio, audio_length, **batch)`` returns
     ``{"log_probs": [B, T', V] float32, "log_probs_length": [B]}``.
@@ -44,9 +21,15 @@ class CTCModel(nn.Module):
 
     def __init__(self, n_tokens, frontend=None, spec_augment=None):
         super().__init__()
+        for name, part in (("frontend", frontend), ("spec_augment", spec_augment)):
+            if part is not None and not isinstance(part, nn.Module):
+                raise TypeError(
+                    f"{name} must be a module (e.g. LogMelFrontend(n_mels=80), SpecAugment(freq_masks=2)) or None, "
+                    f"got {type(part).__name__}; in a config it is a block the builder builds"
+                )
         self.n_tokens = n_tokens
-        self.frontend = build_frontend(frontend)
-        self.spec_augment = SpecAugment(**spec_augment) if spec_augment else None
+        self.frontend = frontend if frontend is not None else LogMelFrontend()
+        self.spec_augment = spec_augment
 
     def encode(self, feats, lengths):
         """``feats [B, n_features, F]`` -> ``(logits [B, T', V], lengths [B])``, or with a third item, the
@@ -144,4 +127,4 @@ def masked_batch_norm(bn, x, keep):
     return (out * keep).to(x.dtype)
 
 
-__all__ = ["CTCModel", "build_frontend", "check_model_parts", "lengths_to_mask", "masked_apply", "masked_batch_norm"]
+__all__ = ["CTCModel", "lengths_to_mask", "masked_apply", "masked_batch_norm"]
