@@ -176,6 +176,32 @@ def full_run(config, encoder, dataset, steps, tmp, bare=None, batches=None):
     model, optimizer, scheduler = fresh(cfg, encoder)
     loader = build_dataloader(cfg, "train", dataset, seed=0)
     writer = Writer(tmp, cfg, visualize=cfg["trainer"].get("visualize", "comet"))
+    timing = Timing()
+    bare_rng = torch.get_rng_state()
+
+    class Recorder:
+        """The Trainer's hooks: batch shapes and waits, a stamp after each optimiser step (then, in
+        lock-step, the bare loop's step on the same batch), and which steps logged and sent media."""
+
+        def on_batch(self, trainer, batch, fetch_seconds):  # step k's wait is within step k
+            timing.shapes.append(tuple(batch["audio"].shape))
+            timing.wait.append(fetch_seconds)
+
+        def on_step_end(self, trainer):
+            nonlocal bare_rng
+            timing.stamp()
+            if bare is not None:
+                with torch.random.fork_rng(devices=[]):  # the Trainer's random stream stays its own
+                    torch.set_rng_state(bare_rng)
+                    bare.step(batches[timing.steps_done - 1])
+                    bare_rng = torch.get_rng_state()
+                timing.restart()
+
+        def on_log(self, trainer, media):  # runs after step k's stamp, so it is timed with step k + 1
+            timing.logged.add(timing.steps_done)
+            if media:
+                timing.media.add(timing.steps_done)
+
     trainer = Trainer(
         model,
         build_loss(cfg),
@@ -189,51 +215,9 @@ def full_run(config, encoder, dataset, steps, tmp, bare=None, batches=None):
         {},
         tmp,
         writer,
+        callbacks=[Recorder()],
     )
-    trainer.save = lambda name: None  # checkpoint writes are not part of a step
-    timing = Timing()
-    step, forward_backward = trainer._optimizer_step, trainer._forward_backward
-    bare_rng = torch.get_rng_state()
-
-    def stamped(*a, **k):
-        nonlocal bare_rng
-        out = step(*a, **k)
-        timing.stamp()
-        if bare is not None:
-            with torch.random.fork_rng(devices=[]):  # the Trainer's random stream stays its own
-                torch.set_rng_state(bare_rng)
-                bare.step(batches[timing.steps_done - 1])
-                bare_rng = torch.get_rng_state()
-            timing.restart()
-        return out
-
-    def recorded(batch, *a, **k):
-        timing.shapes.append(tuple(batch["audio"].shape))
-        return forward_backward(batch, *a, **k)
-
-    stream = trainer._train_stream
-
-    def waited():  # the time the Trainer waits for each batch (step k's wait is within step k)
-        batches_in = stream()
-        while True:
-            start = time.perf_counter()
-            batch = next(batches_in)
-            timing.wait.append(time.perf_counter() - start)
-            yield batch
-
-    log_train, log_spectrogram = trainer._log_train, writer.log_spectrogram
-
-    def log_step(*a, **k):  # runs after step k's stamp, so it is timed with step k + 1
-        timing.logged.add(timing.steps_done)
-        return log_train(*a, **k)
-
-    def media(*a, **k):
-        timing.media.add(timing.steps_done)
-        return log_spectrogram(*a, **k)
-
-    trainer._optimizer_step, trainer._forward_backward = stamped, recorded
-    trainer._log_train, writer.log_spectrogram, trainer._train_stream = log_step, media, waited
-    trainer.train()
+    trainer.train()  # the checkpoint written at the end comes after the last timed step
     writer.close()
     timing.non_finite = trainer.skipped_steps
     # from the end of step 1 to the end of step N: everything between two optimiser steps

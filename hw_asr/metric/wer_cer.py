@@ -55,6 +55,14 @@ class _CorpusErrorRate:
             self.errors += errors
             self.total += total
 
+    def sums(self):
+        """``[errors, reference length]`` since ``reset``: what to add up across processes."""
+        return [self.errors, self.total]
+
+    def load_sums(self, sums):
+        """Take summed ``[errors, reference length]`` (e.g. over every rank) as the metric's state."""
+        self.errors, self.total = sums
+
     def result(self):
         return self.errors / self.total if self.total else float("nan")
 

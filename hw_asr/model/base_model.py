@@ -36,8 +36,13 @@ class CTCModel(nn.Module):
         logits of intermediate layers (intermediate CTC; a list of ``[B, T', V]``)."""
         raise NotImplementedError
 
+    def features(self, audio, audio_length):
+        """``audio [B, T]``, ``audio_length [B]`` -> the frontend's ``(features [B, n_features, F], frames [B])``,
+        before SpecAugment."""
+        return self.frontend(audio, audio_length)
+
     def forward(self, audio, audio_length, **batch):
-        feats, lengths = self.frontend(audio, audio_length)
+        feats, lengths = self.features(audio, audio_length)
         if self.spec_augment is not None:
             feats = self.spec_augment(feats, lengths)
         logits, out_lengths, *inter = self.encode(feats, lengths)

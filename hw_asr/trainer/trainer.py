@@ -165,6 +165,11 @@ class Trainer:
     audio and predictions table at the first log step of every ``media_step`` steps;
     default 10 x ``log_step``; 0 or null: never).
 
+    ``callbacks``: objects with any of ``on_batch(trainer, batch, fetch_seconds)`` (a batch arrived from
+    the loader, before its forward), ``on_step_end(trainer)`` (after each optimiser step, before any
+    logging) and ``on_log(trainer, media)`` (a logging step was written; ``media``: comet media went
+    too). Benchmarks time and record steps through them.
+
     Under torchrun ``model`` is wrapped in DistributedDataParallel: every rank trains
     on its shard, metrics are summed over ranks, and only rank 0 writes files.
     """
@@ -185,6 +190,7 @@ class Trainer:
         writer,
         dist_info=None,
         decoders=None,
+        callbacks=(),
     ):
         self.model, self.criterion, self.metrics = model, criterion, metrics
         self.raw_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
@@ -236,6 +242,7 @@ class Trainer:
         self.load_failures = 0  # files replaced at load time
         self._stop_signal = None
         self._warned_infeasible = False
+        self.callbacks = list(callbacks)
 
     # ---- checkpoints ------------------------------------------------------------------
     def state(self, rng_states):
@@ -420,9 +427,11 @@ class Trainer:
                 return None
             t0 = time.perf_counter()
             batch = next(stream)
+            fetched = time.perf_counter() - t0
             window_audio += batch_samples(batch) / self.sample_rate  # from the host's own numbers
             batch = move_batch(batch, self.device)
             window_wait += time.perf_counter() - t0
+            self._notify("on_batch", batch, fetched)
             self._count_load_failures(batch)
             outputs, loss = self._forward_backward(batch, sync=(self.epoch_batches + 1) % self.accum == 0)
             if loss is not None:
@@ -441,6 +450,7 @@ class Trainer:
             bar.update(1)
             if self.epoch_batches % self.accum == 0:
                 grad_norm = self._optimizer_step(step_loss_ok)
+                self._notify("on_step_end")
                 step_loss_ok = torch.ones((), dtype=torch.bool, device=self.device)
                 if self.step % self.log_step == 0:
                     self._check_skips()
@@ -597,12 +607,23 @@ class Trainer:
             )
         self._longest_run = self._run.clone()
 
+    def _notify(self, event, *args):
+        for callback in self.callbacks:
+            hook = getattr(callback, event, None)
+            if hook is not None:
+                hook(self, *args)
+
     def _log_train(self, epoch, batch, outputs, window):
         if not self.dist.is_main:
             return
+        media = self._log_train_window(epoch, batch, outputs, window)
+        self._notify("on_log", media)
+
+    def _log_train_window(self, epoch, batch, outputs, window):
+        """Log a training window; returns whether comet media (spectrogram, audio, predictions) went too."""
         if outputs is None:  # the logged batch was skipped (out of memory)
             self.writer.log_scalars(self.step, "train", {**window, "epoch": epoch})
-            return
+            return False
         hyps = self.text_encoder.ctc_greedy(outputs["log_probs"].detach(), outputs["log_probs_length"])
         for m in self.metrics:
             if m.decoder == "argmax":
@@ -631,7 +652,7 @@ class Trainer:
         if self.writer.comet is not None and self.media_step and self.step // self.media_step != self._media_window:
             self._media_window = self.step // self.media_step  # the first log step of every media_step window
             with torch.no_grad():
-                feats, _ = self.raw_model.frontend(batch["audio"][:1], batch["audio_length"][:1])
+                feats, _ = self.raw_model.features(batch["audio"][:1], batch["audio_length"][:1])
             self.writer.log_spectrogram(self.step, "train", feats[0])
             self.writer.log_audio(
                 self.step, "train", batch["audio"][0, : batch["audio_length"][0]], self.sample_rate, f"step{self.step}"
@@ -644,6 +665,8 @@ class Trainer:
                     for t, h in list(zip(batch["text"], hyps))[: self.max_predictions]
                 ],
             )
+            return True
+        return False
 
     def evaluate(self, split, loader):
         """Loss and every metric over the whole split (corpus-level, not per-batch averages)."""
@@ -678,11 +701,11 @@ class Trainer:
                     for i, t in enumerate(batch["text"])
                 ][: self.max_predictions - len(rows)]
         sums = all_reduce_sum(
-            [total_loss, n_batches, skipped, *[x for m in self.metrics for x in (m.errors, m.total)]], self.device
+            [total_loss, n_batches, skipped, *[x for m in self.metrics for x in m.sums()]], self.device
         )
         total_loss, n_batches, skipped = sums[0], sums[1], int(sums[2])
         for i, m in enumerate(self.metrics):
-            m.errors, m.total = sums[3 + 2 * i], sums[4 + 2 * i]
+            m.load_sums(sums[3 + 2 * i : 5 + 2 * i])
         if skipped and self.dist.is_main:
             logger.warning("%s: %d file(s) could not be read and were left out of the metrics", split, skipped)
         self.writer.log_predictions(self.step, split, rows)
