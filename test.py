@@ -35,6 +35,7 @@ from hw_asr.ensemble.ensemble import check_ensemble_state
 from hw_asr.files import write_json
 from hw_asr.logger import setup_logging
 from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
+from hw_asr.schema import sample_rate as config_sample_rate
 from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoint import (
     CheckpointError,
@@ -206,7 +207,7 @@ def run_ensemble(args, device, state):
 
 def run_checkpoint(args, device, state):
     model, encoder, config = load_model(args.resume, device, state)
-    sample_rate = config.get("sample_rate", 16000)
+    sample_rate = config_sample_rate(config)
     eval_cfg = load_config(args.config) if args.config else config
 
     if args.test_data_folder:

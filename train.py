@@ -33,6 +33,7 @@ from hw_asr.builder import (
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, write_config
 from hw_asr.datasets.download import DownloadError
 from hw_asr.logger import Writer, attach_log_file, setup_logging
+from hw_asr.schema import TrainerConfig, seed
 from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoint import CheckpointError, check_weights_fit, find_checkpoint, load_checkpoint
 from hw_asr.trainer.distributed import barrier, broadcast_object, init_distributed, sync_batchnorm
@@ -52,8 +53,8 @@ def seed_everything(seed):
 
 def new_run_dir(config):
     """``<save_dir>/<name>_<MMDD_HHMMSS>``, or ``<save_dir>/<trainer.run_name>`` when that is set."""
-    save_dir = Path(get_path(config, "trainer.save_dir", "checkpoints"))
-    run_name = get_path(config, "trainer.run_name", None)
+    tcfg = TrainerConfig.from_dict(config["trainer"])
+    save_dir, run_name = Path(tcfg.save_dir), tcfg.run_name
     if run_name:
         run_dir = save_dir / run_name
         if list(run_dir.glob("*.pth")):
@@ -120,7 +121,7 @@ def main(argv=None):
     validate_config(config)
     if resume_state:
         check_resume(resume_path, resume_state, config)
-    dist_info = init_distributed(args.device or get_path(config, "trainer.device", "auto"))
+    dist_info = init_distributed(args.device or TrainerConfig.from_dict(config["trainer"]).device)
     try:
         run_dir = _train(args, config, resume_path, resume_state, dist_info)
         barrier()  # no rank tears the group down while another still uses it (a gloo rank aborted at exit)
@@ -131,10 +132,11 @@ def main(argv=None):
 
 def _train(args, config, resume_path, resume_state, dist_info):
     device = dist_info.device
-    configure_host_memory(get_path(config, "trainer.keep_freed_memory", None), device)  # before any big allocation
+    tcfg = TrainerConfig.from_dict(config["trainer"])
+    configure_host_memory(tcfg.keep_freed_memory, device)  # before any big allocation
     # the same seed on every rank would give every rank the same augmentation draws;
     # model weights are the same anyway (DDP copies rank 0's at start)
-    seed_everything(config.get("seed", 42) + dist_info.rank)
+    seed_everything(seed(config) + dist_info.rank)
     # Everything that can fail on the config, the checkpoint or the data happens before the run folder
     # exists (or, on resume, before its config.json is rewritten); the log is held until then.
     setup_logging(None, level=logging.INFO if dist_info.is_main else logging.WARNING, hold=dist_info.is_main)
@@ -156,14 +158,12 @@ def _train(args, config, resume_path, resume_state, dist_info):
         )
 
     train_set = build_dataset(config, "train", encoder)
-    train_loader = build_dataloader(config, "train", train_set, seed=config.get("seed", 42))
+    train_loader = build_dataloader(config, "train", train_set, seed=seed(config))
     check_batches(config, "train", train_loader, dist_info.world_size)
     eval_loaders = {s: build_dataloader(config, s, build_dataset(config, s, encoder)) for s in eval_splits(config)}
-    tcfg = config["trainer"]
-    len_epoch = tcfg.get("len_epoch") or len(train_loader)
-    total_steps = tcfg["epochs"] * len_epoch // tcfg.get("grad_accum_steps", 1)
+    total_steps = tcfg.total_steps(len(train_loader))
     model = model.to(device)
-    if tcfg.get("sync_batchnorm"):
+    if tcfg.sync_batchnorm:
         model = sync_batchnorm(model, dist_info)  # before the optimiser is built
     optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     lr_scheduler = build_lr_scheduler(config, optimizer, total_steps)
@@ -175,16 +175,15 @@ def _train(args, config, resume_path, resume_state, dist_info):
     logger.info("run folder: %s (%d process%s)", run_dir, dist_info.world_size, "es" * (dist_info.world_size > 1))
 
     logger.info("%s", model)
-    init_weights = get_path(config, "trainer.init_weights", None)
-    if init_weights and not resume_state:
-        load_matching_weights(model, init_weights, arch=get_path(config, "arch.type", None))
-    if tcfg.get("tf32") is not None:  # null: torch's default (TF32 convolutions, fp32 matrix products)
+    if tcfg.init_weights and not resume_state:
+        load_matching_weights(model, tcfg.init_weights, arch=get_path(config, "arch.type", None))
+    if tcfg.tf32 is not None:  # null: torch's default (TF32 convolutions, fp32 matrix products)
         if device.type == "cuda":
-            allow_tf32(tcfg["tf32"])
+            allow_tf32(tcfg.tf32)
         else:
             logger.warning("trainer.tf32 applies to CUDA only; %s computes in plain fp32", device.type)
-    if tcfg.get("compile"):
-        model.compile_blocks(**compile_options(tcfg["compile"]))
+    if tcfg.compile:
+        model.compile_blocks(**compile_options(tcfg.compile))
     if dist_info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -192,8 +191,8 @@ def _train(args, config, resume_path, resume_state, dist_info):
     writer = Writer(
         run_dir,
         config,
-        visualize=tcfg.get("visualize", "comet"),
-        project_name=tcfg.get("project_name", "hw_asr"),
+        visualize=tcfg.visualize,
+        project_name=tcfg.project_name,
         enabled=dist_info.is_main,
     )
     metrics = build_metrics(config)

@@ -16,37 +16,13 @@ from hw_asr.config import ConfigError, check_argument_names, check_known_keys, g
 from hw_asr.model import frontend as frontends
 from hw_asr.model.frontend import STFTFrontend
 from hw_asr.model.spec_augment import SpecAugment
+from hw_asr.schema import TOP_KEYS, DataSplitConfig, TrainerConfig
+from hw_asr.schema import sample_rate as config_sample_rate
 from hw_asr.trainer import lr_schedulers
 
 logger = logging.getLogger(__name__)
 
 TRAIN_SPLIT = "train"
-# the keys a training config may hold at the top and in each data split ("base" is merged away on loading)
-CONFIG_KEYS = {
-    "name",
-    "description",
-    "seed",
-    "sample_rate",
-    "text_encoder",
-    "arch",
-    "data",
-    "augmentations",
-    "optimizer",
-    "lr_scheduler",
-    "loss",
-    "metrics",
-    "decoders",
-    "trainer",
-}
-SPLIT_KEYS = {
-    "datasets",
-    "batch_size",
-    "batch_sampler",
-    "num_workers",
-    "pin_memory",
-    "persistent_workers",
-    "prefetch_factor",
-}
 
 
 def _class_registry(name, modules, base):
@@ -99,7 +75,7 @@ def build_wave_augs(config):
     specs = get_path(config, "augmentations.wave", [])
     if not specs:
         return None
-    sample_rate = config.get("sample_rate", 16000)
+    sample_rate = config_sample_rate(config)
 
     def build(block, where):
         cls = lookup(block["type"], [augmentations], f"{where}.type")
@@ -119,7 +95,7 @@ def build_dataset(config, split, encoder, train=None):
         raise ConfigError(f"data.{split}.datasets must be a non-empty list of dataset blocks")
     train = split == TRAIN_SPLIT if train is None else train
     wave_augs = build_wave_augs(config) if train else None
-    sample_rate = config.get("sample_rate", 16000)
+    sample_rate = config_sample_rate(config)
     parts = [
         resolve(
             s,
@@ -154,22 +130,20 @@ def resolve_num_workers(value, where):
 
 def build_dataloader(config, split, dataset, seed=0, train=None):
     """``train`` (default: whether ``split`` is the train split) shuffles the batches."""
-    cfg = get_path(config, f"data.{split}")
+    cfg = DataSplitConfig.from_dict(get_path(config, f"data.{split}"), f"data.{split}", need_datasets=False)
     train = split == TRAIN_SPLIT if train is None else train
-    sampler_spec = cfg.get("batch_sampler") or {
+    sampler_spec = cfg.batch_sampler or {
         "type": "RandomBatchSampler",
-        "args": {"batch_size": get_path(config, f"data.{split}.batch_size"), "shuffle": train, "drop_last": False},
+        "args": {"batch_size": cfg.batch_size, "shuffle": train, "drop_last": False},
     }
     sampler_args = {} if "seed" in sampler_spec.get("args", {}) else {"seed": seed}
     sampler = resolve(sampler_spec, batch_sampler, f"data.{split}.batch_sampler", dataset, **sampler_args)
-    num_workers = resolve_num_workers(cfg.get("num_workers", 0), f"data.{split}.num_workers")
+    num_workers = resolve_num_workers(cfg.num_workers, f"data.{split}.num_workers")
     # A loader of its own generator: creating an iterator then draws no number from the
     # global RNG, so validation and resumes leave the training random stream unchanged.
     grid = getattr(sampler, "length_grid", None)
     collate = (
-        functools.partial(collate_fn, length_grid=grid, sample_rate=config.get("sample_rate", 16000))
-        if grid
-        else collate_fn
+        functools.partial(collate_fn, length_grid=grid, sample_rate=config_sample_rate(config)) if grid else collate_fn
     )
     loader = DataLoader(
         dataset,
@@ -177,9 +151,9 @@ def build_dataloader(config, split, dataset, seed=0, train=None):
         collate_fn=collate,
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
-        pin_memory=cfg.get("pin_memory", torch.cuda.is_available()),
-        persistent_workers=cfg.get("persistent_workers", False) and num_workers > 0,
-        prefetch_factor=cfg.get("prefetch_factor", 2) if num_workers > 0 else None,
+        pin_memory=torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory,
+        persistent_workers=cfg.persistent_workers and num_workers > 0,
+        prefetch_factor=cfg.prefetch_factor if num_workers > 0 else None,
     )
     return loader
 
@@ -244,7 +218,7 @@ def build_model(config, n_tokens):
     args = dict(spec.get("args") or {})
     try:
         cls, frontend_args, _ = frontend_class_and_args(args)
-        args["frontend"] = cls(**{"sample_rate": config.get("sample_rate", 16000), **frontend_args})
+        args["frontend"] = cls(**{"sample_rate": config_sample_rate(config), **frontend_args})
         augment = args.get("spec_augment")
         if isinstance(augment, dict):
             check_argument_names(SpecAugment, augment, "arch.args.spec_augment", "SpecAugment")
@@ -395,7 +369,7 @@ def validate_config(config):
     required keys exist, splits list datasets and the files it names exist."""
     for key in ("arch", "data.train", "optimizer", "trainer.epochs"):
         get_path(config, key)
-    check_known_keys(config, CONFIG_KEYS, "config")
+    check_known_keys(config, TOP_KEYS, "config")
     check_known_keys(config.get("augmentations") or {}, {"wave"}, "augmentations")
     _check_types(config.get("text_encoder", {"type": "CTCCharTextEncoder"}), [text_encoder], "text_encoder")
     _check_types(config["arch"], [model], "arch")
@@ -419,24 +393,17 @@ def validate_config(config):
 
     for i, spec in enumerate(get_path(config, "augmentations.wave", [])):
         _map_nested(spec, f"augmentations.wave.{i}", lambda block, where: block)  # checks every type
-    for split, cfg in config["data"].items():
-        check_known_keys(cfg, SPLIT_KEYS, f"data.{split}")
-        specs = get_path(config, f"data.{split}.datasets")
-        if not isinstance(specs, list) or not specs:
-            raise ConfigError(f"data.{split}.datasets must be a non-empty list of dataset blocks")
-        for i, spec in enumerate(specs):
+    for split, block in config["data"].items():
+        cfg = DataSplitConfig.from_dict(block, f"data.{split}")
+        for i, spec in enumerate(cfg.datasets):
             _check_types(spec, [datasets], f"data.{split}.datasets.{i}")
             manifest = (spec.get("args") or {}).get("manifest_path")
             for m in [manifest] if isinstance(manifest, str) else manifest or []:
                 if not Path(m).is_file():
                     raise ConfigError(f"data.{split}.datasets.{i}.args.manifest_path: file not found: {m}")
-        if "batch_sampler" in cfg:
-            _check_types(cfg["batch_sampler"], [batch_sampler], f"data.{split}.batch_sampler")
-        elif "batch_size" not in cfg:
-            raise ConfigError(f"missing required config key 'data.{split}.batch_size'")
-    from hw_asr.trainer.trainer import check_trainer_config
-
-    check_trainer_config(config["trainer"])
+        if cfg.batch_sampler is not None:
+            _check_types(cfg.batch_sampler, [batch_sampler], f"data.{split}.batch_sampler")
+    TrainerConfig.from_dict(config["trainer"])
     if get_path(config, "trainer.compile", None):
         compile_options(config["trainer"]["compile"])
     for key in ("tf32", "sync_batchnorm"):  # keep_freed_memory: host_memory.configure, train.py's first step

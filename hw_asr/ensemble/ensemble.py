@@ -22,6 +22,7 @@ from hw_asr.audio import find_audio_files, load_audio, resample
 from hw_asr.datasets.base_dataset import report_skipped
 from hw_asr.datasets.manifest_dataset import read_manifest
 from hw_asr.ensemble.confidence import confidence_features, confidence_settings, migrate_confidence
+from hw_asr.schema import sample_rate as config_sample_rate
 from hw_asr.trainer.checkpoint import CheckpointError, safe_torch_load, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Member:
         self.model = build_model(config, n_tokens=len(self.encoder))
         self.model.load_state_dict(model_state)
         self.model.to(self.device).eval()
-        self.sample_rate = config.get("sample_rate", 16000)
+        self.sample_rate = config_sample_rate(config)
         self.decoders = build_decoders({"decoders": self.decoders_cfg}, self.encoder, None)
 
     @classmethod

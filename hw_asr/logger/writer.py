@@ -14,10 +14,11 @@ import time
 import warnings
 from pathlib import Path
 
+from hw_asr.schema import VISUALIZE
+
 logger = logging.getLogger(__name__)
 
 
-VISUALIZE = ("comet", None, "none")  # trainer.visualize: comet-ml, or metrics.jsonl only
 LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 

@@ -26,6 +26,7 @@ from hw_asr.builder import build_dataset, build_text_encoder
 from hw_asr.config import ConfigError, apply_overrides, load_config
 from hw_asr.datasets.base_dataset import dataset_parts
 from hw_asr.files import atomic_write_text
+from hw_asr.schema import sample_rate as config_sample_rate
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def main(argv=None):
     except (ConfigError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     rows = [row for part in dataset_parts(dataset) for row in part.index]
-    written, skipped = export(rows, args.output, config.get("sample_rate", 16000), args.format)
+    written, skipped = export(rows, args.output, config_sample_rate(config), args.format)
     manifest = Path(args.output) / "manifest.jsonl"
     print(f"{manifest}: {written} utterances written, {len(skipped)} left out (unreadable)")
     return manifest

@@ -10,17 +10,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hw_asr.config import ConfigError, check_known_keys
-from hw_asr.logger.writer import VISUALIZE
+from hw_asr.config import ConfigError
 from hw_asr.loss import ctc_infeasible
 from hw_asr.metric import calc_cer, calc_wer
+from hw_asr.schema import TrainerConfig, parse_monitor, sample_rate, seed
 from hw_asr.trainer.checkpoint import compare_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hw_asr.trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, any_rank
 from hw_asr.trainer.inference import autocast_context, batch_samples, move_batch, predict
 
 logger = logging.getLogger(__name__)
-
-AMP_MODES = ("fp32", "fp16", "bf16")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -34,76 +32,6 @@ def continue_schedule(scheduler, step):
     scheduler.last_epoch = step - 1
     scheduler._step_count = max(scheduler._step_count, 2)  # past the first call: torch's order check is done
     scheduler.step()
-
-
-# trainer keys that count steps, epochs, files or rows: (least value, whether null is allowed);
-# where 0 or null is allowed it means the whole loader (len_epoch), never (media_step,
-# max_nonfinite_steps, early_stop), keep every file (keep_last) or no utterance (beam_subset)
-COUNTS = {
-    "epochs": (1, False),
-    "len_epoch": (0, True),
-    "log_step": (1, False),
-    "media_step": (0, True),
-    "grad_accum_steps": (1, False),
-    "save_period": (1, False),
-    "keep_last": (0, True),
-    "max_nonfinite_steps": (0, True),
-    "early_stop": (0, True),
-    "max_predictions_logged": (0, False),
-    "beam_subset": (0, True),
-}
-
-
-# every other key the ``trainer`` block may hold (read by train.py, the Trainer, the writer)
-OTHER_KEYS = {
-    "grad_norm_clip",
-    "amp",
-    "monitor",
-    "device",
-    "init_weights",
-    "sync_batchnorm",
-    "compile",
-    "tf32",
-    "visualize",
-    "project_name",
-    "save_dir",
-    "run_name",
-    "keep_freed_memory",
-}
-
-
-def check_trainer_config(cfg):
-    """Refuse a ``trainer`` block whose counts, clipping, precision or monitor cannot work,
-    naming the key: at start-up, not at the first logging step or the end of an epoch."""
-    check_known_keys(cfg, set(COUNTS) | OTHER_KEYS, "trainer")
-    for key, (least, nullable) in COUNTS.items():
-        value = cfg.get(key, least)
-        if value is None and nullable:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(
-                f"trainer.{key} must be a whole number >= {least}{' or null' if nullable else ''}, got {value!r}"
-            )
-    clip = cfg.get("grad_norm_clip")
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
-        raise ConfigError(f"trainer.grad_norm_clip must be a positive number or null (no clipping), got {clip!r}")
-    if cfg.get("amp", "fp32") not in AMP_MODES:
-        raise ConfigError(f"trainer.amp must be one of {AMP_MODES}, got {cfg['amp']!r}")
-    if cfg.get("visualize", "comet") not in VISUALIZE:
-        raise ConfigError(f'trainer.visualize must be "comet" or null (metrics.jsonl only), got {cfg["visualize"]!r}')
-    parse_monitor(cfg.get("monitor", "off"))
-
-
-def parse_monitor(monitor):
-    """``"min val_WER (argmax)"`` -> ``("min", "val_WER (argmax)")``; ``"off"`` -> ``("off", None)``."""
-    if monitor in (None, "off"):
-        return "off", None
-    if not isinstance(monitor, str):
-        raise ConfigError(f"trainer.monitor must be 'off' or 'min|max <split>_<metric>', got {monitor!r}")
-    mode, _, key = monitor.partition(" ")
-    if mode not in ("min", "max") or not key:
-        raise ConfigError(f"trainer.monitor must be 'off' or 'min|max <split>_<metric>', got {monitor!r}")
-    return mode, key
 
 
 def is_counter(name):
@@ -156,14 +84,7 @@ def load_matching_weights(model, path, arch=None):
 class Trainer:
     """Trains ``model`` as ``config["trainer"]`` says and writes into ``run_dir``.
 
-    Options (``trainer.*``): ``epochs``, ``len_epoch`` (batches per epoch, default a
-    pass over the data), ``log_step``, ``grad_accum_steps``, ``grad_norm_clip``,
-    ``amp`` (fp32 | fp16 | bf16, CUDA only), ``monitor``, ``early_stop``,
-    ``save_period``, ``keep_last`` (periodic checkpoints kept, besides the best and the
-    last), ``max_nonfinite_steps`` (consecutive skipped steps before the run stops),
-    ``init_weights``, ``max_predictions_logged``, ``media_step`` (comet's spectrogram,
-    audio and predictions table at the first log step of every ``media_step`` steps;
-    default 10 x ``log_step``; 0 or null: never).
+    The ``trainer`` block's keys, defaults and checks: :class:`hw_asr.schema.TrainerConfig`.
 
     ``callbacks``: objects with any of ``on_batch(trainer, batch, fetch_seconds)`` (a batch arrived from
     the loader, before its forward), ``on_step_end(trainer)`` (after each optimiser step, before any
@@ -198,33 +119,30 @@ class Trainer:
         self.optimizer, self.lr_scheduler, self.text_encoder = optimizer, lr_scheduler, text_encoder
         self.config, self.device, self.run_dir, self.writer = config, device, Path(run_dir), writer
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
-        self.sample_rate = config.get("sample_rate", 16000)
-        cfg = config["trainer"]
-        check_trainer_config(cfg)
-        self.epochs = cfg["epochs"]
-        self.len_epoch = cfg.get("len_epoch") or len(train_loader)
-        self.log_step = cfg.get("log_step", 50)
-        self.media_step = cfg.get("media_step", 10 * self.log_step)
+        self.sample_rate = sample_rate(config)
+        cfg = TrainerConfig.from_dict(config["trainer"])
+        self.epochs = cfg.epochs
+        self.len_epoch = cfg.steps_per_epoch(len(train_loader))
+        self.log_step, self.media_step = cfg.log_step, cfg.media_step
         self._media_window = None  # media_step window of the last media logged
-        self.accum = cfg.get("grad_accum_steps", 1)
+        self.accum = cfg.grad_accum_steps
         if self.len_epoch % self.accum:
             raise ConfigError(
                 f"trainer.len_epoch ({self.len_epoch}) must be a multiple of trainer.grad_accum_steps ({self.accum})"
             )
-        self.clip = cfg.get("grad_norm_clip")
-        self.save_period = cfg.get("save_period", 1)
-        self.keep_last = cfg.get("keep_last", 3)
-        self.max_nonfinite_steps = cfg.get("max_nonfinite_steps", 25)
-        self.early_stop = cfg.get("early_stop") or math.inf
-        self.mode, self.monitor_key = parse_monitor(cfg.get("monitor", "off"))
-        self.max_predictions = cfg.get("max_predictions_logged", 10)
-        self.amp = cfg.get("amp", "fp32")
+        self.clip = cfg.grad_norm_clip
+        self.save_period, self.keep_last = cfg.save_period, cfg.keep_last
+        self.max_nonfinite_steps = cfg.max_nonfinite_steps
+        self.early_stop = cfg.early_stop or math.inf
+        self.mode, self.monitor_key = parse_monitor(cfg.monitor)
+        self.max_predictions = cfg.max_predictions_logged
+        self.amp = cfg.amp
         if self.amp != "fp32" and device.type != "cuda":
             logger.warning("trainer.amp=%s needs CUDA; training in fp32 on %s", self.amp, device.type)
             self.amp = "fp32"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.decoders = decoders or {"argmax": None}  # name -> decoder (builder.build_decoders)
-        self.beam_subset = cfg.get("beam_subset")
+        self.beam_subset = cfg.beam_subset
 
         self.step = 0  # optimiser steps done
         self.epoch = 0  # epochs completed
@@ -310,10 +228,10 @@ class Trainer:
     def _train_stream(self):
         """Endless batches; (data_epoch, data_batch) says where, so a resume continues exactly."""
         sampler = self.train_loader.batch_sampler
-        seed = self.config.get("seed", 42)
+        base_seed = seed(self.config)
         while True:
             sampler.set_epoch(self.data_epoch, self.data_batch)
-            self.train_loader.generator.manual_seed(seed + self.data_epoch)  # worker seeds per data epoch
+            self.train_loader.generator.manual_seed(base_seed + self.data_epoch)  # worker seeds per data epoch
             for batch in self.train_loader:
                 self.data_batch += 1
                 yield batch
