@@ -25,28 +25,28 @@ from tqdm import tqdm
 
 from hw_asr.audio import AudioError, load_audio
 from hw_asr.builder import build_dataloader, build_dataset, build_decoders, build_model, eval_splits
-from hw_asr.config import ConfigError, apply_overrides, get_path, load_config
-from hw_asr.datasets import CustomDirAudioDataset
-from hw_asr.datasets.base_dataset import dataset_parts
-from hw_asr.datasets.download import DownloadError
-from hw_asr.ensemble import ConfidenceEnsemble
-from hw_asr.ensemble.ensemble import FORMAT as ENSEMBLE_FORMAT
-from hw_asr.ensemble.ensemble import check_ensemble_state
-from hw_asr.files import write_json
-from hw_asr.logger import setup_logging
-from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
-from hw_asr.schema import sample_rate as config_sample_rate
-from hw_asr.text_encoder import text_encoder_from_state
-from hw_asr.trainer.checkpoint import (
+from hw_asr.checkpoint import (
     CheckpointError,
     check_checkpoint,
     find_checkpoint,
     load_checkpoint,
     safe_torch_load,
 )
-from hw_asr.trainer.distributed import pick_device
+from hw_asr.config import ConfigError, apply_overrides, get_path, load_config
+from hw_asr.datasets import CustomDirAudioDataset
+from hw_asr.datasets.base_dataset import dataset_parts
+from hw_asr.datasets.download import DownloadError
+from hw_asr.device import pick_device
+from hw_asr.ensemble import ConfidenceEnsemble
+from hw_asr.ensemble.ensemble import FORMAT as ENSEMBLE_FORMAT
+from hw_asr.ensemble.ensemble import check_ensemble_state
+from hw_asr.files import write_json
+from hw_asr.inference import predict
+from hw_asr.logger import setup_logging
+from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
+from hw_asr.schema import sample_rate as config_sample_rate
+from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.host_memory import configure as configure_host_memory
-from hw_asr.trainer.inference import predict
 
 logger = logging.getLogger("test")
 

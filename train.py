@@ -30,16 +30,16 @@ from hw_asr.builder import (
     eval_splits,
     validate_config,
 )
+from hw_asr.checkpoint import CheckpointError, check_weights_fit, find_checkpoint, load_checkpoint
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config, write_config
 from hw_asr.datasets.download import DownloadError
+from hw_asr.inference import allow_tf32
 from hw_asr.logger import Writer, attach_log_file, setup_logging
 from hw_asr.schema import TrainerConfig, seed
 from hw_asr.text_encoder import text_encoder_from_state
-from hw_asr.trainer.checkpoint import CheckpointError, check_weights_fit, find_checkpoint, load_checkpoint
 from hw_asr.trainer.distributed import barrier, broadcast_object, init_distributed, sync_batchnorm
 from hw_asr.trainer.distributed import cleanup as cleanup_distributed
 from hw_asr.trainer.host_memory import configure as configure_host_memory
-from hw_asr.trainer.inference import allow_tf32
 from hw_asr.trainer.trainer import NonFiniteLossError, Trainer, load_matching_weights
 
 logger = logging.getLogger("train")

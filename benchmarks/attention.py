@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hw_asr.inference import autocast_context  # noqa: E402
 from hw_asr.model.conformer import RelPositionMultiHeadAttention  # noqa: E402
 from hw_asr.model.transformer_parts import sinusoids  # noqa: E402
-from hw_asr.trainer.inference import autocast_context  # noqa: E402
 
 
 class MaterialisedRelAttention(RelPositionMultiHeadAttention):

@@ -23,9 +23,9 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hw_asr.datasets.manifest_dataset import read_manifest  # noqa: E402
 from hw_asr.ensemble import ConfidenceEnsemble  # noqa: E402
 from hw_asr.ensemble.ensemble import load_waveform  # noqa: E402
+from hw_asr.manifests import read_manifest  # noqa: E402
 from hw_asr.metric import WERMetric, calc_wer  # noqa: E402
 
 

@@ -60,9 +60,9 @@ from hw_asr.builder import (  # noqa: E402
     resolve_num_workers,
 )
 from hw_asr.config import apply_overrides, get_path, load_config  # noqa: E402
+from hw_asr.inference import move_batch  # noqa: E402
 from hw_asr.logger import Writer  # noqa: E402
 from hw_asr.trainer.host_memory import configure as configure_host_memory  # noqa: E402
-from hw_asr.trainer.inference import move_batch  # noqa: E402
 from hw_asr.trainer.trainer import Trainer  # noqa: E402
 
 

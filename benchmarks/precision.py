@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.models import ARCH_DIR  # noqa: E402
 from hw_asr.builder import build_model, build_text_encoder, compile_options  # noqa: E402
 from hw_asr.config import load_config  # noqa: E402
+from hw_asr.inference import allow_tf32, autocast_context  # noqa: E402
 from hw_asr.loss import CTCLoss  # noqa: E402
-from hw_asr.trainer.inference import allow_tf32, autocast_context  # noqa: E402
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from hw_asr import augmentations, batch_sampler, datasets, loss, metric, model, text_encoder
+from hw_asr import augmentations, batch_sampler, datasets, loss, lr_schedulers, metric, model, text_encoder
 from hw_asr.collate_fn import collate_fn
 from hw_asr.config import ConfigError, check_argument_names, check_known_keys, get_path, lookup, registry_names, resolve
 from hw_asr.model import frontend as frontends
@@ -18,7 +18,7 @@ from hw_asr.model.frontend import STFTFrontend
 from hw_asr.model.spec_augment import SpecAugment
 from hw_asr.schema import TOP_KEYS, DataSplitConfig, TrainerConfig
 from hw_asr.schema import sample_rate as config_sample_rate
-from hw_asr.trainer import lr_schedulers
+from hw_asr.text_encoder import decoders as decoder_registry
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _class_registry(name, modules, base):
 OPTIMIZERS = _class_registry("torch.optim", [torch.optim], torch.optim.Optimizer)
 FRONTENDS = _class_registry("hw_asr.model.frontend", [frontends], STFTFrontend)
 LR_SCHEDULERS = _class_registry(
-    "hw_asr.trainer.lr_schedulers, torch.optim.lr_scheduler",
+    "hw_asr.lr_schedulers, torch.optim.lr_scheduler",
     [lr_schedulers, torch.optim.lr_scheduler],
     torch.optim.lr_scheduler.LRScheduler,
 )
@@ -249,8 +249,6 @@ def build_metrics(config):
 def build_decoders(config, encoder, names=None):
     """``{"argmax": None, name: decoder, ...}`` from the config's ``decoders`` block
     (only ``names`` when given; ``argmax`` is always there)."""
-    from hw_asr.text_encoder import decoders as decoder_registry
-
     specs = config.get("decoders") or {}
     wanted = set(specs) if names is None else set(names) - {"argmax"}
     missing = wanted - set(specs)
@@ -381,8 +379,6 @@ def validate_config(config):
         _check_types(config["lr_scheduler"], [LR_SCHEDULERS], "lr_scheduler")
     for i, spec in enumerate(config.get("metrics", [])):
         _check_types(spec, [metric], f"metrics.{i}")
-    from hw_asr.text_encoder import decoders as decoder_registry
-
     for name, spec in (config.get("decoders") or {}).items():
         _check_types(spec, [decoder_registry], f"decoders.{name}")
         check_decoder_files(spec, f"decoders.{name}")

@@ -6,8 +6,8 @@ import torch
 from hw_asr.augmentations import Gain, RandomApply, Sequential
 from hw_asr.builder import build_dataset, build_lr_scheduler, build_wave_augs, resolve_num_workers
 from hw_asr.config import ConfigError
+from hw_asr.lr_schedulers import WarmupLR
 from hw_asr.text_encoder import CTCCharTextEncoder
-from hw_asr.trainer.lr_schedulers import WarmupLR
 
 EN = CTCCharTextEncoder()
 

@@ -11,12 +11,12 @@ import torch
 
 import test as test_script
 from hw_asr.builder import build_model
+from hw_asr.checkpoint import CheckpointError, load_checkpoint, safe_torch_load, save_checkpoint
 from hw_asr.ensemble import ConfidenceEnsemble, Member, Selector, fit_selector
 from hw_asr.ensemble import build as build_cmd
 from hw_asr.ensemble import migrate as migrate_cmd
 from hw_asr.ensemble.confidence import confidence_features
 from hw_asr.text_encoder import CTCCharTextEncoder
-from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint, safe_torch_load, save_checkpoint
 from tests.conftest import SAMPLE_MANIFEST, write_audio
 
 

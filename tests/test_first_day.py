@@ -17,9 +17,9 @@ import torch
 
 import test as test_script
 import train as train_script
+from hw_asr.checkpoint import load_checkpoint
 from hw_asr.config import ConfigError, load_config, write_config
 from hw_asr.datasets.librispeech_dataset import URLS
-from hw_asr.trainer.checkpoint import load_checkpoint
 from hw_asr.trainer.trainer import Trainer
 from tests.conftest import REPO, write_audio
 from tests.test_distributed import torchrun

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hw_asr.checkpoint import CheckpointError
 from hw_asr.config import ConfigError
 from hw_asr.trainer import host_memory
-from hw_asr.trainer.checkpoint import CheckpointError
 
 PROBE = """
 import resource, sys, torch

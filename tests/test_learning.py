@@ -10,7 +10,7 @@ import soundfile as sf
 from benchmarks import learning
 from hw_asr.audio import load_audio
 from hw_asr.datasets import ManifestDataset
-from hw_asr.datasets.manifest_dataset import read_manifest
+from hw_asr.manifests import read_manifest
 from hw_asr.tools import export_manifest
 from tests.conftest import REPO
 

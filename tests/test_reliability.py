@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 import train as train_script
 from hw_asr.builder import build_dataloader
+from hw_asr.checkpoint import CheckpointError, load_checkpoint
 from hw_asr.config import ConfigError
 from hw_asr.datasets import ManifestDataset
 from hw_asr.loss import CTCLoss
 from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.text_encoder import CTCCharTextEncoder
-from hw_asr.trainer.checkpoint import CheckpointError, load_checkpoint
 from hw_asr.trainer.trainer import NonFiniteLossError, Trainer
 from tests.conftest import REPO, tone
 from tests.test_training import TINY, assert_same_weights, run_train, weights

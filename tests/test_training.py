@@ -8,10 +8,10 @@ import torch
 import test as test_script
 import train as train_script
 from hw_asr.builder import build_lr_scheduler, build_model, build_optimizer, build_text_encoder
+from hw_asr.checkpoint import load_checkpoint
 from hw_asr.config import load_config
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.tools import plot_metrics
-from hw_asr.trainer.checkpoint import load_checkpoint
 from hw_asr.trainer.trainer import Trainer, load_matching_weights
 from tests.conftest import REPO, SAMPLE_MANIFEST
 
@@ -207,7 +207,7 @@ def test_init_weights_with_new_vocabulary_keeps_encoder_and_resets_head(tmp_path
 
 
 def test_resume_refuses_a_missing_checkpoint(tmp_path):
-    from hw_asr.trainer.checkpoint import CheckpointError
+    from hw_asr.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="not found"):
         train_script.main(["-r", str(tmp_path / "none.pth")])

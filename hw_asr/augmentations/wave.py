@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 
 from hw_asr.audio import AudioError, find_audio_files, load_audio, resample
-from hw_asr.datasets.base_dataset import report_skipped
-from hw_asr.datasets.manifest_dataset import read_manifest
+from hw_asr.manifests import read_manifest, report_skipped
 
 logger = logging.getLogger(__name__)
 

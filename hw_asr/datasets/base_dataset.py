@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from hw_asr.audio import AudioError, audio_duration, load_audio
+from hw_asr.audio import AudioError, load_audio
 from hw_asr.files import atomic_write_text
+from hw_asr.manifests import report_skipped
 from hw_asr.text_encoder.base import normalize_text
 
 logger = logging.getLogger(__name__)
 
-MAX_DETAILED_WARNINGS = 20
 MAX_LOAD_RETRIES = 10
 
 
@@ -34,46 +34,11 @@ def file_signature(path):
     return [str(path), st.st_mtime_ns, st.st_size]
 
 
-def report_skipped(source, skipped):
-    """One warning per skipped row (the first few) and a count."""
-    for path, reason in skipped[:MAX_DETAILED_WARNINGS]:
-        logger.warning("%s: skipped %s: %s", source, path, reason)
-    if skipped:
-        logger.warning(
-            "%s: skipped %d row(s) in all%s",
-            source,
-            len(skipped),
-            "" if len(skipped) <= MAX_DETAILED_WARNINGS else f" (first {MAX_DETAILED_WARNINGS} listed)",
-        )
-
-
 def dataset_parts(dataset):
     """The datasets inside ``dataset`` (a ConcatDataset, nested or not), or ``[dataset]``."""
     if isinstance(dataset, ConcatDataset):
         return [part for d in dataset.datasets for part in dataset_parts(d)]
     return [dataset]
-
-
-def probe_row(path, text, duration=None, where=None):
-    """Check that a file exists and has a readable header; fill the duration.
-
-    ``where`` (e.g. ``manifest.jsonl:12``) is kept in the row so that later
-    problems with its transcript name that line. Returns ``(row, None)`` or ``(None, reason)``.
-    """
-    if not Path(path).is_file():
-        return None, "audio file not found"
-    try:
-        header_duration = audio_duration(path)
-    except AudioError as e:
-        return None, e.reason
-    if header_duration <= 0:
-        return None, "audio is empty (0 samples)"
-    if duration is None:
-        duration = header_duration
-    row = {"path": str(path), "text": text, "duration": float(duration)}
-    if where is not None:
-        row["where"] = where
-    return row, None
 
 
 class BaseDataset(Dataset):

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from hw_asr.audio import AUDIO_EXTENSIONS
-from hw_asr.datasets.base_dataset import BaseDataset, probe_row
+from hw_asr.datasets.base_dataset import BaseDataset
+from hw_asr.manifests import probe_row
 
 
 class CustomDirAudioDataset(BaseDataset):

@@ -5,8 +5,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hw_asr.datasets.base_dataset import BaseDataset, file_signature, probe_row
+from hw_asr.datasets.base_dataset import BaseDataset, file_signature
 from hw_asr.datasets.download import download_and_extract
+from hw_asr.manifests import probe_row
 
 logger = logging.getLogger(__name__)
 

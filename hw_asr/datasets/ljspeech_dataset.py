@@ -3,8 +3,9 @@
 import zlib
 from pathlib import Path
 
-from hw_asr.datasets.base_dataset import BaseDataset, file_signature, probe_row
+from hw_asr.datasets.base_dataset import BaseDataset, file_signature
 from hw_asr.datasets.download import download_and_extract
+from hw_asr.manifests import probe_row
 
 URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
 

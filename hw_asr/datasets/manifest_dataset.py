@@ -1,50 +1,9 @@
 """NeMo-style JSON-lines manifests: one ``{"audio_filepath", "text", "duration"}`` per line."""
 
-import json
 from pathlib import Path
 
-from hw_asr.datasets.base_dataset import BaseDataset, file_signature, probe_row
-
-
-def read_manifest(manifest_path):
-    """Parse a manifest; returns ``(rows, skipped)``. Paths resolve relative to the manifest.
-
-    Lines that are not UTF-8, not JSON, or lack ``audio_filepath``/``text`` are
-    skipped and reported as ``file:line``; so are rows whose audio is missing or unreadable.
-    """
-    manifest_path = Path(manifest_path)
-    rows, skipped = [], []
-    raw = manifest_path.read_bytes()
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        where = f"{manifest_path}:{lineno}"
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            skipped.append((where, "line is not valid UTF-8"))
-            continue
-        except json.JSONDecodeError as e:
-            skipped.append((where, f"not a JSON object ({e.msg})"))
-            continue
-        if not isinstance(entry, dict) or "audio_filepath" not in entry or "text" not in entry:
-            skipped.append((where, "needs the keys 'audio_filepath' and 'text'"))
-            continue
-        if not isinstance(entry["text"], str):
-            skipped.append((where, "'text' must be a string"))
-            continue
-        audio = Path(entry["audio_filepath"])
-        if not audio.is_absolute():
-            audio = manifest_path.parent / audio
-        duration = entry.get("duration")
-        if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
-            duration = None  # recomputed from the header
-        row, reason = probe_row(audio, entry["text"], duration, where)
-        if row is None:
-            skipped.append((f"{where} ({audio})", reason))
-        else:
-            rows.append(row)
-    return rows, skipped
+from hw_asr.datasets.base_dataset import BaseDataset, file_signature
+from hw_asr.manifests import read_manifest
 
 
 class ManifestDataset(BaseDataset):

@@ -30,9 +30,9 @@ import sys
 
 import numpy as np
 
+from hw_asr.checkpoint import CheckpointError
 from hw_asr.config import ConfigError, apply_overrides, check_known_keys, load_config
-from hw_asr.datasets.base_dataset import report_skipped
-from hw_asr.datasets.manifest_dataset import read_manifest
+from hw_asr.device import pick_device
 from hw_asr.ensemble.confidence import confidence_features, confidence_settings
 from hw_asr.ensemble.ensemble import (
     SELECTOR_GRID,
@@ -42,8 +42,7 @@ from hw_asr.ensemble.ensemble import (
     members_log_probs,
     tune_selector,
 )
-from hw_asr.trainer.checkpoint import CheckpointError
-from hw_asr.trainer.distributed import pick_device
+from hw_asr.manifests import read_manifest, report_skipped
 
 logger = logging.getLogger("ensemble.build")
 

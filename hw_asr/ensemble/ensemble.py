@@ -19,14 +19,15 @@ import numpy as np
 import torch
 
 from hw_asr.audio import find_audio_files, load_audio, resample
-from hw_asr.datasets.base_dataset import report_skipped
-from hw_asr.datasets.manifest_dataset import read_manifest
+from hw_asr.builder import build_decoders, build_model
+from hw_asr.checkpoint import ENSEMBLE_FORMAT, CheckpointError, load_checkpoint, safe_torch_load, save_checkpoint
 from hw_asr.ensemble.confidence import confidence_features, confidence_settings, migrate_confidence
+from hw_asr.manifests import read_manifest, report_skipped
 from hw_asr.schema import sample_rate as config_sample_rate
-from hw_asr.trainer.checkpoint import CheckpointError, safe_torch_load, save_checkpoint
+from hw_asr.text_encoder import text_encoder_from_state
 
 logger = logging.getLogger(__name__)
-FORMAT = "hw_asr.confidence_ensemble"
+FORMAT = ENSEMBLE_FORMAT
 VERSION = 1
 
 
@@ -36,9 +37,6 @@ class Member:
     """One trained model with its text encoder and optional beam/LM decoders."""
 
     def __init__(self, name, model_state, config, encoder_state, decoders_cfg=None, device="cpu"):
-        from hw_asr.builder import build_decoders, build_model
-        from hw_asr.text_encoder import text_encoder_from_state
-
         self.name, self.config, self.device = name, config, torch.device(device)
         self.encoder_state, self.decoders_cfg = encoder_state, decoders_cfg or {}
         self.encoder = text_encoder_from_state(encoder_state)
@@ -50,8 +48,6 @@ class Member:
 
     @classmethod
     def from_checkpoint(cls, path, name=None, decoders_cfg=None, device="cpu"):
-        from hw_asr.trainer.checkpoint import load_checkpoint
-
         state = load_checkpoint(path)
         if decoders_cfg is None:
             decoders_cfg = state["config"].get("decoders") or {}

@@ -11,9 +11,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from hw_asr.checkpoint import CheckpointError, save_checkpoint
 from hw_asr.ensemble.confidence import migrate_confidence
+from hw_asr.ensemble.ensemble import load_ensemble_state
 from hw_asr.files import write_json
-from hw_asr.trainer.checkpoint import CheckpointError, save_checkpoint
 
 
 def migrate_json(path):
@@ -33,8 +34,6 @@ def migrate_json(path):
 
 
 def migrate_ensemble_file(path):
-    from hw_asr.ensemble.ensemble import load_ensemble_state
-
     state = load_ensemble_state(path)
     state["confidence"], changed = migrate_confidence(state["confidence"])
     if changed:

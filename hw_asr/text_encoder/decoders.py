@@ -13,10 +13,12 @@ and metrics refer to a decoder by that name (``{"type": "WERMetric", "args": {"d
 
 import math
 import os
+import sys
 from functools import lru_cache
 
 import numpy as np
 
+from hw_asr.config import resolve
 from hw_asr.text_encoder.base import BLANK_INDEX
 
 __all__ = ["PrefixBeamSearchDecoder", "PyCTCDecodeDecoder", "FlashlightDecoder", "NBestRescoringDecoder", "KenLMWordLM"]
@@ -456,14 +458,11 @@ class NBestRescoringDecoder(NBestDecoder):
     """
 
     def __init__(self, text_encoder, decoder, lm_path, weight=0.5, length_bonus=0.0, n_best=10, device="cpu"):
-        import hw_asr.text_encoder.decoders as registry
-        from hw_asr.config import resolve
-
         args = dict(decoder.get("args") or {})
         if decoder.get("type") == "PrefixBeamSearchDecoder":
             args.setdefault("n_best", n_best)
         self.base = resolve(
-            {"type": decoder["type"], "args": args}, registry, "decoders.<rescoring>.decoder", text_encoder
+            {"type": decoder["type"], "args": args}, sys.modules[__name__], "decoders.<rescoring>.decoder", text_encoder
         )
         self.rescorer = CausalLMRescorer(lm_path, device) if isinstance(lm_path, str) else lm_path
         self.weight, self.length_bonus, self.n_best = weight, length_bonus, n_best

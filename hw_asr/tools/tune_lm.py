@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from hw_asr.builder import build_dataloader, build_dataset, build_decoders
 from hw_asr.config import apply_overrides, write_config
+from hw_asr.inference import predict
 from hw_asr.metric import CERMetric, WERMetric
-from hw_asr.trainer.inference import predict
 
 
 def parse_slice(text):

@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from hw_asr.checkpoint import compare_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hw_asr.config import ConfigError
+from hw_asr.inference import autocast_context, batch_samples, move_batch, predict
 from hw_asr.loss import ctc_infeasible
 from hw_asr.metric import calc_cer, calc_wer
 from hw_asr.schema import TrainerConfig, parse_monitor, sample_rate, seed
-from hw_asr.trainer.checkpoint import compare_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hw_asr.trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, any_rank
-from hw_asr.trainer.inference import autocast_context, batch_samples, move_batch, predict
 
 logger = logging.getLogger(__name__)
 

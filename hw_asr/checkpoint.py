@@ -79,6 +79,11 @@ def safe_torch_load(path, map_location="cpu"):
     return state
 
 
+# the ``format`` a confidence-ensemble file declares (hw_asr.ensemble writes it); a single-model
+# checkpoint has none
+ENSEMBLE_FORMAT = "hw_asr.confidence_ensemble"
+
+
 def load_checkpoint(path, map_location="cpu"):
     """Load a training checkpoint safely (see :func:`safe_torch_load`)."""
     return check_checkpoint(safe_torch_load(path, map_location), path)
@@ -86,7 +91,7 @@ def load_checkpoint(path, map_location="cpu"):
 
 def check_checkpoint(state, path):
     """``state`` if it is a single-model checkpoint; a clear error otherwise."""
-    if isinstance(state, dict) and state.get("format") == "hw_asr.confidence_ensemble":
+    if isinstance(state, dict) and state.get("format") == ENSEMBLE_FORMAT:
         raise CheckpointError(
             f"{path}: is a confidence-ensemble file, not a single-model checkpoint "
             f"(load it with hw_asr.ensemble.ConfidenceEnsemble.load)"
