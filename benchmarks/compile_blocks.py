@@ -32,7 +32,7 @@ def one(layers, dim):
 
     torch.manual_seed(0)
     model = Conformer(
-        29, dim=dim, heads=2, layers=layers, kernel=7, dropout=0.0, frontend=LogMelFrontend(n_mels=80)
+        29, dim=dim, heads=2, layers=layers, conv_kernel=7, dropout=0.0, frontend=LogMelFrontend(n_mels=80)
     ).train()
     model.compile_blocks(dynamic=True)
     t0 = time.perf_counter()

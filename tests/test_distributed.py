@@ -93,7 +93,7 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
 def test_sync_batchnorm_converts_only_a_multi_process_cuda_run(caplog):
     def conformer():
         torch.manual_seed(0)
-        return Conformer(29, dim=32, heads=2, layers=2, kernel=7, frontend=LogMelFrontend(n_mels=32))
+        return Conformer(29, dim=32, heads=2, layers=2, conv_kernel=7, frontend=LogMelFrontend(n_mels=32))
 
     plain = conformer()
     n_bn = sum(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())

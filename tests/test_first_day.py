@@ -366,7 +366,7 @@ def test_init_weights_from_another_architecture_warns_and_counts_no_counters(tmp
         tmp_path / "a",
         *TINY,
         "trainer.epochs=1",
-        'arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "kernel": 7, '
+        'arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "conv_kernel": 7, '
         '"frontend": {"n_mels": 32}}}',
     )
     run_dir = run_train(
@@ -383,7 +383,7 @@ def test_init_weights_from_another_architecture_warns_and_counts_no_counters(tmp
         *TINY,
         "trainer.epochs=1",
         f"trainer.init_weights={source}/checkpoint-epoch1.pth",
-        'arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "kernel": 7, '
+        'arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "conv_kernel": 7, '
         '"frontend": {"n_mels": 32}}}',
     )
     line = next(x for x in (again / "train.log").read_text().splitlines() if "init_weights " in x)

@@ -65,13 +65,15 @@ SMALL = {
     "quartznet_s4": lambda: QuartzNet(
         34, blocks=5, repeat=2, c1_stride=4, conv_bias=True, frontend=LogMelFrontend(n_mels=32)
     ),
-    "conformer_rel": lambda: Conformer(29, dim=32, heads=4, layers=2, kernel=7, frontend=LogMelFrontend(n_mels=32)),
+    "conformer_rel": lambda: Conformer(
+        29, dim=32, heads=4, layers=2, conv_kernel=7, frontend=LogMelFrontend(n_mels=32)
+    ),
     "conformer_abs_ln": lambda: Conformer(
         29,
         dim=32,
         heads=2,
         layers=2,
-        kernel=7,
+        conv_kernel=7,
         pos_encoding="abs",
         conv_norm="layer",
         frontend=LogMelFrontend(n_mels=32),
@@ -136,7 +138,7 @@ def test_fastconformer_subsampling_is_depthwise_separable_and_8x():
 
 def test_conformer_loads_checkpoints_with_the_old_subsampling_names():
     torch.manual_seed(0)
-    model = Conformer(29, dim=32, heads=4, layers=1, kernel=7, frontend=LogMelFrontend(n_mels=32))
+    model = Conformer(29, dim=32, heads=4, layers=1, conv_kernel=7, frontend=LogMelFrontend(n_mels=32))
     state = model.state_dict()
     old = {
         k.replace("subsampling.stages.0.", "subsampling.conv1.").replace(
@@ -145,7 +147,7 @@ def test_conformer_loads_checkpoints_with_the_old_subsampling_names():
         for k, v in state.items()
     }
     assert "subsampling.conv1.weight" in old
-    fresh = Conformer(29, dim=32, heads=4, layers=1, kernel=7, frontend=LogMelFrontend(n_mels=32))
+    fresh = Conformer(29, dim=32, heads=4, layers=1, conv_kernel=7, frontend=LogMelFrontend(n_mels=32))
     fresh.load_state_dict(old)
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, state[k]), k
@@ -229,7 +231,9 @@ def test_conformer_compiles_block_by_block_with_dynamic_lengths():
     # torch 2.13 (nested floor divisions of the sample count); block by block it must
     # compile, match eager, and keep the parameter names.
     torch.manual_seed(0)
-    eager = Conformer(29, dim=32, heads=2, layers=2, kernel=7, dropout=0.0, frontend=LogMelFrontend(n_mels=32)).train()
+    eager = Conformer(
+        29, dim=32, heads=2, layers=2, conv_kernel=7, dropout=0.0, frontend=LogMelFrontend(n_mels=32)
+    ).train()
     compiled = copy.deepcopy(eager)
     blocks = compiled.compile_blocks(dynamic=True)
     assert compiled.layers[0] in blocks and compiled.layers[1] in blocks and compiled.frontend not in blocks
@@ -253,7 +257,7 @@ def test_intermediate_ctc_taps_layers_through_the_shared_head_in_training_only()
 
     torch.manual_seed(0)
     model = Conformer(
-        29, dim=32, heads=4, layers=3, kernel=7, inter_ctc_layers=[1, 2], frontend=LogMelFrontend(n_mels=32)
+        29, dim=32, heads=4, layers=3, conv_kernel=7, inter_ctc_layers=[1, 2], frontend=LogMelFrontend(n_mels=32)
     )
     audio, lengths = padded_batch([16000, 12000])
     taps = []
@@ -279,11 +283,22 @@ def test_intermediate_ctc_taps_layers_through_the_shared_head_in_training_only()
 
 def test_xscaling_multiplies_the_subsampled_input_by_the_root_of_the_width():
     torch.manual_seed(0)
-    scaled = Conformer(29, dim=64, heads=4, layers=1, kernel=7, frontend=LogMelFrontend(n_mels=32))
-    plain = Conformer(29, dim=64, heads=4, layers=1, kernel=7, xscaling=False, frontend=LogMelFrontend(n_mels=32))
+    scaled = Conformer(29, dim=64, heads=4, layers=1, conv_kernel=7, frontend=LogMelFrontend(n_mels=32))
+    plain = Conformer(29, dim=64, heads=4, layers=1, conv_kernel=7, xscaling=False, frontend=LogMelFrontend(n_mels=32))
     plain.load_state_dict(scaled.state_dict())
     feats, lengths = torch.randn(2, 32, 50), torch.tensor([50, 30])
     a, la = scaled.subsampling(feats, lengths)
     b, lb = plain.subsampling(feats, lengths)
     assert torch.equal(la, lb)
     torch.testing.assert_close(a, b * 8.0)
+
+
+def test_former_argument_names_build_the_same_conformer():
+    """Configs written before the rename (``ff_mult``, ``kernel``), as checkpoints keep them, still load."""
+    torch.manual_seed(0)
+    new = Conformer(29, dim=32, heads=4, layers=1, ffn_units=96, conv_kernel=7, frontend=LogMelFrontend(n_mels=32))
+    old = Conformer(29, dim=32, heads=4, layers=1, ff_mult=3, kernel=7, frontend=LogMelFrontend(n_mels=32))
+    assert {k: v.shape for k, v in new.state_dict().items()} == {k: v.shape for k, v in old.state_dict().items()}
+    assert FastConformer(29, dim=32, heads=4, layers=1, kernel=9).layers[0].conv.depthwise.kernel_size == (9,)
+    with pytest.raises(ValueError, match="ffn_units or its former name ff_mult"):
+        Conformer(29, dim=32, heads=4, layers=1, ffn_units=96, ff_mult=3)

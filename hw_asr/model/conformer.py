@@ -158,6 +158,19 @@ class AbsPositionMultiHeadAttention(nn.Module):
 
 
 class ConvolutionModule(nn.Module):
+    """The Conformer's convolution module: LayerNorm -> pointwise conv (2 x ``dim``) + GLU -> depthwise conv
+    over time -> batch or layer norm -> Swish -> pointwise conv -> dropout (its residual is the caller's).
+
+    Args:
+        dim (int): channels.
+        kernel (int): depthwise kernel (odd; padding keeps the length).
+        norm (str, optional): ``"batch"`` or ``"layer"``. (Default: ``"batch"``)
+        dropout (float, optional): on the output. (Default: 0.0)
+
+    ``forward(x [B, T, dim], mask [B, T])`` -> ``[B, T, dim]``; padded frames are zeroed before the depthwise
+    convolution, so they do not leak into real ones.
+    """
+
     def __init__(self, dim, kernel, norm="batch", dropout=0.0):
         super().__init__()
         if norm not in ("batch", "layer"):
@@ -178,14 +191,26 @@ class ConvolutionModule(nn.Module):
 
 
 class ConformerLayer(nn.Module):
-    def __init__(self, dim, heads, ff_mult, kernel, pos_encoding, conv_norm, dropout):
+    """One Conformer block: x + FFN/2 -> x + MHSA -> x + conv module -> x + FFN/2 -> LayerNorm.
+
+    Args:
+        dim (int): width. heads (int): attention heads. ffn_units (int): feed-forward hidden width.
+        conv_kernel (int): depthwise kernel of the convolution module.
+        pos_encoding (str): ``"rel"`` (relative-position attention) or ``"abs"`` (plain attention).
+        conv_norm (str): ``"batch"`` or ``"layer"``. dropout (float): in every sub-module.
+
+    ``forward(x [B, T, dim], mask [B, T] (True on real frames), rel=None)`` -> ``[B, T, dim]``, padded frames 0;
+    ``rel``: the batch's relative-position sinusoids (:meth:`Conformer.shared_inputs`).
+    """
+
+    def __init__(self, dim, heads, ffn_units, conv_kernel, pos_encoding, conv_norm, dropout):
         super().__init__()
-        self.ff1 = FeedForward(dim, ff_mult * dim, dropout)
+        self.ff1 = FeedForward(dim, ffn_units, dropout)
         self.attn_norm = nn.LayerNorm(dim)
         attn_cls = RelPositionMultiHeadAttention if pos_encoding == "rel" else AbsPositionMultiHeadAttention
         self.attn = attn_cls(dim, heads, dropout)
-        self.conv = ConvolutionModule(dim, kernel, conv_norm, dropout)
-        self.ff2 = FeedForward(dim, ff_mult * dim, dropout)
+        self.conv = ConvolutionModule(dim, conv_kernel, conv_norm, dropout)
+        self.ff2 = FeedForward(dim, ffn_units, dropout)
         self.final_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
@@ -205,8 +230,8 @@ class Conformer(CTCModel):
         dim (int, optional): model width. (Default: 176)
         layers (int, optional): Conformer layers. (Default: 16)
         heads (int, optional): attention heads; ``dim`` must be divisible by it. (Default: 4)
-        ff_mult (int, optional): feed-forward hidden width as a multiple of ``dim``. (Default: 4)
-        kernel (int, optional): depthwise convolution kernel of the convolution module. (Default: 31)
+        ffn_units (int or None, optional): feed-forward hidden width; None: 4 x ``dim``. (Default: None)
+        conv_kernel (int, optional): depthwise kernel of the convolution module. (Default: 31)
         subsampling_channels (int or None, optional): subsampling channels; None: ``dim``. (Default: None)
         subsampling_factor (int, optional): time reduction, 4 or 8. (Default: 4)
         subsampling (str, optional): ``"striding"`` (plain stride-2 convolutions) or ``"dw_striding"``
@@ -223,10 +248,14 @@ class Conformer(CTCModel):
             stays on CTC's blank plateau (README, "Conformer-family recipes"). (Default: True)
         dropout (float, optional): dropout in every sub-module and after subsampling. (Default: 0.1)
         frontend, spec_augment: see :class:`~hw_asr.model.base_model.CTCModel`.
+        ff_mult, kernel: the former names of ``ffn_units`` (as a multiple of ``dim``) and ``conv_kernel``,
+            still read so that older configs and checkpoints build the same model.
 
     ``forward(audio [B, S], audio_length [B])`` -> ``{"log_probs": [B, T', n_tokens], "log_probs_length": [B]}``
     with ``T' = ceil(frames / subsampling_factor)``.
     """
+
+    default_conv_kernel = 31
 
     def __init__(
         self,
@@ -234,8 +263,8 @@ class Conformer(CTCModel):
         dim=176,
         layers=16,
         heads=4,
-        ff_mult=4,
-        kernel=31,
+        ffn_units=None,
+        conv_kernel=31,
         subsampling_channels=None,
         subsampling_factor=4,
         subsampling="striding",
@@ -246,8 +275,19 @@ class Conformer(CTCModel):
         dropout=0.1,
         frontend=None,
         spec_augment=None,
+        ff_mult=None,
+        kernel=None,
     ):
         super().__init__(n_tokens, frontend, spec_augment)
+        if ff_mult is not None:
+            if ffn_units is not None:
+                raise ValueError("give ffn_units or its former name ff_mult (a multiple of dim), not both")
+            ffn_units = ff_mult * dim
+        ffn_units = 4 * dim if ffn_units is None else ffn_units
+        if kernel is not None:
+            if conv_kernel not in (kernel, type(self).default_conv_kernel):
+                raise ValueError("give conv_kernel or its former name kernel, not both")
+            conv_kernel = kernel
         if pos_encoding not in ("rel", "abs"):
             raise ValueError(f"pos_encoding must be 'rel' or 'abs', got {pos_encoding!r}")
         if subsampling not in ("striding", "dw_striding"):
@@ -262,7 +302,10 @@ class Conformer(CTCModel):
         )
         self.positions = SinusoidalPositions(dim, dropout) if pos_encoding == "abs" else nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            [ConformerLayer(dim, heads, ff_mult, kernel, pos_encoding, conv_norm, dropout) for _ in range(layers)]
+            [
+                ConformerLayer(dim, heads, ffn_units, conv_kernel, pos_encoding, conv_norm, dropout)
+                for _ in range(layers)
+            ]
         )
         self.head = nn.Linear(dim, n_tokens)
         self.pos_encoding, self.dim = pos_encoding, dim
@@ -292,16 +335,24 @@ class FastConformer(Conformer):
     which makes it about 2.8x faster at the same depth in the paper. Presets S/M/L (configs/arch) follow
     NeMo's FastConformer-CTC table (d 176/256/512, 4/4/8 heads, 16/16/17 layers).
 
-    Args: as :class:`Conformer`, with the defaults ``kernel=9``, ``subsampling_factor=8``,
+    Args: as :class:`Conformer`, with the defaults ``conv_kernel=9``, ``subsampling_factor=8``,
     ``subsampling="dw_striding"``, ``subsampling_channels=256``.
     """
 
+    default_conv_kernel = 9
+
     def __init__(
-        self, n_tokens, kernel=9, subsampling_factor=8, subsampling="dw_striding", subsampling_channels=256, **kwargs
+        self,
+        n_tokens,
+        conv_kernel=9,
+        subsampling_factor=8,
+        subsampling="dw_striding",
+        subsampling_channels=256,
+        **kwargs,
     ):
         super().__init__(
             n_tokens,
-            kernel=kernel,
+            conv_kernel=conv_kernel,
             subsampling_factor=subsampling_factor,
             subsampling=subsampling,
             subsampling_channels=subsampling_channels,

@@ -73,6 +73,9 @@ class ConvolutionalGatingMLP(nn.Module):
 
 
 class EBranchformerLayer(nn.Module):
+    """x + FFN/2 -> x + merge(MHSA branch, cgMLP branch) -> x + FFN/2 -> LayerNorm; arguments as
+    :class:`EBranchformer`. ``forward(x [B, T, dim], mask [B, T])`` -> ``[B, T, dim]``, padded frames 0."""
+
     def __init__(self, dim, heads, ffn_units, cgmlp_units, cgmlp_kernel, merge_kernel, linear_after_conv, dropout):
         super().__init__()
         self.ff1 = FeedForward(dim, ffn_units, dropout)
@@ -98,6 +101,26 @@ class EBranchformerLayer(nn.Module):
 
 
 class EBranchformer(CTCModel):
+    """E-Branchformer-CTC encoder (see the module docstring).
+
+    Args:
+        n_tokens (int): CTC outputs (blank included).
+        dim (int, optional): model width. (Default: 256)
+        layers (int, optional): E-Branchformer layers. (Default: 8)
+        heads (int, optional): attention heads. (Default: 4)
+        ffn_units (int, optional): hidden width of the macaron feed-forwards. (Default: 512)
+        cgmlp_units (int, optional): hidden width of the cgMLP branch (halved by its gate). (Default: 768)
+        cgmlp_kernel (int, optional): depthwise kernel of the cgMLP's gate. (Default: 7)
+        merge_kernel (int, optional): depthwise kernel over the concatenated branches. (Default: 31)
+        linear_after_conv (bool, optional): a linear layer after the gate's convolution. (Default: False)
+        subsampling_factor (int, optional): frames stacked into one (time reduction). (Default: 4)
+        dropout (float, optional): dropout in every sub-module and on the positions. (Default: 0.1)
+        frontend, spec_augment: see :class:`~hw_asr.model.base_model.CTCModel`.
+
+    ``forward(audio [B, S], audio_length [B])`` -> ``{"log_probs": [B, T', n_tokens], "log_probs_length": [B]}``
+    with ``T' = ceil(frames / subsampling_factor)``.
+    """
+
     def __init__(
         self,
         n_tokens,
