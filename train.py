@@ -89,7 +89,14 @@ def parse_args(argv=None):
 
 
 def check_resume(resume_path, resume_state, config):
-    """A finished run resumes only with more epochs; said before anything is written."""
+    """A finished run resumes only with more epochs; an averaged checkpoint (no optimiser state) does not
+    resume at all. Said before anything is written."""
+    if "averaged_from" in resume_state:
+        raise ConfigError(
+            f"{resume_path} is an average of {len(resume_state['averaged_from'])} checkpoints and holds no "
+            f"optimiser state: evaluate it with test.py -r, or start a new run from its weights with "
+            f"trainer.init_weights={resume_path}"
+        )
     done, epochs = resume_state.get("epoch", 0), config["trainer"]["epochs"]
     if done >= epochs:
         raise ConfigError(

@@ -151,7 +151,7 @@ def run_recipe(name, args, out_dir):
         "trainer.visualize=null",
         "trainer.early_stop=null",
         "trainer.save_period=1",
-        "trainer.keep_last=1",
+        f"trainer.keep_last={args.keep_last}",
         f"trainer.log_step={args.log_step}",
         "decoders=null",
     ]
@@ -221,6 +221,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=400, help="optimiser steps the schedule is planned for")
     parser.add_argument("--epoch-steps", type=int, default=50, help="steps between dev evaluations")
     parser.add_argument("--log-step", type=int, default=10)
+    parser.add_argument("--keep-last", type=int, default=1, help="periodic checkpoints kept (to average them)")
     parser.add_argument("--max-audio-length", type=float, default=20.0, help="longest train utterance, seconds")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="bf16", choices=["fp32", "fp16", "bf16"], help="CUDA only")

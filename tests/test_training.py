@@ -9,7 +9,7 @@ import test as test_script
 import train as train_script
 from hw_asr.builder import build_lr_scheduler, build_model, build_optimizer, build_text_encoder
 from hw_asr.checkpoint import load_checkpoint
-from hw_asr.config import load_config
+from hw_asr.config import ConfigError, load_config
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.tools import plot_metrics
 from hw_asr.trainer.trainer import Trainer, load_matching_weights
@@ -323,3 +323,31 @@ def test_training_warns_once_when_ctc_cannot_align_the_transcripts(tmp_path):
     rows = [r for r in map(json.loads, (plain / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
     assert all(r["ctc_infeasible_share"] == 0 for r in rows)
     assert "CTC cannot align" not in (plain / "train.log").read_text()
+
+
+def test_average_checkpoints_of_a_run(tmp_path, capsys):
+    from hw_asr.tools import average_checkpoints
+
+    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=3", "trainer.keep_last=3", "trainer.monitor=min val_loss")
+    paths = [run_dir / f"checkpoint-epoch{e}.pth" for e in (1, 2, 3)]
+    states = [load_checkpoint(p) for p in paths]
+    out = average_checkpoints.main([str(run_dir), "--last", "2"])
+    avg = load_checkpoint(out)
+    assert avg["averaged_from"] == [str(p) for p in paths[1:]] and avg["step"] == states[2]["step"]
+    for k, v in avg["model"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (states[1]["model"][k] + states[2]["model"][k]) / 2)
+        else:  # BatchNorm's step counter: the newest
+            assert torch.equal(v, states[2]["model"][k])
+    # --best reads the per-epoch val_loss from metrics.jsonl
+    losses = {r["epoch"]: r["val_loss"] for r in epoch_rows(run_dir)}
+    best_two = sorted(sorted(losses, key=losses.get)[:2])
+    out = average_checkpoints.main([str(run_dir), "--best", "2", "-o", str(tmp_path / "best.pth")])
+    assert load_checkpoint(out)["averaged_from"] == [str(run_dir / f"checkpoint-epoch{e}.pth") for e in best_two]
+    # loadable by test.py, refused by a resume
+    test_script.main(["-r", str(out), "-o", str(tmp_path / "result.json")])
+    assert json.loads((tmp_path / "result.json").read_text())["counts"]["decoded"] > 0
+    with pytest.raises(ConfigError, match="holds no optimiser state"):
+        train_script.main(["-r", str(out), "trainer.epochs=5"])
+    with pytest.raises(SystemExit, match="no checkpoint-epoch"):
+        average_checkpoints.main([str(tmp_path), "--last", "2"])
