@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from hw_asr.alignment import align_words, output_frame_seconds
 from hw_asr.audio import AudioError, load_audio
 from hw_asr.builder import build_dataloader, build_dataset, build_decoders, build_model, eval_splits
 from hw_asr.checkpoint import (
@@ -136,15 +137,31 @@ class Scores:
         }
 
 
-def evaluate(model, encoder, loaders, decoders, device):
-    """Rows per utterance and aggregate WER/CER per decoder, per split and over all splits."""
+def evaluate(model, encoder, loaders, decoders, device, timestamps_of=None, sample_rate=16000):
+    """Rows per utterance and aggregate WER/CER per decoder, per split and over all splits. With
+    ``timestamps_of`` (a decoder name), each row also has ``words``: that decoder's hypothesis aligned to
+    the frames (:func:`hw_asr.alignment.align_words`; null where it cannot be aligned)."""
     scores = Scores(decoders)
     for split, loader in loaders.items():
         scores.skip(split, index_skips(loader.dataset, split))
-        for batch, _, hyps, _ in predict(model, loader, encoder, decoders, device, desc=f"test {split}"):
+        for batch, outputs, hyps, _ in predict(model, loader, encoder, decoders, device, desc=f"test {split}"):
             scores.skip(split, batch["skipped"])
-            scores.add(split, batch["audio_path"], batch["text"], hyps)
+            extra = None
+            if timestamps_of and outputs is not None:
+                extra = word_rows(model, batch, outputs, hyps[timestamps_of], encoder, sample_rate)
+            scores.add(split, batch["audio_path"], batch["text"], hyps, extra)
     return scores.result()
+
+
+def word_rows(model, batch, outputs, texts, encoder, sample_rate):
+    """``[{"words": [...]}, ...]`` for a batch: each text aligned to its utterance's log-probs."""
+    lengths = outputs["log_probs_length"].cpu()
+    frame_seconds = output_frame_seconds(model, batch["audio_length"].cpu(), lengths, sample_rate)
+    log_probs = outputs["log_probs"].float().cpu()
+    return [
+        {"words": None if text is None else align_words(log_probs[i, : lengths[i]], text, encoder, frame_seconds)}
+        for i, text in enumerate(texts)
+    ]
 
 
 def evaluate_ensemble(ensemble, datasets, decoders, batch_size=8, chunk=64):
@@ -229,7 +246,12 @@ def run_checkpoint(args, device, state):
     )
     names = None if args.decoders == "all" else [d.strip() for d in args.decoders.split(",") if d.strip()]
     decoders = build_decoders(decoder_cfg, encoder, names)
-    return {"checkpoint": str(args.resume), **evaluate(model, encoder, loaders, decoders, device)}
+    if args.timestamps and args.timestamps not in decoders:
+        raise ConfigError(
+            f"--timestamps names decoder {args.timestamps!r}, which is not decoded; decoded: {sorted(decoders)}"
+        )
+    result = evaluate(model, encoder, loaders, decoders, device, args.timestamps, sample_rate)
+    return {"checkpoint": str(args.resume), **result}
 
 
 def pick_splits(config, wanted=None):
@@ -284,8 +306,19 @@ def main(argv=None):
         help="comma-separated decoder names: argmax and those under 'decoders' in the checkpoint's "
         "config (or -c); default: all of them",
     )
+    parser.add_argument(
+        "--timestamps",
+        nargs="?",
+        const="argmax",
+        default=None,
+        help="add words with start/end seconds and confidences to every row, from this decoder's hypothesis "
+        "aligned to the frames (default: argmax)",
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides applied to the evaluation config")
     args = parser.parse_args(argv)
+    if args.timestamps and "=" in args.timestamps:  # "--timestamps key=value": an override, not a decoder
+        args.overrides.insert(0, args.timestamps)
+        args.timestamps = "argmax"
     setup_logging()
 
     device = pick_device(args.device)
@@ -295,6 +328,8 @@ def main(argv=None):
     args.resume = find_checkpoint(args.resume, prefer_best=True)
     state = safe_torch_load(args.resume)  # read once: a checkpoint or an ensemble file
     if isinstance(state, dict) and state.get("format") == ENSEMBLE_FORMAT:
+        if args.timestamps:
+            raise ConfigError("--timestamps works with a single checkpoint, not a confidence ensemble")
         result = run_ensemble(args, device, state)
         print(f"routed: {result['ensemble']['routed']}")
     else:

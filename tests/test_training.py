@@ -97,6 +97,17 @@ def test_one_batch_overfit(tmp_path):
     assert list((run_dir / "comet").glob("*.zip")), "comet-ml wrote an offline archive"
     plot_metrics.main([str(run_dir / "metrics.jsonl"), "-o", str(tmp_path / "curves.png")])
     assert (tmp_path / "curves.png").stat().st_size > 1000
+    # word timestamps from the trained model: its words in order, inside the utterance, confident
+    result = test_script.main(["-r", str(run_dir), "-o", str(tmp_path / "words.json"), "--timestamps"])
+    right = [r for r in result["utterances"] if r["pred_argmax"] == r["ground_truth"]]
+    assert len(right) >= 6
+    for row in right:
+        words = row["words"]
+        duration = sf.info(row["audio_path"]).duration
+        assert [w["word"] for w in words] == row["ground_truth"].split()
+        assert all(0 <= w["start"] < w["end"] <= duration + 0.05 for w in words)
+        assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:]))
+        assert all(0.3 < w["min_confidence"] <= w["confidence"] <= 1 for w in words)
 
 
 def test_train_rows_report_audio_throughput_and_data_wait(tmp_path):
@@ -175,6 +186,13 @@ def test_test_py_reproduces_validation_metrics(tmp_path):
     assert 0 < val["CER"], "a half-trained tiny model makes errors, so the comparison means something"
     rows = result["utterances"]
     assert len(rows) == 8 and {"audio_path", "ground_truth", "pred_argmax"} <= rows[0].keys()
+    assert "words" not in rows[0]
+    timed = test_script.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(out), "--timestamps"])
+    for row in timed["utterances"]:  # a half-trained model: whatever it says, its words are timed in order
+        assert [w["word"] for w in row["words"]] == row["pred_argmax"].split()
+        assert all(w["start"] < w["end"] for w in row["words"])
+    with pytest.raises(ConfigError, match="--timestamps names decoder 'beam'"):
+        test_script.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(out), "--timestamps", "beam"])
 
     folder = test_script.main(
         [
