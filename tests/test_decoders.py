@@ -261,3 +261,42 @@ def test_causal_lm_rescoring_reranks_the_nbest(tiny_causal_lm):
         EN,
     )["rescored"]
     assert decoder.decode_batch(torch.tensor(lp)[None], torch.tensor([lp.shape[0]])) == ["the kat sat"]
+
+
+def test_hot_phrase_bonus_follows_the_prefix_and_is_taken_back_on_a_mismatch():
+    from hw_asr.text_encoder.decoders import HotPhrases
+
+    hot = HotPhrases(["New York", "Kaggle"], 2.0, CTCCharTextEncoder(alphabet="en").normalize)
+    assert hot.ongoing((), "kag") == 2.0 * 3
+    assert hot.ongoing((), "kat") == 0  # no longer a hot word's start: the bonus is gone
+    assert hot.ongoing(("new",), "yo") == 2.0 * (3 + 2)  # in the middle of a phrase
+    assert hot.ongoing(("old",), "yo") == 0
+    assert hot.completed(("we", "met", "in", "new", "york")) == 2.0 * 7
+    assert hot.total(("kaggle", "and", "new", "york")) == 2.0 * (6 + 7)
+    assert not HotPhrases([], 2.0, str.lower) and not HotPhrases(["x"], 0.0, str.lower)
+
+
+def test_hotwords_turn_a_close_call_into_the_hot_word():
+    """Frames where "kat" is a little more likely than "kag": boosting "kag" flips the result, in our
+    beam search and in pyctcdecode's, and the bonus leaves other words alone."""
+    enc = CTCCharTextEncoder(alphabet="en")
+    c = enc.char2ind
+    rows = []
+    for chars in (["k"], ["a"], ["t", "g"]):
+        p = np.full(len(enc), 1e-4)
+        if len(chars) == 1:
+            p[c[chars[0]]] = 0.9
+        else:
+            p[c[chars[0]]], p[c[chars[1]]] = 0.5, 0.4
+        rows += [p / p.sum(), np.eye(len(enc))[0] * 0.9 + 0.1 / len(enc)]
+    lp = torch.tensor(np.log(np.stack(rows)), dtype=torch.float32)[None]
+    lengths = torch.tensor([lp.shape[1]])
+    plain = PrefixBeamSearchDecoder(enc, beam_size=8)
+    boosted = PrefixBeamSearchDecoder(enc, beam_size=8, hotwords=["kag"], hotword_weight=1.0)
+    assert plain.decode_batch(lp, lengths) == ["kat"]
+    assert boosted.decode_batch(lp, lengths) == ["kag"]
+    assert PrefixBeamSearchDecoder(enc, beam_size=8, hotwords=["dog"]).decode_batch(lp, lengths) == ["kat"]
+    assert PyCTCDecodeDecoder(enc, beam_size=8).decode_batch(lp, lengths) == ["kat"]
+    assert PyCTCDecodeDecoder(enc, beam_size=8, hotwords=["kag"], hotword_weight=10.0).decode_batch(lp, lengths) == [
+        "kag"
+    ]

@@ -71,6 +71,40 @@ def _word_boundaries(encoder):
     return {i for i, piece in enumerate(vocab) if piece.startswith("\u2581")}, True
 
 
+class HotPhrases:
+    """Hot words or phrases and the bonus a prefix's words earn: ``weight`` per character matched."""
+
+    def __init__(self, phrases, weight, normalize):
+        self.phrases = [tuple(normalize(p).split()) for p in phrases if normalize(p).split()]
+        self.weight = weight
+
+    def __bool__(self):
+        return bool(self.phrases) and self.weight != 0
+
+    def _chars(self, words):
+        return sum(len(w) for w in words)
+
+    def completed(self, words):
+        """Bonus for the phrases that end with the last completed word."""
+        return self.weight * sum(self._chars(p) for p in self.phrases if len(words) >= len(p) and words[-len(p) :] == p)
+
+    def ongoing(self, words, partial):
+        """Bonus for the longest match in progress: a phrase whose first k words end the completed words
+        and whose next word starts with ``partial`` (a whole phrase is counted by :meth:`completed`)."""
+        best = 0
+        for p in self.phrases:
+            for k in range(len(p)):
+                if (k or partial) and len(words) >= k and words[len(words) - k :] == p[:k] and p[k].startswith(partial):
+                    best = max(best, self._chars(p[:k]) + len(partial))
+        return self.weight * best
+
+    def total(self, words):
+        """Bonus of a finished hypothesis: every hot phrase it contains."""
+        return self.weight * sum(
+            self._chars(p) for p in self.phrases for i in range(len(words) - len(p) + 1) if words[i : i + len(p)] == p
+        )
+
+
 class NBestDecoder:
     """What the n-best decoders share: ``decoder(log_probs [T, V], length) -> [(text, score), ...]``
     is theirs; a batch decodes to each utterance's best text."""
@@ -94,6 +128,11 @@ class PrefixBeamSearchDecoder(NBestDecoder):
     ``score(words, final) -> ln p``), prefixes are ranked by
     ``ln p_ctc + alpha * ln p_lm(words) + beta * len(words)``, the LM scoring each
     word when the next word starts (and the last at the end).
+
+    ``hotwords`` (words or phrases) with ``hotword_weight``: a prefix earns ``hotword_weight`` for every
+    character of a hot word or phrase it spells so far, as icefall's context graph does per token: the
+    bonus grows while the prefix follows a hot phrase, is kept for each phrase completed, and is taken
+    back when the partial word stops matching one.
     """
 
     def __init__(
@@ -107,6 +146,8 @@ class PrefixBeamSearchDecoder(NBestDecoder):
         beta=1.0,
         n_best=1,
         max_extensions=None,
+        hotwords=None,
+        hotword_weight=1.0,
     ):
         self.encoder = text_encoder
         self.beam_size, self.token_top_k, self.token_min_logp = beam_size, token_top_k, token_min_logp
@@ -115,6 +156,7 @@ class PrefixBeamSearchDecoder(NBestDecoder):
         self.lm = KenLMWordLM(lm) if isinstance(lm, str) else lm
         self.alpha, self.beta, self.n_best = alpha, beta, n_best
         self.boundaries, self.bpe = _word_boundaries(text_encoder)
+        self.hot = HotPhrases(hotwords or [], hotword_weight, text_encoder.normalize)
 
     # ---- language model of a prefix ------------------------------------------------------
     def _extend_words(self, state, token):
@@ -145,10 +187,12 @@ class PrefixBeamSearchDecoder(NBestDecoder):
         lp = np.asarray(log_probs, dtype=np.float64)[: length if length is not None else len(log_probs)]
         neg_inf = -np.inf
         use_lm = self.lm is not None and (self.alpha != 0 or self.beta != 0)
+        hot = self.hot if self.hot else None
         # beams: prefix -> [ln p ending in blank, ln p ending in last token]
         beams = {(): [0.0, neg_inf]}
         words = {(): ((), "")}  # prefix -> (completed words, partial word)
-        lm_score = {(): 0.0}
+        lm_score = {(): 0.0}  # LM terms plus the hot-word bonus of the prefix
+        done_bonus = {(): 0.0}  # hot phrases completed along the prefix
         for t in range(lp.shape[0]):
             frame = lp[t]
             order = np.argsort(frame)[::-1][: self.token_top_k]
@@ -186,13 +230,21 @@ class PrefixBeamSearchDecoder(NBestDecoder):
                     prefix = prefixes[k] + (tokens[j],)
                     add(prefix, neg_inf, flat[idx])
                     if prefix not in words:
-                        words[prefix] = self._extend_words(words[prefixes[k]], tokens[j])
+                        parent = prefixes[k]
+                        words[prefix] = self._extend_words(words[parent], tokens[j])
                         lm_score[prefix] = self._lm_score(words[prefix]) if use_lm else 0.0
+                        if hot is not None:
+                            done = done_bonus[parent]
+                            if len(words[prefix][0]) > len(words[parent][0]):  # a word was completed
+                                done += hot.completed(words[prefix][0])
+                            done_bonus[prefix] = done
+                            lm_score[prefix] += done + hot.ongoing(*words[prefix])
             ranked = sorted(new.items(), key=lambda kv: np.logaddexp(*kv[1]) + lm_score[kv[0]], reverse=True)
             beams = dict(ranked[: self.beam_size])
             if len(words) > 50 * self.beam_size:  # forget prefixes that fell out of the beam
                 words = {p: words[p] for p in beams}
                 lm_score = {p: lm_score[p] for p in beams}
+                done_bonus = {p: done_bonus[p] for p in beams if p in done_bonus}
         # the greedy labeling is always a candidate, scored exactly: the search never
         # returns something the model finds less likely than greedy decoding would
         greedy = tuple(self.encoder.ctc_collapse(lp.argmax(-1).tolist()))
@@ -205,7 +257,11 @@ class PrefixBeamSearchDecoder(NBestDecoder):
         results = []
         for prefix, (b, nb) in beams.items():
             ctc = float(np.logaddexp(b, nb))
-            results.append((prefix, ctc, ctc + (self._lm_score(words[prefix], final=True) if use_lm else 0.0)))
+            score = ctc + (self._lm_score(words[prefix], final=True) if use_lm else 0.0)
+            if hot is not None:
+                completed, partial = words[prefix]
+                score += hot.total(completed + ((partial,) if partial else ()))
+            results.append((prefix, ctc, score))
         return sorted(results, key=lambda r: r[2], reverse=True)
 
     def __call__(self, log_probs, length=None):
@@ -252,7 +308,8 @@ class PyCTCDecodeDecoder:
     ``unigrams_path`` (one word per line; default ``<lm>.unigrams.txt`` beside the LM, or
     the ARPA's 1-grams) lets it favour known words; word or BPE
     vocabularies are detected from the encoder. ``num_processes`` > 1 decodes a
-    batch with a process pool.
+    batch with a process pool. ``hotwords`` (words or phrases) are boosted by ``hotword_weight``
+    through pyctcdecode's own hot-word scorer.
     """
 
     def __init__(
@@ -265,6 +322,8 @@ class PyCTCDecodeDecoder:
         beta=1.0,
         num_processes=1,
         token_min_logp=-12.0,
+        hotwords=None,
+        hotword_weight=10.0,
     ):
         from pyctcdecode import build_ctcdecoder
 
@@ -277,10 +336,14 @@ class PyCTCDecodeDecoder:
             unigrams = lm_vocabulary(lm_path, required=False)
         self.decoder = build_ctcdecoder(labels, kenlm_model_path=lm_path, unigrams=unigrams, alpha=alpha, beta=beta)
         self.beam_size, self.num_processes, self.token_min_logp = beam_size, num_processes, token_min_logp
+        hot = [text_encoder.normalize(h) for h in hotwords or [] if text_encoder.normalize(h)]
+        self.options = {"beam_width": beam_size, "token_min_logp": token_min_logp}
+        if hot:
+            self.options.update(hotwords=hot, hotword_weight=hotword_weight)
 
     def __call__(self, log_probs, length=None):
         lp = np.asarray(log_probs, dtype=np.float32)[: length if length is not None else len(log_probs)]
-        beams = self.decoder.decode_beams(lp, beam_width=self.beam_size, token_min_logp=self.token_min_logp)
+        beams = self.decoder.decode_beams(lp, **self.options)
         return [(" ".join(b[0].split()), float(b[-1])) for b in beams]
 
     def decode_batch(self, log_probs, lengths):
@@ -290,13 +353,9 @@ class PyCTCDecodeDecoder:
             import multiprocessing
 
             with multiprocessing.get_context("fork").Pool(self.num_processes) as pool:
-                texts = self.decoder.decode_batch(
-                    pool, items, beam_width=self.beam_size, token_min_logp=self.token_min_logp
-                )
+                texts = self.decoder.decode_batch(pool, items, **self.options)
         else:
-            texts = [
-                self.decoder.decode(x, beam_width=self.beam_size, token_min_logp=self.token_min_logp) for x in items
-            ]
+            texts = [self.decoder.decode(x, **self.options) for x in items]
         return [" ".join(t.split()) for t in texts]
 
 
