@@ -1,7 +1,6 @@
 """The package's layers (docs/architecture.md): imports point down only, and none is deferred to dodge a cycle."""
 
 import ast
-from pathlib import Path
 
 import torch
 
