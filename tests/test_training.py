@@ -235,10 +235,19 @@ def test_every_config_builds(tmp_path):
     """Each shipped config resolves: text encoder, model, optimiser and schedule."""
     # training configs: configs/*.json and configs/recipes/ (arch/ presets, eval/ and
     # ensemble/ configs are not complete training configs)
+    from hw_asr.tools import train_sentencepiece
+
     paths = sorted((REPO / "configs").glob("*.json")) + sorted((REPO / "configs" / "recipes").glob("*.json"))
     assert len(paths) >= 24
+    spm = None
     for path in paths:
         cfg = load_config(path)
+        spm_args = cfg["text_encoder"]["args"] if cfg["text_encoder"]["type"] == "SentencePieceTextEncoder" else {}
+        if spm_args and not (REPO / spm_args["model_path"]).is_file():  # built by train_sentencepiece (README)
+            spm = spm or train_sentencepiece.main(
+                ["-c", str(REPO / "configs" / "one_batch_test.json"), "--vocab-size", "40", "-o", str(tmp_path / "bpe")]
+            )
+            spm_args["model_path"] = str(spm)
         encoder = build_text_encoder(cfg)
         model = build_model(cfg, n_tokens=len(encoder))
         optimizer = build_optimizer(cfg, model.parameters())
