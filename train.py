@@ -51,9 +51,8 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def new_run_dir(config):
+def new_run_dir(config, tcfg):
     """``<save_dir>/<name>_<MMDD_HHMMSS>``, or ``<save_dir>/<trainer.run_name>`` when that is set."""
-    tcfg = TrainerConfig.from_dict(config["trainer"])
     save_dir, run_name = Path(tcfg.save_dir), tcfg.run_name
     if run_name:
         run_dir = save_dir / run_name
@@ -128,18 +127,18 @@ def main(argv=None):
     validate_config(config)
     if resume_state:
         check_resume(resume_path, resume_state, config)
-    dist_info = init_distributed(args.device or TrainerConfig.from_dict(config["trainer"]).device)
+    tcfg = TrainerConfig.from_dict(config["trainer"])
+    dist_info = init_distributed(args.device or tcfg.device)
     try:
-        run_dir = _train(args, config, resume_path, resume_state, dist_info)
+        run_dir = _train(args, config, tcfg, resume_path, resume_state, dist_info)
         barrier()  # no rank tears the group down while another still uses it (a gloo rank aborted at exit)
         return run_dir
     finally:
         cleanup_distributed()
 
 
-def _train(args, config, resume_path, resume_state, dist_info):
+def _train(args, config, tcfg, resume_path, resume_state, dist_info):
     device = dist_info.device
-    tcfg = TrainerConfig.from_dict(config["trainer"])
     configure_host_memory(tcfg.keep_freed_memory, device)  # before any big allocation
     # the same seed on every rank would give every rank the same augmentation draws;
     # model weights are the same anyway (DDP copies rank 0's at start)
@@ -149,7 +148,7 @@ def _train(args, config, resume_path, resume_state, dist_info):
     setup_logging(None, level=logging.INFO if dist_info.is_main else logging.WARNING, hold=dist_info.is_main)
     run_dir = resume_path.parent if resume_path else None
     if run_dir is None:  # its name only: the folder is made once the run can start
-        run_dir = broadcast_object(new_run_dir(config) if dist_info.is_main else None)
+        run_dir = broadcast_object(new_run_dir(config, tcfg) if dist_info.is_main else None)
     encoder = text_encoder_from_state(resume_state["text_encoder"]) if resume_state else build_text_encoder(config)
     # the model before the data (neither draws from the global random streams while it is built)
     model = build_model(config, n_tokens=len(encoder))

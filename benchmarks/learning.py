@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from hw_asr.checkpoint import epoch_checkpoints, load_checkpoint  # noqa: E402
+
 SHORT_NAMES = {"deepspeech2": REPO / "configs" / "recipes" / "mini_librispeech_baseline.json"}
 
 
@@ -102,14 +105,12 @@ def last_checkpoint(run_dir):
     interrupted = run_dir / "checkpoint-interrupted.pth"
     if interrupted.is_file():
         return interrupted
-    periodic = sorted(run_dir.glob("checkpoint-epoch*.pth"), key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")))
-    return periodic[-1] if periodic else None
+    periodic = epoch_checkpoints(run_dir)
+    return periodic[max(periodic)] if periodic else None
 
 
 def steps_of(checkpoint):
-    import torch
-
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["step"])
+    return int(load_checkpoint(checkpoint)["step"])
 
 
 def train_for_budget(cmd, budget_s, log_path):

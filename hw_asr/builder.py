@@ -203,12 +203,19 @@ def frontend_class_and_args(args, where="arch.args.frontend"):
     return cls, frontend_args, at
 
 
+def spec_augment_args(args, where="arch.args.spec_augment"):
+    """The model's ``spec_augment`` arguments, checked against SpecAugment's (None or {}: none)."""
+    augment = args.get("spec_augment")
+    if isinstance(augment, dict):
+        check_argument_names(SpecAugment, augment, where, "SpecAugment")
+    return augment
+
+
 def check_model_parts(args, where="arch.args"):
     """The frontend and SpecAugment settings name only arguments those take: a config check, before
     anything is built."""
     frontend_class_and_args(args, f"{where}.frontend")
-    if isinstance(args.get("spec_augment"), dict):
-        check_argument_names(SpecAugment, args["spec_augment"], f"{where}.spec_augment", "SpecAugment")
+    spec_augment_args(args, f"{where}.spec_augment")
 
 
 def build_model(config, n_tokens):
@@ -219,9 +226,7 @@ def build_model(config, n_tokens):
     try:
         cls, frontend_args, _ = frontend_class_and_args(args)
         args["frontend"] = cls(**{"sample_rate": config_sample_rate(config), **frontend_args})
-        augment = args.get("spec_augment")
-        if isinstance(augment, dict):
-            check_argument_names(SpecAugment, augment, "arch.args.spec_augment", "SpecAugment")
+        augment = spec_augment_args(args)
         args["spec_augment"] = SpecAugment(**augment) if augment else None
         return resolve({"type": spec.get("type"), "args": args}, model, "arch", n_tokens=n_tokens)
     except ConfigError:

@@ -36,6 +36,16 @@ def save_checkpoint(state, path):
         os.close(dir_fd)
 
 
+def epoch_checkpoints(run_dir):
+    """``{epoch: path}`` of a run folder's periodic ``checkpoint-epoch<K>.pth`` files."""
+    found = {}
+    for path in Path(run_dir).glob("checkpoint-epoch*.pth"):
+        suffix = path.stem.removeprefix("checkpoint-epoch")
+        if suffix.isdigit():
+            found[int(suffix)] = path
+    return found
+
+
 def find_checkpoint(path, prefer_best=False):
     """``path`` itself, or for a run folder the checkpoint in it: its newest complete
     ``checkpoint-*.pth`` (to resume), or with ``prefer_best`` its ``model_best.pth`` when there

@@ -335,7 +335,7 @@ class PyCTCDecodeDecoder:
         elif lm_path:
             unigrams = lm_vocabulary(lm_path, required=False)
         self.decoder = build_ctcdecoder(labels, kenlm_model_path=lm_path, unigrams=unigrams, alpha=alpha, beta=beta)
-        self.beam_size, self.num_processes, self.token_min_logp = beam_size, num_processes, token_min_logp
+        self.num_processes = num_processes
         hot = [text_encoder.normalize(h) for h in hotwords or [] if text_encoder.normalize(h)]
         self.options = {"beam_width": beam_size, "token_min_logp": token_min_logp}
         if hot:

@@ -24,20 +24,10 @@ from pathlib import Path
 
 import torch
 
-from hw_asr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hw_asr.checkpoint import CheckpointError, epoch_checkpoints, load_checkpoint, save_checkpoint
 from hw_asr.schema import TrainerConfig, parse_monitor
 
 logger = logging.getLogger(__name__)
-
-
-def periodic_checkpoints(run_dir):
-    """``{epoch: path}`` of the run's ``checkpoint-epoch<K>.pth`` files."""
-    found = {}
-    for path in Path(run_dir).glob("checkpoint-epoch*.pth"):
-        suffix = path.stem.removeprefix("checkpoint-epoch")
-        if suffix.isdigit():
-            found[int(suffix)] = path
-    return found
 
 
 def epoch_scores(run_dir, monitor):
@@ -58,7 +48,7 @@ def epoch_scores(run_dir, monitor):
 
 def select(run_dir, last=None, best=None, monitor=None):
     """The checkpoint paths ``--last``/``--best`` name, oldest first."""
-    found = periodic_checkpoints(run_dir)
+    found = epoch_checkpoints(run_dir)
     if not found:
         raise FileNotFoundError(f"{run_dir}: no checkpoint-epoch<K>.pth files to average")
     n = last or best

@@ -13,6 +13,7 @@ import logging
 
 from hw_asr.builder import build_dataset
 from hw_asr.config import apply_overrides, load_config
+from hw_asr.datasets.base_dataset import dataset_parts
 from hw_asr.text_encoder import SentencePieceTextEncoder
 
 
@@ -28,8 +29,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = apply_overrides(load_config(args.config), args.overrides)
     dataset = build_dataset(config, args.split, None)
-    parts = getattr(dataset, "datasets", [dataset])
-    texts = [row["text"] for part in parts for row in part.index]
+    texts = [row["text"] for part in dataset_parts(dataset) for row in part.index]
     path = SentencePieceTextEncoder.train(texts, args.output, args.vocab_size, args.model_type)
     block = {"type": "SentencePieceTextEncoder", "args": {"model_path": str(path)}}
     print(f"trained on {len(texts)} transcripts: {path}")

@@ -10,7 +10,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hw_asr.checkpoint import compare_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hw_asr.checkpoint import (
+    compare_weights,
+    epoch_checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from hw_asr.config import ConfigError
 from hw_asr.inference import autocast_context, batch_samples, move_batch, predict
 from hw_asr.loss import ctc_infeasible
@@ -301,10 +308,8 @@ class Trainer:
         """Keep the newest ``keep_last`` periodic checkpoints (``model_best.pth`` is separate)."""
         if not self.keep_last or not self.dist.is_main:
             return
-        periodic = sorted(
-            self.run_dir.glob("checkpoint-epoch*.pth"), key=lambda p: int(p.stem.removeprefix("checkpoint-epoch"))
-        )
-        for old in periodic[: -self.keep_last]:
+        periodic = epoch_checkpoints(self.run_dir)
+        for old in [periodic[e] for e in sorted(periodic)][: -self.keep_last]:
             old.unlink(missing_ok=True)
 
     def _update_monitor(self, logs):
