@@ -25,12 +25,10 @@ from tqdm import tqdm
 
 from hw_asr.alignment import align_words, output_frame_seconds
 from hw_asr.audio import AudioError, load_audio
-from hw_asr.builder import build_dataloader, build_dataset, build_decoders, build_model, eval_splits
+from hw_asr.builder import build_dataloader, build_dataset, build_decoders, eval_splits, load_model
 from hw_asr.checkpoint import (
     CheckpointError,
-    check_checkpoint,
     find_checkpoint,
-    load_checkpoint,
     safe_torch_load,
 )
 from hw_asr.config import ConfigError, apply_overrides, get_path, load_config
@@ -41,25 +39,15 @@ from hw_asr.device import pick_device
 from hw_asr.ensemble import ConfidenceEnsemble
 from hw_asr.ensemble.ensemble import FORMAT as ENSEMBLE_FORMAT
 from hw_asr.ensemble.ensemble import check_ensemble_state
+from hw_asr.export import OnnxCTCModel
 from hw_asr.files import write_json
 from hw_asr.inference import predict
 from hw_asr.logger import setup_logging
 from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.schema import sample_rate as config_sample_rate
-from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.host_memory import configure as configure_host_memory
 
 logger = logging.getLogger("test")
-
-
-def load_model(checkpoint_path, device, state=None):
-    """Model, text encoder and config from a checkpoint (or its already loaded ``state``),
-    ready for inference."""
-    state = load_checkpoint(checkpoint_path) if state is None else check_checkpoint(state, checkpoint_path)
-    encoder = text_encoder_from_state(state["text_encoder"])
-    model = build_model(state["config"], n_tokens=len(encoder))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), encoder, state["config"]
 
 
 def folder_dataset(folder, encoder, sample_rate):
@@ -224,6 +212,8 @@ def run_ensemble(args, device, state):
 
 def run_checkpoint(args, device, state):
     model, encoder, config = load_model(args.resume, device, state)
+    if args.runtime == "onnx":
+        model = onnx_model(args, model, encoder)
     sample_rate = config_sample_rate(config)
     eval_cfg = load_config(args.config) if args.config else config
 
@@ -252,6 +242,24 @@ def run_checkpoint(args, device, state):
         )
     result = evaluate(model, encoder, loaders, decoders, device, args.timestamps, sample_rate)
     return {"checkpoint": str(args.resume), **result}
+
+
+def onnx_model(args, model, encoder):
+    """The exported graph (``--onnx``, else the checkpoint's path with ``.onnx``) in place of ``model``."""
+    path = Path(args.onnx) if args.onnx else Path(args.resume).with_suffix(".onnx")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no ONNX export of {args.resume}; write it with "
+            f"python -m hw_asr.tools.export_onnx -r {args.resume} -o {path}, or name one with --onnx"
+        )
+    exported = OnnxCTCModel(path, threads=args.threads, frontend=model.frontend)
+    if exported.n_tokens != len(encoder):
+        raise ConfigError(
+            f"{path} outputs {exported.n_tokens} tokens but {args.resume}'s text encoder has {len(encoder)}: "
+            "it was exported from another model"
+        )
+    logger.info("runtime: onnxruntime on the CPU with %s", path)
+    return exported
 
 
 def pick_splits(config, wanted=None):
@@ -314,6 +322,14 @@ def main(argv=None):
         help="add words with start/end seconds and confidences to every row, from this decoder's hypothesis "
         "aligned to the frames (default: argmax)",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="run the model with PyTorch, or its ONNX export with onnxruntime on the CPU (hw_asr.tools.export_onnx)",
+    )
+    parser.add_argument("--onnx", help="the ONNX file for --runtime onnx (default: the checkpoint's path, .onnx)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime's threads (default: every core)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides applied to the evaluation config")
     args = parser.parse_args(argv)
     if args.timestamps and "=" in args.timestamps:  # "--timestamps key=value": an override, not a decoder
@@ -321,7 +337,7 @@ def main(argv=None):
         args.timestamps = "argmax"
     setup_logging()
 
-    device = pick_device(args.device)
+    device = pick_device("cpu" if args.runtime == "onnx" else args.device)
     # kept freed memory, as in training: on for the CPU unless trainer.keep_freed_memory=false is given
     host_memory = [o for o in args.overrides if o.partition("=")[0].strip() == "trainer.keep_freed_memory"]
     configure_host_memory(get_path(apply_overrides({}, host_memory), "trainer.keep_freed_memory", None), device)
@@ -330,6 +346,8 @@ def main(argv=None):
     if isinstance(state, dict) and state.get("format") == ENSEMBLE_FORMAT:
         if args.timestamps:
             raise ConfigError("--timestamps works with a single checkpoint, not a confidence ensemble")
+        if args.runtime == "onnx":
+            raise ConfigError("--runtime onnx works with a single checkpoint, not a confidence ensemble")
         result = run_ensemble(args, device, state)
         print(f"routed: {result['ensemble']['routed']}")
     else:

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hw_asr.builder import load_model  # noqa: E402
 from hw_asr.text_encoder.decoders import FlashlightDecoder, PrefixBeamSearchDecoder, PyCTCDecodeDecoder  # noqa: E402
 from hw_asr.tools.tune_lm import collect_log_probs, parse_slice, score  # noqa: E402
-from test import load_model  # noqa: E402
 
 
 def run(name, decoder, items):

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from hw_asr import augmentations, batch_sampler, datasets, loss, lr_schedulers, metric, model, text_encoder
+from hw_asr.checkpoint import check_checkpoint, load_checkpoint
 from hw_asr.collate_fn import collate_fn
 from hw_asr.config import ConfigError, check_argument_names, check_known_keys, get_path, lookup, registry_names, resolve
 from hw_asr.model import frontend as frontends
@@ -233,6 +234,16 @@ def build_model(config, n_tokens):
         raise
     except ValueError as e:  # an argument's value the model refuses (pos_encoding, dim vs heads, ...)
         raise ConfigError(f"arch.args ({spec.get('type')}): {e}") from None
+
+
+def load_model(checkpoint_path, device="cpu", state=None):
+    """Model (in eval mode, on ``device``), text encoder and config from a checkpoint, or from its
+    already loaded ``state``."""
+    state = load_checkpoint(checkpoint_path) if state is None else check_checkpoint(state, checkpoint_path)
+    encoder = text_encoder.text_encoder_from_state(state["text_encoder"])
+    net = build_model(state["config"], n_tokens=len(encoder))
+    net.load_state_dict(state["model"])
+    return net.to(device).eval(), encoder, state["config"]
 
 
 def check_model_values(config):

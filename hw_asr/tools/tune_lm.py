@@ -19,7 +19,7 @@ import logging
 import torch
 from tqdm import tqdm
 
-from hw_asr.builder import build_dataloader, build_dataset, build_decoders
+from hw_asr.builder import build_dataloader, build_dataset, build_decoders, load_model
 from hw_asr.config import apply_overrides, write_config
 from hw_asr.inference import predict
 from hw_asr.metric import CERMetric, WERMetric
@@ -68,8 +68,6 @@ def score(decoder, items, progress=True):
 
 
 def main(argv=None):
-    from test import load_model
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-r", "--resume", required=True)
     parser.add_argument("--decoder", required=True, help="name under 'decoders' in the config")
