@@ -24,6 +24,7 @@ LAYERS = [
             "logger",
             "inference",
             "alignment",
+            "export",
             "data",
         },
     ),

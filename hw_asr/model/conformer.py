@@ -124,7 +124,12 @@ class RelPositionMultiHeadAttention(nn.Module):
             attn_mask=bias.to(v.dtype),
             dropout_p=self.dropout_p if self.training else 0.0,
         )
-        return self.out(out.transpose(1, 2).reshape(b, t, -1))
+        out = out.transpose(1, 2)
+        # torch.export takes SDPA's output strides from its fused kernels, but the ONNX exporter decomposes
+        # it into plain matmuls with other strides, and a later view of the heads fails: copy when exporting
+        if torch.compiler.is_exporting():
+            out = out.clone(memory_format=torch.contiguous_format)
+        return self.out(out.reshape(b, t, -1))
 
 
 def relative_sinusoids(t, dim, device=None):

@@ -32,9 +32,9 @@ class StackingSubsampling(nn.Module):
 
     def forward(self, feats, lengths):
         x = feats.transpose(1, 2)  # [B, T, F]
-        pad = (-x.shape[1]) % self.factor
-        x = nn.functional.pad(x, (0, 0, 0, pad))
-        x = x.reshape(x.shape[0], x.shape[1] // self.factor, -1)  # [B, T/f, F*f]
+        steps = (x.shape[1] + self.factor - 1) // self.factor  # no negative modulo: exporters trace it
+        x = nn.functional.pad(x, (0, 0, 0, steps * self.factor - x.shape[1]))
+        x = x.reshape(x.shape[0], steps, -1)  # [B, T/f, F*f]
         return self.proj(x), (lengths + self.factor - 1) // self.factor
 
 
