@@ -163,3 +163,16 @@ def test_pipeline_lockstep_leaves_the_bare_steps_out_of_the_trainers_time(monkey
     )
     assert figures["bare_s"] > 1.0
     assert figures["full_s"] < figures["bare_s"] - 0.5
+
+
+def test_hotword_benchmark_counts_names_found_and_splits_the_wer():
+    from benchmarks.hotwords import score
+
+    refs = ["becky met dobbin", "becky and becky", "no names here"]
+    hyps = ["becky met dobin", "becky and becky becky", "no name here"]
+    r = score(refs, hyps, {"becky", "dobbin"})
+    # 4 name occurrences in the references; found: becky (1), becky x2 (capped at 2), dobbin missed
+    assert (r["names"], r["recall"]) == (4, 0.75)
+    assert (r["utts_with_names"], r["utts_rest"]) == (2, 1)
+    assert r["wer_with_names"] == pytest.approx((1 + 1) / 6)  # one substitution, one insertion over 6 words
+    assert r["wer_rest"] == pytest.approx(1 / 3)
