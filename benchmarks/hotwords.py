@@ -23,32 +23,24 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hw_asr.audio import load_audio  # noqa: E402
 from hw_asr.builder import load_model  # noqa: E402
-from hw_asr.metric import calc_wer  # noqa: E402
+from hw_asr.datasets import LibrispeechDataset  # noqa: E402
+from hw_asr.metric import WERMetric  # noqa: E402
+from hw_asr.schema import sample_rate  # noqa: E402
 from hw_asr.text_encoder.decoders import PrefixBeamSearchDecoder, PyCTCDecodeDecoder  # noqa: E402
 
 
-def librispeech_items(folder):
-    """``[(flac path, transcript)]`` of a LibriSpeech part folder."""
-    items = []
-    for trans in sorted(Path(folder).glob("*/*/*.trans.txt")):
-        for line in trans.read_text().splitlines():
-            key, text = line.split(" ", 1)
-            items.append((trans.parent / f"{key}.flac", text))
-    if not items:
-        raise FileNotFoundError(f"{folder}: no */*/*.trans.txt transcripts (a LibriSpeech part folder)")
-    return items
-
-
 @torch.no_grad()
-def log_probs_of(model, items, sample_rate=16000):
-    out = []
-    for path, _ in tqdm(items, desc="log-probs", leave=False):
-        audio = torch.from_numpy(load_audio(path, sample_rate))[None]
+def log_probs_and_refs(model, dataset):
+    """Each utterance's log-probs ``[T', V]`` and normalised transcript."""
+    out, refs = [], []
+    for i in tqdm(range(len(dataset)), desc="log-probs", leave=False):
+        item = dataset[i]
+        audio = item["audio"].reshape(1, -1)
         o = model(audio, torch.tensor([audio.shape[1]]))
         out.append(o["log_probs"][0, : int(o["log_probs_length"][0])])
-    return out
+        refs.append(item["text"])
+    return out, refs
 
 
 def name_counts(text, names):
@@ -66,8 +58,9 @@ def score(refs, hyps, names):
         (with_name if want else without).append((ref, hyp))
 
     def corpus_wer(pairs):
-        words = sum(len(r.split()) for r, _ in pairs)
-        return sum(calc_wer(r, h) * len(r.split()) for r, h in pairs) / max(words, 1)
+        metric = WERMetric()
+        metric.update([r for r, _ in pairs], [h for _, h in pairs])
+        return metric.result()
 
     return {
         "recall": found / max(total, 1),
@@ -89,14 +82,16 @@ def main(argv=None):
     parser.add_argument("--pyctcdecode-weights", type=float, nargs="*", default=[0.0, 10.0])
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    model, encoder, _ = load_model(args.resume)
-    items = librispeech_items(args.dev)
-    refs = [encoder.normalize(t) for _, t in items]
+    model, encoder, config = load_model(args.resume)
+    dev = Path(args.dev)
+    dataset = LibrispeechDataset(
+        dev.name, data_dir=dev.parent, download=False, text_encoder=encoder, sample_rate=sample_rate(config)
+    )
     names = {encoder.normalize(n) for n in args.names}
-    log_probs = log_probs_of(model, items)
+    log_probs, refs = log_probs_and_refs(model, dataset)
     settings = [("own prefix beam", w) for w in args.weights] + [("pyctcdecode", w) for w in args.pyctcdecode_weights]
     rows = []
-    print(f"{len(items)} utterances, {len(names)} names; beam {args.beam}, no LM\n")
+    print(f"{len(refs)} utterances, {len(names)} names; beam {args.beam}, no LM\n")
     print("| decoder | hotword_weight | name recall | WER, utterances with names | WER, the rest |")
     print("|---|---:|---:|---:|---:|")
     for kind, weight in settings:

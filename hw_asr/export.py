@@ -67,6 +67,15 @@ def export_onnx(model, path, sample_rate=16000, metadata=None, example_seconds=(
     return path
 
 
+def random_batch(lengths, seed=0):
+    """A batch for parity checks: ``(audio [B, max(lengths)], lengths [B])``, noise of std 0.1 on each
+    utterance's first ``lengths[b]`` samples and zeros after."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(lengths)
+    audio = 0.1 * torch.randn(len(lengths), int(lengths.max()), generator=g)
+    return audio * (torch.arange(audio.shape[1]) < lengths[:, None]), lengths
+
+
 class OnnxCTCModel:
     """An exported model run by onnxruntime on the CPU, called like the PyTorch model.
 
@@ -97,7 +106,6 @@ class OnnxCTCModel:
         self.metadata = {k: json.loads(v) for k, v in meta.items()}
         self.n_tokens = self.metadata.get("n_tokens")
         self.frontend = frontend
-        self.path = path
 
     def eval(self):
         return self
@@ -113,4 +121,4 @@ class OnnxCTCModel:
         return {"log_probs": torch.from_numpy(log_probs), "log_probs_length": torch.from_numpy(lengths)}
 
 
-__all__ = ["LogProbsOnly", "OnnxCTCModel", "export_onnx"]
+__all__ = ["LogProbsOnly", "OnnxCTCModel", "export_onnx", "random_batch"]

@@ -8,7 +8,7 @@ from benchmarks import onnx_runtime
 from hw_asr.builder import build_model
 from hw_asr.checkpoint import save_checkpoint
 from hw_asr.config import ConfigError
-from hw_asr.export import OnnxCTCModel, export_onnx
+from hw_asr.export import OnnxCTCModel, export_onnx, random_batch
 from hw_asr.model import DeepSpeech2, SpectrogramFrontend
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.tools import export_onnx as export_onnx_tool
@@ -21,14 +21,6 @@ FAMILIES = {
     "ebranchformer": SMALL["ebranchformer"],
     "quartznet": SMALL["quartznet_s2"],
 }
-
-
-def random_batch(lengths, seed):
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.tensor(lengths)
-    audio = torch.randn(len(lengths), int(lengths.max()), generator=g) * 0.1
-    audio = audio * (torch.arange(audio.shape[1]) < lengths[:, None])
-    return audio, lengths
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -23,7 +23,7 @@ import torch
 
 from hw_asr.builder import load_model
 from hw_asr.checkpoint import CheckpointError, find_checkpoint
-from hw_asr.export import OnnxCTCModel, export_onnx
+from hw_asr.export import OnnxCTCModel, export_onnx, random_batch
 from hw_asr.logger import setup_logging
 from hw_asr.schema import sample_rate as config_sample_rate
 
@@ -33,10 +33,7 @@ logger = logging.getLogger(__name__)
 def max_difference(model, onnx_model, sample_rate, seconds=(3.1, 0.7, 1.9), seed=0):
     """Largest absolute difference between the two models' log-probs over the real frames of a random
     batch (and whether the output lengths agree)."""
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.tensor([int(s * sample_rate) for s in seconds])
-    audio = 0.1 * torch.randn(len(lengths), int(lengths.max()), generator=g)
-    audio = audio * (torch.arange(audio.shape[1]) < lengths[:, None])
+    audio, lengths = random_batch([int(s * sample_rate) for s in seconds], seed)
     with torch.no_grad():
         ref = model(audio, lengths)
     got = onnx_model(audio, lengths)
