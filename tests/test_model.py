@@ -181,3 +181,31 @@ def test_ctc_loss_is_mean_over_target_lengths():
     torch.testing.assert_close(out, (ref / torch.tensor([3.0, 2.0])).mean())
     impossible = loss(log_probs[:, :2], torch.tensor([2, 2]), targets, torch.tensor([3, 2]))["loss"]
     assert torch.isfinite(impossible)
+
+
+def test_reverse_within_length_reverses_real_frames_and_its_gradient_is_a_gather():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from hw_asr.model.rnn import reverse_within_length
+
+    x = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 4, 1])
+    y = reverse_within_length(x, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(y[b, :n], x[b, :n].flip(0))
+        assert torch.equal(y[b, n:], x[b, n:])  # padding stays where it is
+    assert torch.autograd.gradcheck(lambda t: reverse_within_length(t, lengths), (x,))
+
+    class Ops(TorchDispatchMode):
+        names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    weights = torch.randn_like(x)
+    y = reverse_within_length(x, lengths)
+    with Ops() as ops:
+        (y * weights).sum().backward()
+    assert "gather" in ops.names
+    assert not [n for n in ops.names if n.startswith("scatter")]

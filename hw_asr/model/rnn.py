@@ -11,12 +11,33 @@ import torch
 from torch import nn
 
 
-def reverse_within_length(x, lengths):
-    """Reverse ``x [B, T, C]`` along time inside each row's first ``lengths[b]`` frames."""
+def _reversal_index(x, lengths):
+    """``[B, T, C]`` gather index that reverses each row's first ``lengths[b]`` frames (padding stays)."""
     t = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
     n = lengths.to(x.device).unsqueeze(1)
-    idx = torch.where(t < n, n - 1 - t, t)
-    return x.gather(1, idx.unsqueeze(-1).expand_as(x))
+    return torch.where(t < n, n - 1 - t, t).unsqueeze(-1).expand_as(x)
+
+
+class _ReverseWithinLength(torch.autograd.Function):
+    """The reversal is a permutation that is its own inverse, so its gradient is the same gather.
+    Autograd's generic gather backward would scatter-add into zeros instead: an atomic (non-
+    deterministic) kernel on CUDA and an autocast "promote" op, where a gather is neither."""
+
+    @staticmethod
+    def forward(ctx, x, lengths):
+        index = _reversal_index(x, lengths)
+        ctx.save_for_backward(index)
+        return x.gather(1, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        return grad.gather(1, index), None
+
+
+def reverse_within_length(x, lengths):
+    """Reverse ``x [B, T, C]`` along time inside each row's first ``lengths[b]`` frames."""
+    return _ReverseWithinLength.apply(x, lengths)
 
 
 class MaskedBiRNN(nn.Module):
