@@ -176,3 +176,58 @@ def test_hotword_benchmark_counts_names_found_and_splits_the_wer():
     assert (r["utts_with_names"], r["utts_rest"]) == (2, 1)
     assert r["wer_with_names"] == pytest.approx((1 + 1) / 6)  # one substitution, one insertion over 6 words
     assert r["wer_rest"] == pytest.approx(1 / 3)
+
+
+def test_timestamp_benchmark_knows_where_words_are_and_scores_an_oracle_within_a_frame():
+    import numpy as np
+
+    from benchmarks import timestamps
+    from hw_asr.model import LogMelFrontend
+    from hw_asr.text_encoder import CTCCharTextEncoder
+
+    sr = 16000
+    t = np.arange(int(0.25 * sr)) / sr
+    word = np.concatenate([np.zeros(1600), 0.5 * np.sin(2 * np.pi * 300 * t), np.zeros(3200)]).astype(np.float32)
+    assert abs(len(timestamps.trim(word, sr)) - len(t)) <= 0.005 * sr  # the silence around a word goes
+    words = [("cat", word), ("dog", word * 0.3), ("bird", word)]
+    rng = np.random.default_rng(0)
+    audio, truth = timestamps.build_utterance(words, rng, sr, gap=(0.1, 0.2), noise=0.0)
+    assert [w for w, _, _ in truth] == ["cat", "dog", "bird"]
+    assert truth[0][1] == 0.3 and abs(len(audio) / sr - truth[-1][2] - 0.3) < 1e-9
+    for (_, start, end), (_, next_start, _) in zip(truth, truth[1:] + [(None, None, None)]):
+        assert abs(end - start - 0.25) <= 0.005
+        assert np.abs(audio[int(start * sr) : int(end * sr)]).max() > 0.1
+        if next_start is not None:
+            assert 0.1 <= next_start - end <= 0.2
+            assert np.abs(audio[int(end * sr) + 1 : int(next_start * sr) - 1]).max() == 0
+
+    encoder = CTCCharTextEncoder("en")
+
+    class Oracle(torch.nn.Module):
+        """Log-probs of a model that emits each word's letters evenly over the word's true frames
+        and a space in the middle of each gap."""
+
+        frontend = LogMelFrontend(n_mels=40)
+
+        def forward(self, audio, audio_length):
+            frames = int(self.frontend.output_lengths(audio_length)[0]) // 4
+            lp = torch.full((1, frames, len(encoder)), -20.0)
+            lp[0, :, 0] = 0.0
+            for w, start, end in truth:
+                first, last = round(start / 0.04), round(end / 0.04) - 1
+                ids = encoder.encode(w)
+                for k, tok in enumerate(ids):
+                    f = first + round(k * (last - first) / max(len(ids) - 1, 1))
+                    lp[0, f, 0], lp[0, f, tok] = -20.0, 0.0
+            space = encoder.encode(" ")[0]
+            for (_, _, end), (_, next_start, _) in zip(truth, truth[1:]):
+                f = round((end + next_start) / 2 / 0.04)
+                lp[0, f, 0], lp[0, f, space] = -20.0, 0.0
+            return {"log_probs": lp.log_softmax(-1), "log_probs_length": torch.tensor([frames])}
+
+    starts, ends, refs, hyps, unaligned, frame_s = timestamps.measure(Oracle(), encoder, [(audio, truth)], sr)
+    assert frame_s == 0.04 and unaligned == 0 and hyps == refs == ["cat dog bird"]
+    assert len(starts) == len(ends) == 3
+    assert max(abs(e) for e in starts + ends) <= 1.0
+    s = timestamps.summary(starts)
+    assert s["within_1"] == 1.0 and s["mean_abs"] <= 1.0
