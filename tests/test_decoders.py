@@ -266,13 +266,14 @@ def test_causal_lm_rescoring_reranks_the_nbest(tiny_causal_lm):
 def test_hot_phrase_bonus_follows_the_prefix_and_is_taken_back_on_a_mismatch():
     from hw_asr.text_encoder.decoders import HotPhrases
 
-    hot = HotPhrases(["New York", "Kaggle"], 2.0, CTCCharTextEncoder(alphabet="en").normalize)
-    assert hot.ongoing((), "kag") == 2.0 * 3
+    hot = HotPhrases(["New York", "Kaggle", "Thermopylae"], 2.0, CTCCharTextEncoder(alphabet="en").normalize)
+    assert hot.ongoing((), "kag") == 2.0 * 3 / 6  # the share of the phrase spelled so far
     assert hot.ongoing((), "kat") == 0  # no longer a hot word's start: the bonus is gone
-    assert hot.ongoing(("new",), "yo") == 2.0 * (3 + 2)  # in the middle of a phrase
+    assert hot.ongoing(("new",), "yo") == 2.0 * (3 + 2) / 7  # in the middle of a phrase
     assert hot.ongoing(("old",), "yo") == 0
-    assert hot.completed(("we", "met", "in", "new", "york")) == 2.0 * 7
-    assert hot.total(("kaggle", "and", "new", "york")) == 2.0 * (6 + 7)
+    assert hot.ongoing((), "the") == 2.0 * 3 / 11  # a common word's start earns little of a long name's weight
+    assert hot.completed(("we", "met", "in", "new", "york")) == 2.0  # the weight once per phrase
+    assert hot.total(("kaggle", "and", "new", "york", "kaggle")) == 2.0 * 3
     assert not HotPhrases([], 2.0, str.lower) and not HotPhrases(["x"], 0.0, str.lower)
 
 
@@ -300,3 +301,24 @@ def test_hotwords_turn_a_close_call_into_the_hot_word():
     assert PyCTCDecodeDecoder(enc, beam_size=8, hotwords=["kag"], hotword_weight=10.0).decode_batch(lp, lengths) == [
         "kag"
     ]
+
+
+def test_extensions_are_pre_pruned_with_the_parents_hot_word_bonus():
+    """Two frames where "cd" is acoustically best and "ab" (the hot word) worst of the four paths. With room
+    for two extensions per frame, ranking them by acoustics alone keeps c+d and a+d and loses "ab"; ranked
+    as the beam is, the hot partial "a" carries its bonus into the ranking and "ab" survives and wins."""
+    enc = CTCCharTextEncoder(alphabet="en")
+    c = enc.char2ind
+    rows = []
+    for probs in ({"a": 0.4, "c": 0.55}, {"b": 0.3, "d": 0.65}):
+        p = np.full(len(enc), 1e-6)
+        for ch, v in probs.items():
+            p[c[ch]] = v
+        p[0] = 0.05
+        rows.append(p / p.sum())
+    lp = torch.tensor(np.log(np.stack(rows)), dtype=torch.float32)[None]
+    lengths = torch.tensor([2])
+    narrow = dict(beam_size=2, max_extensions=2)
+    assert PrefixBeamSearchDecoder(enc, **narrow).decode_batch(lp, lengths) == ["cd"]
+    boosted = PrefixBeamSearchDecoder(enc, hotwords=["ab"], hotword_weight=4.0, **narrow)
+    assert boosted.decode_batch(lp, lengths) == ["ab"]

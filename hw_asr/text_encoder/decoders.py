@@ -72,7 +72,12 @@ def _word_boundaries(encoder):
 
 
 class HotPhrases:
-    """Hot words or phrases and the bonus a prefix's words earn: ``weight`` per character matched."""
+    """Hot words or phrases and the bonus a prefix's words earn: ``weight`` for each hot phrase completed,
+    and for one in progress ``weight`` times the share of its characters spelled so far.
+
+    The bonus of a partial match is a share of the phrase, not a sum per character: a common start of a
+    long name ("the" of "thermopylae") earns 3/11 of the weight, not 3 characters' worth, so that at a weight
+    large enough to recall the names the beam does not fill with common words that begin like one."""
 
     def __init__(self, phrases, weight, normalize):
         self.phrases = [tuple(normalize(p).split()) for p in phrases if normalize(p).split()]
@@ -81,27 +86,28 @@ class HotPhrases:
     def __bool__(self):
         return bool(self.phrases) and self.weight != 0
 
-    def _chars(self, words):
+    @staticmethod
+    def _chars(words):
         return sum(len(w) for w in words)
 
     def completed(self, words):
         """Bonus for the phrases that end with the last completed word."""
-        return self.weight * sum(self._chars(p) for p in self.phrases if len(words) >= len(p) and words[-len(p) :] == p)
+        return self.weight * sum(1 for p in self.phrases if len(words) >= len(p) and words[-len(p) :] == p)
 
     def ongoing(self, words, partial):
-        """Bonus for the longest match in progress: a phrase whose first k words end the completed words
+        """Bonus for the furthest match in progress: a phrase whose first k words end the completed words
         and whose next word starts with ``partial`` (a whole phrase is counted by :meth:`completed`)."""
-        best = 0
+        best = 0.0
         for p in self.phrases:
             for k in range(len(p)):
                 if (k or partial) and len(words) >= k and words[len(words) - k :] == p[:k] and p[k].startswith(partial):
-                    best = max(best, self._chars(p[:k]) + len(partial))
+                    best = max(best, (self._chars(p[:k]) + len(partial)) / self._chars(p))
         return self.weight * best
 
     def total(self, words):
         """Bonus of a finished hypothesis: every hot phrase it contains."""
         return self.weight * sum(
-            self._chars(p) for p in self.phrases for i in range(len(words) - len(p) + 1) if words[i : i + len(p)] == p
+            1 for p in self.phrases for i in range(len(words) - len(p) + 1) if words[i : i + len(p)] == p
         )
 
 
@@ -121,7 +127,8 @@ class PrefixBeamSearchDecoder(NBestDecoder):
     Each prefix keeps the probability of its alignments ending in blank and in its
     last token; equal prefixes reached in different ways are merged. Per frame only
     tokens among the ``token_top_k`` most likely and above ``token_min_logp`` are
-    tried, and only the ``max_extensions`` best extensions (default 2 x beam) are
+    tried, and only the ``max_extensions`` best extensions (default 2 x beam), ranked
+    as the beam is (with the parent prefix's LM terms and hot-word bonus), are
     merged into the next beam. The greedy labeling is always among the final
     candidates (scored exactly), so the result is never less likely than greedy's.
     With ``lm`` (a KenLM word model path or any object with
@@ -129,10 +136,11 @@ class PrefixBeamSearchDecoder(NBestDecoder):
     ``ln p_ctc + alpha * ln p_lm(words) + beta * len(words)``, the LM scoring each
     word when the next word starts (and the last at the end).
 
-    ``hotwords`` (words or phrases) with ``hotword_weight``: a prefix earns ``hotword_weight`` for every
-    character of a hot word or phrase it spells so far, as icefall's context graph does per token: the
-    bonus grows while the prefix follows a hot phrase, is kept for each phrase completed, and is taken
-    back when the partial word stops matching one.
+    ``hotwords`` (words or phrases) with ``hotword_weight`` (added to the log score, the scale of
+    pyctcdecode's): a prefix earns the weight for each hot phrase it completes and, while it follows
+    one, the weight times the share of the phrase's characters spelled so far (:class:`HotPhrases`);
+    the bonus in progress is taken back when the partial word stops matching, as icefall's context
+    graph does.
     """
 
     def __init__(
@@ -147,7 +155,7 @@ class PrefixBeamSearchDecoder(NBestDecoder):
         n_best=1,
         max_extensions=None,
         hotwords=None,
-        hotword_weight=1.0,
+        hotword_weight=10.0,
     ):
         self.encoder = text_encoder
         self.beam_size, self.token_top_k, self.token_min_logp = beam_size, token_top_k, token_min_logp
@@ -201,6 +209,7 @@ class PrefixBeamSearchDecoder(NBestDecoder):
             pb = np.array([beams[p][0] for p in prefixes])
             pnb = np.array([beams[p][1] for p in prefixes])
             total = np.logaddexp(pb, pnb)
+            extra = np.array([lm_score[p] for p in prefixes]) if use_lm or hot is not None else None
             new = {}
 
             def add(prefix, b, nb):
@@ -222,7 +231,13 @@ class PrefixBeamSearchDecoder(NBestDecoder):
                 ext = np.where(last[:, None] == tok[None, :], pb[:, None], total[:, None]) + frame[tok][None, :]
                 flat = ext.ravel()
                 keep = min(flat.size, self.max_extensions or flat.size)
-                best = np.argpartition(-flat, keep - 1)[:keep] if keep < flat.size else np.arange(flat.size)
+                if keep < flat.size:
+                    # ranked as the beam is: with the parent's LM terms and hot-word bonus, so that a prefix
+                    # the LM or a hot word carries is not cut for its acoustic score alone
+                    rank = flat if extra is None else (ext + extra[:, None]).ravel()
+                    best = np.argpartition(-rank, keep - 1)[:keep]
+                else:
+                    best = np.arange(flat.size)
                 for idx in best:
                     k, j = divmod(int(idx), len(tokens))
                     if flat[idx] == neg_inf:
