@@ -1,6 +1,7 @@
 """onnxruntime vs PyTorch eager on the CPU: inference speed of the ONNX export of each preset, side by side.
 
-    python benchmarks/onnx_runtime.py [--presets conformer_s fastconformer_s quartznet_5x5 ebranchformer_golos]
+    python benchmarks/onnx_runtime.py [--presets conformer_s fastconformer_s quartznet_5x5 ebranchformer_golos \
+        deepspeech2_gru800]
         [--checkpoint run/model_best.pth ...] [--threads 2] [--seconds 10] [--repeats 3] [--json out.json]
 
 For each preset in ``configs/arch`` (random weights) and each ``--checkpoint``: export the model
@@ -59,7 +60,9 @@ def measure(name, model, args, folder):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--presets", nargs="*", default=["conformer_s", "fastconformer_s", "quartznet_5x5", "ebranchformer_golos"]
+        "--presets",
+        nargs="*",
+        default=["conformer_s", "fastconformer_s", "quartznet_5x5", "ebranchformer_golos", "deepspeech2_gru800"],
     )
     parser.add_argument("--checkpoint", nargs="*", default=[], help="trained checkpoints to measure as well")
     parser.add_argument("--threads", type=int, default=2)

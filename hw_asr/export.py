@@ -6,6 +6,7 @@ answers like the PyTorch model (``{"log_probs", "log_probs_length"}`` as torch t
 ``hw_asr.inference.predict`` and every decoder run unchanged on it (``test.py --runtime onnx``).
 """
 
+import copy
 import json
 import os
 
@@ -31,21 +32,110 @@ class LogProbsOnly(nn.Module):
         return out["log_probs"], out["log_probs_length"]
 
 
+# Recurrent layers. torch.export traces nn.GRU/nn.LSTM to aten.gru/aten.lstm, whose shape propagation
+# fails when the time axis is dynamic (the gates come out mis-sized while the exporter re-traces the
+# graph). For export, each single-layer, one-direction, batch-first GRU/LSTM (all MaskedBiRNN uses)
+# goes through an opaque custom op instead, with its own shape function, which the translations
+# below write as one ONNX GRU/LSTM node.
+
+
+@torch.library.custom_op("hw_asr::rnn_layer", mutates_args=())
+def rnn_layer(
+    x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, kind: str
+) -> torch.Tensor:
+    """``x [B, T, C]`` -> ``[B, T, H]``: one layer of a forward GRU (``kind="gru"``) or LSTM
+    (``"lstm"``) with PyTorch's weight layout, from a zero state."""
+    hidden = w_hh.shape[1]
+    h0 = x.new_zeros(1, x.shape[0], hidden)
+    params = [w_ih, w_hh, b_ih, b_hh]
+    if kind == "gru":
+        return torch.gru(x, h0, params, True, 1, 0.0, False, False, True)[0]
+    if kind == "lstm":
+        return torch.lstm(x, (h0, h0.clone()), params, True, 1, 0.0, False, False, True)[0]
+    raise ValueError(f"kind must be 'gru' or 'lstm', got {kind!r}")
+
+
+@rnn_layer.register_fake
+def _rnn_layer_shape(x, w_ih, w_hh, b_ih, b_hh, kind):
+    return x.new_empty(x.shape[0], x.shape[1], w_hh.shape[1])
+
+
+class _ExportableRNN(nn.Module):
+    """Stands in for a one-layer, one-direction, batch-first ``nn.GRU``/``nn.LSTM`` (same parameters)."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+        self.kind = "gru" if isinstance(rnn, nn.GRU) else "lstm"
+
+    def forward(self, x):
+        r = self.rnn
+        return rnn_layer(x, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, self.kind), None
+
+
+def exportable_rnns(model):
+    """``model`` itself when it has no GRU/LSTM; else a copy whose GRU/LSTM layers run through
+    :func:`rnn_layer` (same weights, same outputs). Raises NotImplementedError, naming the layer, for a
+    recurrent layer of another form (several layers, bidirectional, not batch-first, no biases,
+    projections)."""
+    if not any(isinstance(m, nn.RNNBase) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if not isinstance(child, nn.RNNBase):
+                continue
+            where = f"{name}.{child_name}" if name else child_name
+            if not isinstance(child, (nn.GRU, nn.LSTM)) or child.num_layers != 1 or child.bidirectional:
+                raise NotImplementedError(
+                    f"{where}: only one-layer, one-direction GRU/LSTM layers export (as MaskedBiRNN builds them)"
+                )
+            if not child.batch_first or not child.bias or getattr(child, "proj_size", 0):
+                raise NotImplementedError(f"{where}: the exported GRU/LSTM must be batch-first, with biases")
+            setattr(module, child_name, _ExportableRNN(child))
+    return model
+
+
+def _gates(w, hidden, order):
+    """Rows of a PyTorch gate-stacked weight [n*H, ...] (or bias [n*H]) re-stacked in ``order``."""
+    from onnxscript import opset18 as op
+
+    parts = [op.Slice(w, [g * hidden], [(g + 1) * hidden], [0]) for g in range(len(order))]
+    return op.Concat(*[parts[g] for g in order], axis=0)
+
+
+def _onnx_rnn_layer(x, w_ih, w_hh, b_ih, b_hh, kind):
+    """ONNX for :func:`rnn_layer`: one GRU/LSTM node on ``[T, B, C]``. Gate order: PyTorch's GRU is
+    r, z, n and ONNX's z, r, h (with ``linear_before_reset=1``, PyTorch's formula); PyTorch's LSTM is
+    i, f, g, o and ONNX's i, o, f, c."""
+    from onnxscript import opset18 as op
+
+    hidden = w_hh.shape[1]
+    order = [1, 0, 2] if kind == "gru" else [0, 3, 1, 2]
+    w = op.Unsqueeze(_gates(w_ih, hidden, order), [0])
+    r = op.Unsqueeze(_gates(w_hh, hidden, order), [0])
+    b = op.Unsqueeze(op.Concat(_gates(b_ih, hidden, order), _gates(b_hh, hidden, order), axis=0), [0])
+    seq = op.Transpose(x, perm=[1, 0, 2])
+    if kind == "gru":
+        y, _ = op.GRU(seq, w, r, b, hidden_size=hidden, linear_before_reset=1)
+    else:
+        y, _, _ = op.LSTM(seq, w, r, b, hidden_size=hidden)
+    # y: [T, 1, B, H] -> [B, T, H]
+    return op.Transpose(op.Squeeze(y, [1]), perm=[1, 0, 2])
+
+
+RNN_TRANSLATIONS = {torch.ops.hw_asr.rnn_layer.default: _onnx_rnn_layer}
+
+
 def export_onnx(model, path, sample_rate=16000, metadata=None, example_seconds=(2.0, 1.3), opset=OPSET):
     """Write ``model`` (a CTCModel) to ``path`` as ONNX with dynamic batch and sample axes.
 
     The graph is traced on a batch of ``example_seconds`` of random audio through torch's
-    ``torch.export``-based exporter. ``metadata`` (str -> JSON-able) is stored in the file's
+    ``torch.export``-based exporter; GRU/LSTM layers become ONNX ``GRU``/``LSTM`` nodes
+    (:func:`exportable_rnns`). ``metadata`` (str -> JSON-able) is stored in the file's
     metadata properties, next to ``n_tokens`` and ``sample_rate``. Returns ``path``.
     """
-    rnns = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)})
-    if rnns:
-        raise NotImplementedError(
-            f"{type(model).__name__} has recurrent layers ({', '.join(rnns)}): torch's ONNX exporter cannot yet "
-            "trace a GRU/LSTM whose length is derived from a dynamic input length (it mis-sizes the gates "
-            "while decomposing aten.gru). Export the convolutional and attention models; run this one with PyTorch"
-        )
-    wrapper = LogProbsOnly(model).eval()
+    wrapper = LogProbsOnly(exportable_rnns(model)).eval()
     lengths = torch.tensor([int(s * sample_rate) for s in example_seconds])
     audio = torch.randn(len(lengths), int(lengths.max()))
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -59,6 +149,7 @@ def export_onnx(model, path, sample_rate=16000, metadata=None, example_seconds=(
             output_names=list(OUTPUTS),
             dynamic_shapes={"audio": {0: batch, 1: samples}, "audio_length": {0: batch}},
             opset_version=opset,
+            custom_translation_table=RNN_TRANSLATIONS,
             verbose=False,
         )
     props = {"n_tokens": model.n_tokens, "sample_rate": sample_rate, **(metadata or {})}
@@ -121,4 +212,4 @@ class OnnxCTCModel:
         return {"log_probs": torch.from_numpy(log_probs), "log_probs_length": torch.from_numpy(lengths)}
 
 
-__all__ = ["LogProbsOnly", "OnnxCTCModel", "export_onnx", "random_batch"]
+__all__ = ["LogProbsOnly", "OnnxCTCModel", "export_onnx", "exportable_rnns", "random_batch", "rnn_layer"]

@@ -1,5 +1,6 @@
 """ONNX export: the exported graph (frontend included) gives the PyTorch model's log-probs."""
 
+import onnx
 import pytest
 import torch
 
@@ -8,7 +9,7 @@ from benchmarks import onnx_runtime
 from hw_asr.builder import build_model
 from hw_asr.checkpoint import save_checkpoint
 from hw_asr.config import ConfigError
-from hw_asr.export import OnnxCTCModel, export_onnx, random_batch
+from hw_asr.export import OnnxCTCModel, export_onnx, exportable_rnns, random_batch
 from hw_asr.model import DeepSpeech2, SpectrogramFrontend
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.tools import export_onnx as export_onnx_tool
@@ -20,6 +21,12 @@ FAMILIES = {
     "fastconformer": SMALL["fastconformer"],
     "ebranchformer": SMALL["ebranchformer"],
     "quartznet": SMALL["quartznet_s2"],
+    "deepspeech2_gru": lambda: DeepSpeech2(
+        29, frontend=SpectrogramFrontend(), conv_channels=4, rnn_hidden=16, rnn_layers=2, rnn_type="gru"
+    ),
+    "deepspeech2_lstm": lambda: DeepSpeech2(
+        29, frontend=SpectrogramFrontend(), conv_channels=4, rnn_hidden=16, rnn_layers=2, rnn_type="lstm"
+    ),
 }
 
 
@@ -43,11 +50,37 @@ def test_onnx_log_probs_match_pytorch_on_random_lengths(tmp_path, family):
             assert diff < 1e-4, f"{family} {lengths}: utterance {i} differs by {diff}"
 
 
-def test_recurrent_models_are_refused_with_the_reason(tmp_path):
-    model = DeepSpeech2(29, frontend=SpectrogramFrontend(), conv_channels=4, rnn_hidden=16, rnn_layers=2)
-    with pytest.raises(NotImplementedError, match="DeepSpeech2 has recurrent layers \\(GRU\\)"):
-        export_onnx(model, tmp_path / "ds2.onnx")
-    assert not (tmp_path / "ds2.onnx").exists()
+def test_recurrent_layers_export_as_onnx_rnn_nodes_and_the_model_is_left_as_it_was(tmp_path):
+    model = FAMILIES["deepspeech2_gru"]().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_onnx(model, tmp_path / "ds2.onnx")
+    proto = onnx.load(tmp_path / "ds2.onnx")
+    nodes = [*proto.graph.node, *(n for f in proto.functions for n in f.node)]
+    # 2 layers x 2 directions, one ONNX GRU node each
+    assert sum(n.op_type == "GRU" for n in nodes) == 4
+    assert all(isinstance(m.forward_rnn, torch.nn.GRU) for m in (layer.rnn for layer in model.rnns))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_the_rnn_stand_in_computes_what_the_torch_layer_does():
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 5)
+    for rnn in (torch.nn.GRU(5, 4, batch_first=True), torch.nn.LSTM(5, 4, batch_first=True)):
+        stand_in = exportable_rnns(torch.nn.Sequential(rnn))[0]
+        assert torch.allclose(stand_in(x)[0], rnn(x)[0], atol=1e-6)
+
+
+def test_recurrent_layers_of_another_form_are_refused_naming_the_layer(tmp_path):
+    for rnn in (
+        torch.nn.GRU(8, 4, num_layers=2, batch_first=True),
+        torch.nn.GRU(8, 4, bidirectional=True, batch_first=True),
+        torch.nn.LSTM(8, 4),
+        torch.nn.RNN(8, 4, batch_first=True),
+    ):
+        model = torch.nn.Module()
+        model.encoder = torch.nn.Sequential(torch.nn.Identity(), rnn)
+        with pytest.raises(NotImplementedError, match="encoder.1: "):
+            exportable_rnns(model)
 
 
 def test_a_file_that_is_not_an_export_is_refused_with_its_name(tmp_path):
