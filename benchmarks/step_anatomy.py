@@ -20,7 +20,10 @@ for the device. Those can be counted on any device, by running the Trainer's own
 * ``shapes/epoch``: distinct ``[batch, samples]`` input shapes in one epoch of the preset's
   mini LibriSpeech ``LengthBucketSampler`` (durations of ``--durations`` or a log-normal fit of
   mini LibriSpeech's), each of which a compiled or CUDA-graph step has to handle anew;
-* ``graph breaks``: ``torch._dynamo.explain`` of the model's forward and CTC loss.
+* ``graph breaks``: ``torch._dynamo.explain`` of the model's forward (the CTC loss left out);
+* ``fwd+bwd graphs``: graphs of the forward compiled whole with AOTAutograd (``aot_eager``: the joint
+  forward and backward graphs inductor would get) under bf16 CPU autocast, then the backward;
+  1 means the whole step but the loss is one graph, forward and backward, and every gradient came.
 
 Per-step counts are the difference between runs of ``2 * steps`` and ``steps`` steps divided by
 ``steps``, so that what happens once per epoch (the epoch's mean loss) does not count.
@@ -244,6 +247,49 @@ def graph_breaks(preset, batch=2, seconds=2.0):
     return explained.graph_break_count, reasons
 
 
+def compiled_backward(preset, amp="fp32", batch=2, seconds=1.0, patch=None):
+    """The model's forward compiled whole (``torch.compile`` with the ``aot_eager`` backend: dynamo's
+    graphs, and AOTAutograd's joint forward and backward graphs traced as inductor would receive them,
+    without generating code), the CTC loss eager after it (its output shape depends on the targets),
+    then ``backward``; under ``amp`` ("fp32", or "bf16" with CPU autocast). AOTAutograd derives each
+    backward graph from one forward graph, so one forward graph is one backward graph too.
+
+    Returns ``(graphs, bad)``: the number of graphs dynamo compiled (1: no break anywhere in the step
+    but the loss) and the parameters that eager gives a gradient but the compiled step gives none or a
+    non-finite one. ``patch(model)``, if given, changes the built model first (the tests break it)."""
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    cfg = load_config(ARCH_DIR / f"{preset}.json")
+    encoder = build_text_encoder(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, n_tokens=len(encoder)).train()
+    if patch is not None:
+        patch(model)
+    data = synthetic_batch(encoder, batch, seconds, torch.device("cpu"))
+    criterion = CTCLoss()
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[amp]
+
+    def step(forward):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            outputs = forward(data["audio"], data["audio_length"])
+        criterion(**data, **outputs)["loss"].backward()
+        return {name for name, p in model.named_parameters() if p.grad is not None}
+
+    def forward(audio, audio_length):
+        return model(audio=audio, audio_length=audio_length)
+
+    expected = step(forward)
+    allow_rnn_capture(model)
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    got = step(torch.compile(forward, backend=counter))
+    params = dict(model.named_parameters())
+    bad = sorted(n for n in expected if n not in got or not torch.isfinite(params[n].grad).all())
+    return counter.frame_count, bad
+
+
 def shapes_per_epoch(max_batch_seconds=160.0, durations=None, seed=0, length_grid=None):
     """Distinct ``[batch, samples]`` input shapes in one epoch of a ``LengthBucketSampler`` (with its
     ``length_grid``, padded as collate_fn pads) and the share of padding, over ``durations`` (seconds)
@@ -301,7 +347,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", default="fp32", choices=["fp32", "fp16", "bf16"], help="the Trainer's amp (CUDA)")
-    parser.add_argument("--no-graph-breaks", action="store_true", help="skip torch._dynamo.explain (slow)")
+    parser.add_argument(
+        "--no-graph-breaks", action="store_true", help="skip torch._dynamo.explain and the compiled backward (slow)"
+    )
     parser.add_argument("--no-casts", action="store_true", help="skip the CPU bf16 autocast cast count")
     parser.add_argument(
         "--optimizer", action="store_true", help="only time AdamW's update per preset: torch's default vs fused"
@@ -314,18 +362,25 @@ def main(argv=None):
             print(f"{preset:<20} AdamW update: default {default:.1f} ms, fused {fused:.1f} ms ({default / fused:.2f}x)")
         return None
     rows = []
-    print(f"{'preset':<20} {'ops/step':>9} {'casts/step (bf16)':>18} {'syncs/step':>11} {'graph breaks':>13}")
+    print(
+        f"{'preset':<20} {'ops/step':>9} {'casts/step (bf16)':>18} {'syncs/step':>11} {'graph breaks':>13}"
+        f" {'fwd+bwd graphs (bf16)':>22}"
+    )
     for preset in args.presets:
         row = step_anatomy(preset, args.batch, args.seconds, args.steps, args.device, args.amp)
         if not args.no_casts:
             row["bf16_casts_per_step"] = cast_count(preset)
         if not args.no_graph_breaks:
             row["graph_breaks"], row["break_reasons"] = graph_breaks(preset)
+            row["fwd_bwd_graphs_bf16"], row["missing_gradients"] = compiled_backward(preset, "bf16")
         rows.append(row)
         print(
             f"{preset:<20} {row['ops_per_step']:>9.0f} {row.get('bf16_casts_per_step', float('nan')):>18.0f} "
             f"{row['syncs_per_step']:>11.1f} {row.get('graph_breaks', float('nan')):>13}"
+            f" {row.get('fwd_bwd_graphs_bf16', float('nan')):>22}"
         )
+        if row.get("missing_gradients"):
+            print(f"    compiled step without a finite gradient for: {', '.join(row['missing_gradients'][:5])}")
         for source, n in sorted(row["sync_sources"].items(), key=lambda kv: -kv[1]):
             print(f"    sync {n:>5.1f}/step  {source}")
         for reason in row.get("break_reasons", [])[:5]:

@@ -1,5 +1,5 @@
 """The CPU proxies of a GPU step (benchmarks/step_anatomy.py): no host-device synchronisation in a
-non-logging training step and no graph break in the forward of any preset."""
+non-logging training step and no graph break in the compiled forward and backward of the presets."""
 
 import collections
 import sys
@@ -40,10 +40,30 @@ def test_a_training_step_never_waits_for_the_device(preset):
     assert row["syncs_per_step"] == 0, row["sync_sources"]
 
 
-@pytest.mark.parametrize("preset", ["conformer_s", "deepspeech2_gru800", "quartznet_5x5", "ebranchformer_golos"])
-def test_the_forward_compiles_into_one_graph(preset):
-    breaks, reasons = step_anatomy.graph_breaks(preset, batch=2, seconds=1.0)
-    assert breaks == 0, reasons
+@pytest.mark.parametrize(
+    "preset", ["conformer_s", "fastconformer_s", "deepspeech2_gru800", "quartznet_5x5", "ebranchformer_golos"]
+)
+def test_forward_and_backward_compile_into_one_graph_under_bf16_autocast(preset):
+    graphs, bad = step_anatomy.compiled_backward(preset, "bf16", batch=2, seconds=1.0)
+    if graphs != 1:
+        pytest.fail(f"{graphs} graphs; breaks: {step_anatomy.graph_breaks(preset, batch=2, seconds=1.0)[1]}")
+    assert bad == []
+
+
+def test_the_compiled_step_check_sees_a_graph_break():
+    def read_a_length_on_the_host(model):
+        encode = model.encode
+
+        def encode_after_a_host_read(feats, lengths):
+            if int(lengths.max()) > 0:  # a host read of a device value: dynamo must break here
+                return encode(feats, lengths)
+            return encode(feats, lengths)
+
+        model.encode = encode_after_a_host_read
+
+    graphs, bad = step_anatomy.compiled_backward("quartznet_5x5", "fp32", seconds=0.5, patch=read_a_length_on_the_host)
+    assert graphs >= 2
+    assert bad == []  # a break costs speed, not gradients
 
 
 def test_masked_batch_norm_matches_batch_norm_on_the_real_frames():
