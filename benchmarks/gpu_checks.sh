@@ -8,10 +8,16 @@
 #              scores at Conformer-M's shape, fp32 and bf16 (benchmarks/attention.py);
 #   demo       the README demo (one-batch overfit) trained end to end with trainer.amp=fp16,
 #              bf16 and bf16 + trainer.compile=true: its validation WER must fall to ~0 under each;
-#   memory     parameters, inference speed and peak memory of a training step per preset.
+#   memory     parameters, inference speed and peak memory of a training step per preset;
+#   syncs      host-device synchronisations per training step of Conformer-M and DeepSpeech2-large
+#              under bf16, counted by the dispatch counter and by CUDA itself (benchmarks/step_anatomy.py);
+#   learning   benchmarks/learning.py: the four main recipes, LEARNING_BUDGET s each (default 90),
+#              on mini LibriSpeech re-encoded as Ogg/Opus in data/opus/ and the
+#              sub-word model in data/spm/ (README, "Does a recipe learn?").
+# Not by default (parts named on the command line only): syncs, learning.
 # A part that fails is reported and the next one still runs; the exit status is the
-# number of failed parts. OUT_DIR (default gpu_checks/) receives at most four files:
-# summary.md (everything printed, appended to by every run), the precision JSONs and demo.log.
+# number of failed parts. OUT_DIR (default gpu_checks/) receives at most five files:
+# summary.md (everything printed, appended to by every run), the precision JSONs, demo.log and learning.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu_checks}
@@ -61,10 +67,32 @@ memory() {
     "$py" benchmarks/models.py --device cuda --train-batch 16 --train-seconds 16
 }
 
+syncs() {
+    "$py" benchmarks/step_anatomy.py --device cuda --amp bf16 --presets conformer_m deepspeech2_large \
+        --batch 8 --seconds 16 --steps 3 --no-graph-breaks --no-casts
+}
+
+learning() {
+    local m
+    for m in data/opus/train-clean-5/manifest.jsonl data/opus/dev-clean-5/manifest.jsonl \
+        data/spm/mini_librispeech_bpe128.model; do
+        if [ ! -f "$m" ]; then
+            echo "no $m: write data/opus with python -m hw_asr.tools.export_manifest and data/spm with" \
+                "python -m hw_asr.tools.train_sentencepiece on a machine with mini LibriSpeech (README," \
+                "\"Does a recipe learn?\"), then bring data/opus and data/spm along"
+            return 1
+        fi
+    done
+    "$py" benchmarks/learning.py --device cuda --budget-s "${LEARNING_BUDGET:-90}" --steps 400 \
+        --recipes deepspeech2 conformer_xs fastconformer_s quartznet_5x5 \
+        --train data/opus/train-clean-5/manifest.jsonl --dev data/opus/dev-clean-5/manifest.jsonl \
+        --output "$out/learning.json" data.train.num_workers=4
+}
+
 for part in "${parts[@]}"; do
     case $part in
-        precision | attention | demo | memory) ;;
-        *) echo "unknown part '$part' (precision, attention, demo, memory)"; exit 2 ;;
+        precision | attention | demo | memory | syncs | learning) ;;
+        *) echo "unknown part '$part' (precision, attention, demo, memory, syncs, learning)"; exit 2 ;;
     esac
 done
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv

@@ -16,7 +16,8 @@ for the device. Those can be counted on any device, by running the Trainer's own
   host (``.item()``, ``float()``, ``bool()``: ``aten::_local_scalar_dense``), an output whose shape
   depends on the data (``nonzero``, ``masked_select``, boolean-mask indexing, ``unique``), and
   packing a padded batch for an RNN (its lengths must be on the host); each with where it comes
-  from (the first frame in this project's code);
+  from (the first frame in this project's code); on CUDA, beside it, the synchronising calls CUDA
+  itself reports (``torch.cuda.set_sync_debug_mode``);
 * ``shapes/epoch``: distinct ``[batch, samples]`` input shapes in one epoch of the preset's
   mini LibriSpeech ``LengthBucketSampler`` (durations of ``--durations`` or a log-normal fit of
   mini LibriSpeech's), each of which a compiled or CUDA-graph step has to handle anew;
@@ -36,6 +37,7 @@ import math
 import random
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import torch
@@ -171,11 +173,24 @@ def make_trainer(model, encoder, device, amp, log_step=10**9):
 
 
 def count_steps(trainer, batch, steps):
-    """Counts over one epoch of ``steps`` identical batches, logging off."""
+    """Counts over one epoch of ``steps`` identical batches, logging off. On CUDA also
+    ``counter.cuda_syncs``: the synchronising calls CUDA itself reports
+    (``torch.cuda.set_sync_debug_mode("warn")``), the check of the dispatch counter's list."""
     trainer.len_epoch, trainer.epoch_batches = steps, 0
     counter = OpCounter()
-    with counter:
-        trainer._train_epoch(1, iter([batch] * steps))
+    cuda = torch.device(trainer.device).type == "cuda"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with counter:
+                trainer._train_epoch(1, iter([batch] * steps))
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode(0)
+    counter.cuda_syncs = sum("synchroniz" in str(w.message) for w in caught)
     return counter
 
 
@@ -199,6 +214,7 @@ def step_anatomy(preset, batch=4, seconds=4.0, steps=2, device="cpu", amp="fp32"
         "casts_per_step": (twice.casts - once.casts) / steps,
         "syncs_per_step": sum(per_step.values()),
         "sync_sources": per_step,
+        **({"cuda_syncs_per_step": (twice.cuda_syncs - once.cuda_syncs) / steps} if device.type == "cuda" else {}),
     }
 
 
@@ -381,6 +397,9 @@ def main(argv=None):
         )
         if row.get("missing_gradients"):
             print(f"    compiled step without a finite gradient for: {', '.join(row['missing_gradients'][:5])}")
+        if "cuda_syncs_per_step" in row:
+            n = row["cuda_syncs_per_step"]
+            print(f"    CUDA's own count (set_sync_debug_mode): {n:.1f} synchronising calls/step")
         for source, n in sorted(row["sync_sources"].items(), key=lambda kv: -kv[1]):
             print(f"    sync {n:>5.1f}/step  {source}")
         for reason in row.get("break_reasons", [])[:5]:

@@ -231,3 +231,19 @@ def test_timestamp_benchmark_knows_where_words_are_and_scores_an_oracle_within_a
     assert max(abs(e) for e in starts + ends) <= 1.0
     s = timestamps.summary(starts)
     assert s["within_1"] == 1.0 and s["mean_abs"] <= 1.0
+
+
+def test_gpu_checks_refuses_an_unknown_part_before_it_touches_the_gpu(tmp_path):
+    import subprocess
+
+    from tests.conftest import REPO
+
+    run = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_checks.sh"), str(tmp_path), "syncs", "warp"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "unknown part 'warp'" in run.stdout and "learning" in run.stdout
+    assert "nvidia-smi" not in run.stdout + run.stderr  # refused before any GPU work started
