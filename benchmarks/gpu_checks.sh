@@ -73,9 +73,8 @@ syncs() {
 }
 
 learning() {
-    local m
-    for m in data/opus/train-clean-5/manifest.jsonl data/opus/dev-clean-5/manifest.jsonl \
-        data/spm/mini_librispeech_bpe128.model; do
+    local m train=data/opus/train-clean-5/manifest.jsonl dev=data/opus/dev-clean-5/manifest.jsonl
+    for m in "$train" "$dev" data/spm/mini_librispeech_bpe128.model; do
         if [ ! -f "$m" ]; then
             echo "no $m: write data/opus with python -m hw_asr.tools.export_manifest and data/spm with" \
                 "python -m hw_asr.tools.train_sentencepiece on a machine with mini LibriSpeech (README," \
@@ -85,7 +84,7 @@ learning() {
     done
     "$py" benchmarks/learning.py --device cuda --budget-s "${LEARNING_BUDGET:-90}" --steps 400 \
         --recipes deepspeech2 conformer_xs fastconformer_s quartznet_5x5 \
-        --train data/opus/train-clean-5/manifest.jsonl --dev data/opus/dev-clean-5/manifest.jsonl \
+        --train "$train" --dev "$dev" \
         --output "$out/learning.json" data.train.num_workers=4
 }
 

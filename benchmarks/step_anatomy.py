@@ -139,6 +139,16 @@ def synthetic_batch(encoder, batch, seconds, device, seed=0):
     }
 
 
+def preset_model(preset, batch, seconds, device="cpu"):
+    """``preset``'s model (seed 0, training mode) on ``device``, its text encoder and a synthetic batch."""
+    device = torch.device(device)
+    cfg = load_config(ARCH_DIR / f"{preset}.json")
+    encoder = build_text_encoder(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, n_tokens=len(encoder)).to(device).train()
+    return model, encoder, synthetic_batch(encoder, batch, seconds, device)
+
+
 def make_trainer(model, encoder, device, amp, log_step=10**9):
     from hw_asr.logger import Writer
     from hw_asr.trainer.trainer import Trainer
@@ -178,18 +188,19 @@ def count_steps(trainer, batch, steps):
     (``torch.cuda.set_sync_debug_mode("warn")``), the check of the dispatch counter's list."""
     trainer.len_epoch, trainer.epoch_batches = steps, 0
     counter = OpCounter()
-    cuda = torch.device(trainer.device).type == "cuda"
+    if torch.device(trainer.device).type != "cuda":
+        with counter:
+            trainer._train_epoch(1, iter([batch] * steps))
+        return counter
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("warn")
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
         try:
             with counter:
                 trainer._train_epoch(1, iter([batch] * steps))
         finally:
-            if cuda:
-                torch.cuda.set_sync_debug_mode(0)
+            torch.cuda.set_sync_debug_mode(0)
     counter.cuda_syncs = sum("synchroniz" in str(w.message) for w in caught)
     return counter
 
@@ -197,12 +208,8 @@ def count_steps(trainer, batch, steps):
 def step_anatomy(preset, batch=4, seconds=4.0, steps=2, device="cpu", amp="fp32"):
     """Per-step operator, cast and sync counts of ``preset``'s training step."""
     device = torch.device(device)
-    cfg = load_config(ARCH_DIR / f"{preset}.json")
-    encoder = build_text_encoder(cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg, n_tokens=len(encoder)).to(device)
+    model, encoder, data = preset_model(preset, batch, seconds, device)
     trainer = make_trainer(model, encoder, device, amp)
-    data = synthetic_batch(encoder, batch, seconds, device)
     count_steps(trainer, data, 1)  # warm-up: lazy initialisation (optimiser state, cuDNN plans)
     once, twice = count_steps(trainer, data, steps), count_steps(trainer, data, 2 * steps)
     syncs = twice.syncs.copy()
@@ -220,11 +227,7 @@ def step_anatomy(preset, batch=4, seconds=4.0, steps=2, device="cpu", amp="fp32"
 
 def cast_count(preset, batch=2, seconds=2.0):
     """``aten::_to_copy`` per step under bf16 autocast on the CPU (counts only: CPU bf16 is slow)."""
-    device = torch.device("cpu")
-    cfg = load_config(ARCH_DIR / f"{preset}.json")
-    encoder = build_text_encoder(cfg)
-    model = build_model(cfg, n_tokens=len(encoder))
-    data = synthetic_batch(encoder, batch, seconds, device)
+    model, _, data = preset_model(preset, batch, seconds)
     criterion = CTCLoss()
     counts = []
     for _ in range(2):
@@ -244,10 +247,7 @@ def graph_breaks(preset, batch=2, seconds=2.0):
     targets (``aten._ctc_loss``), so it always breaks a graph and stays eager after the model."""
     import torch._dynamo
 
-    cfg = load_config(ARCH_DIR / f"{preset}.json")
-    encoder = build_text_encoder(cfg)
-    model = build_model(cfg, n_tokens=len(encoder)).train()
-    data = synthetic_batch(encoder, batch, seconds, torch.device("cpu"))
+    model, _, data = preset_model(preset, batch, seconds)
 
     def forward(audio, audio_length):
         return model(audio=audio, audio_length=audio_length)["log_probs"]
@@ -276,19 +276,16 @@ def compiled_backward(preset, amp="fp32", batch=2, seconds=1.0, patch=None):
     import torch._dynamo
     from torch._dynamo.testing import CompileCounterWithBackend
 
-    cfg = load_config(ARCH_DIR / f"{preset}.json")
-    encoder = build_text_encoder(cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg, n_tokens=len(encoder)).train()
+    if amp not in ("fp32", "bf16"):
+        raise ValueError(f"amp must be 'fp32' or 'bf16', got {amp!r}")
+    model, _, data = preset_model(preset, batch, seconds)
     if patch is not None:
         patch(model)
-    data = synthetic_batch(encoder, batch, seconds, torch.device("cpu"))
     criterion = CTCLoss()
-    dtype = {"fp32": None, "bf16": torch.bfloat16}[amp]
 
     def step(forward):
         model.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
             outputs = forward(data["audio"], data["audio_length"])
         criterion(**data, **outputs)["loss"].backward()
         return {name for name, p in model.named_parameters() if p.grad is not None}
