@@ -44,9 +44,10 @@ def test_a_training_step_never_waits_for_the_device(preset):
     "preset", ["conformer_s", "fastconformer_s", "deepspeech2_gru800", "quartznet_5x5", "ebranchformer_golos"]
 )
 def test_forward_and_backward_compile_into_one_graph_under_bf16_autocast(preset):
-    graphs, bad = step_anatomy.compiled_backward(preset, "bf16", batch=2, seconds=1.0)
+    # half a second of audio: the graph count does not depend on the length, and CPU bf16 is slow
+    graphs, bad = step_anatomy.compiled_backward(preset, "bf16", batch=2, seconds=0.5)
     if graphs != 1:
-        pytest.fail(f"{graphs} graphs; breaks: {step_anatomy.graph_breaks(preset, batch=2, seconds=1.0)[1]}")
+        pytest.fail(f"{graphs} graphs; breaks: {step_anatomy.graph_breaks(preset, batch=2, seconds=0.5)[1]}")
     assert bad == []
 
 
