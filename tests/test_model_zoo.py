@@ -304,3 +304,32 @@ def test_former_argument_names_build_the_same_conformer():
     assert FastConformer(29, dim=32, heads=4, layers=1, kernel=9).layers[0].conv.depthwise.kernel_size == (9,)
     with pytest.raises(ValueError, match="ffn_units or its former name ff_mult"):
         Conformer(29, dim=32, heads=4, layers=1, ffn_units=96, ff_mult=3)
+
+
+def test_branch_init_scales_the_last_layer_of_every_residual_branch_and_zero_starts_each_layer_at_its_norm():
+    def conformer(**kw):
+        torch.manual_seed(0)
+        return Conformer(29, dim=32, heads=4, layers=2, conv_kernel=7, frontend=LogMelFrontend(n_mels=32), **kw)
+
+    plain, scaled, zero = conformer(), conformer(branch_init=0.25), conformer(branch_init=0.0)
+    for a, b in zip(plain.layers, scaled.layers):
+        for out_a, out_b in zip(a.branch_outputs(), b.branch_outputs()):
+            torch.testing.assert_close(out_b.weight, 0.25 * out_a.weight)
+            assert not out_b.bias.any()
+    x, mask = torch.randn(2, 9, 32), torch.ones(2, 9, dtype=torch.bool)
+    layer = zero.layers[0].eval()
+    torch.testing.assert_close(layer(x, mask, **zero.shared_inputs(x)), layer.final_norm(x))
+    # nothing else moves: the same parameters, and the same state-dict keys as a model from before the option
+    assert plain.state_dict().keys() == zero.state_dict().keys()
+    torch.testing.assert_close(plain.layers[0].attn.q.weight, zero.layers[0].attn.q.weight)
+
+
+def test_quartznet_branch_init_starts_every_block_as_its_residual_path():
+    torch.manual_seed(0)
+    model = QuartzNet(29, blocks=5, repeat=2, branch_init=0.0, frontend=LogMelFrontend(n_mels=32)).eval()
+    block = model.blocks[0]
+    assert not block.sub_blocks[-1].norm.weight.any() and block.sub_blocks[0].norm.weight.all()
+    x, lengths = torch.randn(2, 256, 40), torch.tensor([40, 25])
+    out, _ = block(x, lengths)
+    res, _ = block.residual(x, lengths)
+    torch.testing.assert_close(out, torch.relu(res))

@@ -208,7 +208,7 @@ class ConformerLayer(nn.Module):
     ``rel``: the batch's relative-position sinusoids (:meth:`Conformer.shared_inputs`).
     """
 
-    def __init__(self, dim, heads, ffn_units, conv_kernel, pos_encoding, conv_norm, dropout):
+    def __init__(self, dim, heads, ffn_units, conv_kernel, pos_encoding, conv_norm, dropout, branch_init=1.0):
         super().__init__()
         self.ff1 = FeedForward(dim, ffn_units, dropout)
         self.attn_norm = nn.LayerNorm(dim)
@@ -218,6 +218,14 @@ class ConformerLayer(nn.Module):
         self.ff2 = FeedForward(dim, ffn_units, dropout)
         self.final_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
+        if branch_init != 1.0:
+            for out in self.branch_outputs():
+                scale_init_(out, branch_init)
+
+    def branch_outputs(self):
+        """The last layer of each residual branch (feed-forward, attention, convolution, feed-forward)."""
+        attn_out = self.attn.out if isinstance(self.attn, RelPositionMultiHeadAttention) else self.attn.attn.out_proj
+        return [self.ff1.net[4], attn_out, self.conv.pointwise2, self.ff2.net[4]]
 
     def forward(self, x, mask, rel=None):
         x = x + 0.5 * self.ff1(x)
@@ -225,6 +233,14 @@ class ConformerLayer(nn.Module):
         x = x + self.conv(x, mask)
         x = x + 0.5 * self.ff2(x)
         return zero_padding(self.final_norm(x), mask)
+
+
+def scale_init_(layer, factor):
+    """Scale a freshly initialised layer's weight by ``factor`` and zero its bias."""
+    with torch.no_grad():
+        layer.weight.mul_(factor)
+        if layer.bias is not None:
+            layer.bias.zero_()
 
 
 class Conformer(CTCModel):
@@ -252,6 +268,11 @@ class Conformer(CTCModel):
             the first layers' nearly uniform attention adds the same vector to every frame, and training
             stays on CTC's blank plateau (README, "Conformer-family recipes"). (Default: True)
         dropout (float, optional): dropout in every sub-module and after subsampling. (Default: 0.1)
+        branch_init (float, optional): factor on the initial weights of the last layer of every residual
+            branch (the feed-forwards' second linear, the attention's output projection, the convolution
+            module's last pointwise convolution), whose biases start at 0: below 1 each layer starts near
+            the identity (its final LayerNorm of the input), so that a deep stack begins as a shallow one.
+            Only the initialisation changes; checkpoints load as before. (Default: 1.0)
         frontend, spec_augment: see :class:`~hw_asr.model.base_model.CTCModel`.
         ff_mult, kernel: the former names of ``ffn_units`` (as a multiple of ``dim``) and ``conv_kernel``,
             still read so that older configs and checkpoints build the same model.
@@ -278,6 +299,7 @@ class Conformer(CTCModel):
         xscaling=True,
         inter_ctc_layers=(),
         dropout=0.1,
+        branch_init=1.0,
         frontend=None,
         spec_augment=None,
         ff_mult=None,
@@ -308,7 +330,7 @@ class Conformer(CTCModel):
         self.positions = SinusoidalPositions(dim, dropout) if pos_encoding == "abs" else nn.Dropout(dropout)
         self.layers = nn.ModuleList(
             [
-                ConformerLayer(dim, heads, ffn_units, conv_kernel, pos_encoding, conv_norm, dropout)
+                ConformerLayer(dim, heads, ffn_units, conv_kernel, pos_encoding, conv_norm, dropout, branch_init)
                 for _ in range(layers)
             ]
         )

@@ -12,6 +12,7 @@ Widths and kernels are the paper's (Table 1); ``conv_bias`` and the C1 stride
 (2, or 4 for the 40 ms variant) are the knobs the NeMo and course presets differ in.
 """
 
+import torch
 from torch import nn
 
 from hw_asr.model.base_model import CTCModel, lengths_to_mask
@@ -50,13 +51,16 @@ class MaskedConvBN(nn.Module):
 class QuartzNetBlock(nn.Module):
     """R sub-blocks with ReLU (and dropout) between them; residual added before the last ReLU."""
 
-    def __init__(self, in_ch, out_ch, kernel, repeat, bias, dropout):
+    def __init__(self, in_ch, out_ch, kernel, repeat, bias, dropout, branch_init=1.0):
         super().__init__()
         self.sub_blocks = nn.ModuleList(
             [MaskedConvBN(in_ch if r == 0 else out_ch, out_ch, kernel, bias=bias) for r in range(repeat)]
         )
         self.residual = MaskedConvBN(in_ch, out_ch, 1, separable=False, bias=bias)
         self.act = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
+        if branch_init != 1.0:
+            with torch.no_grad():
+                self.sub_blocks[-1].norm.weight.mul_(branch_init)
 
     def forward(self, x, lengths):
         out = x
@@ -69,10 +73,24 @@ class QuartzNetBlock(nn.Module):
 
 
 class QuartzNet(CTCModel):
-    """``blocks`` (B, a multiple of 5) x ``repeat`` (R); ``c1_stride`` 2 (20 ms frames) or 4 (40 ms)."""
+    """``blocks`` (B, a multiple of 5) x ``repeat`` (R); ``c1_stride`` 2 (20 ms frames) or 4 (40 ms).
+
+    ``branch_init``: factor on the initial scale (batch norm weight) of each block's last sub-block; 0 starts
+    every block as its residual path alone (the zero-gamma initialisation of Goyal et al. 2017,
+    arXiv:1706.02677). Only the initialisation changes; checkpoints load as before. (Default: 1.0)
+    """
 
     def __init__(
-        self, n_tokens, blocks=5, repeat=5, c1_stride=2, conv_bias=False, dropout=0.0, frontend=None, spec_augment=None
+        self,
+        n_tokens,
+        blocks=5,
+        repeat=5,
+        c1_stride=2,
+        conv_bias=False,
+        dropout=0.0,
+        branch_init=1.0,
+        frontend=None,
+        spec_augment=None,
     ):
         super().__init__(n_tokens, frontend, spec_augment)
         if blocks % len(BLOCKS):
@@ -82,7 +100,7 @@ class QuartzNet(CTCModel):
         layers, in_ch = [], 256
         for filters, kernel in BLOCKS:
             for _ in range(blocks // len(BLOCKS)):
-                layers.append(QuartzNetBlock(in_ch, filters, kernel, repeat, conv_bias, dropout))
+                layers.append(QuartzNetBlock(in_ch, filters, kernel, repeat, conv_bias, dropout, branch_init))
                 in_ch = filters
         self.blocks = nn.ModuleList(layers)
         self.c2 = MaskedConvBN(512, 512, 87, dilation=2, bias=conv_bias)
