@@ -15,7 +15,7 @@ from hw_asr.config import ConfigError, check_known_keys
 DEFAULT_SEED = 42
 DEFAULT_SAMPLE_RATE = 16000
 AMP_MODES = ("fp32", "fp16", "bf16")
-VISUALIZE = ("comet", None, "none")  # trainer.visualize: comet-ml charts, or metrics.jsonl only
+VISUALIZE = ("comet", "tensorboard", None, "none")  # trainer.visualize: comet-ml, TensorBoard, or metrics.jsonl only
 
 # the keys a training config may hold at the top ("base" is merged away on loading)
 TOP_KEYS = frozenset(
@@ -104,9 +104,10 @@ class TrainerConfig:
 
     Length: ``epochs`` (required); ``len_epoch`` batches per epoch (null or 0: one pass over the loader);
     ``grad_accum_steps`` batches per optimiser step. Logging: ``log_step`` (optimiser steps between train
-    logs), ``media_step`` (comet's spectrogram, audio and predictions at the first log step of every
-    ``media_step`` steps; default 10 x ``log_step``; 0 or null: never), ``max_predictions_logged``,
-    ``visualize`` ("comet" or null), ``project_name``. Optimisation: ``grad_norm_clip`` (null: none),
+    logs), ``media_step`` (the spectrogram, audio and predictions sent to comet or TensorBoard at the first
+    log step of every ``media_step`` steps; default 10 x ``log_step``; 0 or null: never),
+    ``max_predictions_logged``, ``visualize`` ("comet", "tensorboard" or null), ``project_name``.
+    Optimisation: ``grad_norm_clip`` (null: none),
     ``amp`` (fp32 | fp16 | bf16, CUDA only), ``tf32`` (null: torch's default), ``compile`` (false, true,
     a backend name or torch.compile arguments), ``sync_batchnorm``, ``max_nonfinite_steps`` (skipped
     steps in a row before the run stops; 0 or null: never). Checkpoints: ``save_dir``, ``run_name``,
@@ -159,7 +160,8 @@ class TrainerConfig:
             raise ConfigError(f"{where}.amp must be one of {AMP_MODES}, got {block['amp']!r}")
         if block.get("visualize", "comet") not in VISUALIZE:
             raise ConfigError(
-                f'{where}.visualize must be "comet" or null (metrics.jsonl only), got {block["visualize"]!r}'
+                f'{where}.visualize must be "comet", "tensorboard" or null (metrics.jsonl only), '
+                f"got {block['visualize']!r}"
             )
         parse_monitor(block.get("monitor", "off"))
         values = dict(block)

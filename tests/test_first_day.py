@@ -341,7 +341,7 @@ def test_an_unknown_optimizer_lists_optimizers_only(tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("trainer.visualize=tensorboard", 'trainer.visualize must be "comet" or null'),
+        ("trainer.visualize=wandb", 'trainer.visualize must be "comet", "tensorboard" or null'),
         (
             'arch={"type": "Conformer", "args": {"dim": 32, "heads": 2, "layers": 1, "pos_encoding": "rope"}}',
             r"arch.args \(Conformer\): pos_encoding must be 'rel' or 'abs', got 'rope'",

@@ -378,3 +378,27 @@ def test_average_checkpoints_of_a_run(tmp_path, capsys):
         train_script.main(["-r", str(out), "trainer.epochs=5"])
     with pytest.raises(SystemExit, match="no checkpoint-epoch"):
         average_checkpoints.main([str(tmp_path), "--last", "2"])
+
+
+def test_tensorboard_writes_the_same_scalars_and_the_media_into_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=4", "trainer.visualize=tensorboard", "trainer.media_step=4")
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "audio": 0, "tensors": 0})
+    events.Reload()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    logged = events.Scalars("train/loss")
+    assert [e.step for e in logged] == [r["step"] for r in train] == [2, 4, 6, 8]
+    assert [e.value for e in logged] == pytest.approx([r["loss"] for r in train])
+    val = [e.value for e in events.Scalars("epoch/val_CER (argmax)")]
+    assert val == pytest.approx([r["val_CER (argmax)"] for r in epoch_rows(run_dir)])
+    tags = events.Tags()
+    assert [e.step for e in events.Images("train/spectrogram")] == [2, 4, 8]  # first log step of each window
+    assert [e.step for e in events.Audio("train/audio")] == [2, 4, 8]
+    assert events.Audio("train/audio")[0].sample_rate == 16000
+    assert {"train/predictions", "val/predictions", "config"} <= {t.split("/text_summary")[0] for t in tags["tensors"]}
+    # one alignment picture per evaluation
+    assert [e.step for e in events.Images("val/alignment")] == [r["step"] for r in epoch_rows(run_dir)]
+    table = events.Tensors("val/predictions/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert table.startswith("| target | pred_argmax |")

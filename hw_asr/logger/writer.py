@@ -1,8 +1,10 @@
-"""Where training numbers go: console, ``metrics.jsonl`` in the run folder, comet-ml.
+"""Where training numbers go: console, ``metrics.jsonl`` in the run folder, and comet-ml or TensorBoard.
 
 comet-ml runs online when ``COMET_API_KEY`` is set and offline otherwise
 (an archive in ``<run>/comet/`` to upload later with ``comet upload``), so a
-run never waits on the network.
+run never waits on the network. TensorBoard writes event files into
+``<run>/tensorboard/`` (``tensorboard --logdir <run>/tensorboard``): the same
+scalars, spectrograms, audio and prediction tables.
 """
 
 import json
@@ -87,6 +89,33 @@ def _make_comet(run_dir, project_name, run_name, config):
         return None
 
 
+def _make_tensorboard(run_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.warning("tensorboard is not installed (pip install tensorboard); logging to metrics.jsonl only")
+        return None
+    return SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+
+def _markdown_table(rows):
+    """Prediction rows as a Markdown table (TensorBoard's text tab renders it)."""
+    headers = list(rows[0])
+    cell = lambda v: (f"{v:.3f}" if isinstance(v, float) else str(v)).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(r[h]) for h in headers) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def spectrogram_image(feats):
+    """``feats [F, T]`` as an 8-bit grey image array ``[F, T]``, low frequencies at the bottom."""
+    import numpy as np
+
+    img = feats.detach().float().cpu().numpy()
+    img = (img - img.min()) / max(float(img.max() - img.min()), 1e-8)
+    return (np.flipud(img) * 255).astype(np.uint8)
+
+
 def _flatten(d, prefix=""):
     out = {}
     for k, v in d.items():
@@ -104,15 +133,25 @@ class Writer:
     def __init__(self, run_dir, config, visualize="comet", project_name="hw_asr", enabled=True):
         self.enabled = enabled
         self.comet = None
+        self.tensorboard = None
         self.jsonl = None
         if not enabled:
             return
         self.run_dir = Path(run_dir)
+        if visualize not in VISUALIZE:
+            raise ValueError(f"trainer.visualize must be 'comet', 'tensorboard' or null, got {visualize!r}")
         self.jsonl = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
         if visualize == "comet":
             self.comet = _make_comet(run_dir, project_name, self.run_dir.name, config)
-        elif visualize not in VISUALIZE:
-            raise ValueError(f"trainer.visualize must be 'comet' or null, got {visualize!r}")
+        elif visualize == "tensorboard":
+            self.tensorboard = _make_tensorboard(run_dir)
+            if self.tensorboard is not None:
+                self.tensorboard.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
+
+    @property
+    def media(self):
+        """Whether spectrograms, audio and prediction tables go anywhere (comet or TensorBoard)."""
+        return self.comet is not None or self.tensorboard is not None
 
     def log_scalars(self, step, split, values):
         if not self.enabled:
@@ -122,18 +161,34 @@ class Writer:
         self.jsonl.flush()
         if self.comet is not None:
             self.comet.log_metrics(values, prefix=split, step=step)
+        if self.tensorboard is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tensorboard.add_scalar(f"{split}/{key}", value, step)
+            self.tensorboard.flush()
 
     def log_spectrogram(self, step, split, feats):
         if self.comet is not None:
-            import numpy as np
             from PIL import Image
 
-            img = feats.detach().float().cpu().numpy()
-            img = (img - img.min()) / max(float(img.max() - img.min()), 1e-8)
-            img = Image.fromarray((np.flipud(img) * 255).astype(np.uint8))  # low frequencies at the bottom
-            self.comet.log_image(img, name=f"{split}_spectrogram", step=step)
+            self.comet.log_image(Image.fromarray(spectrogram_image(feats)), name=f"{split}_spectrogram", step=step)
+        if self.tensorboard is not None:
+            self.tensorboard.add_image(f"{split}/spectrogram", spectrogram_image(feats), step, dataformats="HW")
+
+    def log_figure(self, step, split, name, figure):
+        """A matplotlib figure (e.g. the alignment picture of one utterance); closed afterwards."""
+        if self.comet is not None:
+            self.comet.log_figure(figure_name=f"{split}_{name}", figure=figure, step=step)
+        if self.tensorboard is not None:
+            self.tensorboard.add_figure(f"{split}/{name}", figure, step, close=False)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
 
     def log_audio(self, step, split, audio, sample_rate, name):
+        if self.tensorboard is not None:
+            wave = audio.detach().float().cpu().reshape(1, -1).clamp(-1, 1)
+            self.tensorboard.add_audio(f"{split}/audio", wave, step, sample_rate=sample_rate)
         if self.comet is not None:
             with warnings.catch_warnings():  # comet first tests whether the array is a file path
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -153,6 +208,9 @@ class Writer:
                 tabular_data=[[r[h] for h in headers] for r in rows],
                 headers=headers,
             )
+        if self.tensorboard is not None and rows:
+            self.tensorboard.add_text(f"{split}/predictions", _markdown_table(rows), step)
+            self.tensorboard.flush()
 
     def close(self):
         if self.jsonl is not None:
@@ -164,3 +222,6 @@ class Writer:
             except Exception as e:
                 logger.warning("comet-ml did not close cleanly: %s", e)
             self.comet = None
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None

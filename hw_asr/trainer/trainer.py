@@ -95,8 +95,8 @@ class Trainer:
 
     ``callbacks``: objects with any of ``on_batch(trainer, batch, fetch_seconds)`` (a batch arrived from
     the loader, before its forward), ``on_step_end(trainer)`` (after each optimiser step, before any
-    logging) and ``on_log(trainer, media)`` (a logging step was written; ``media``: comet media went
-    too). Benchmarks time and record steps through them.
+    logging) and ``on_log(trainer, media)`` (a logging step was written; ``media``: media (spectrogram, audio,
+    predictions) went to comet or TensorBoard too). Benchmarks time and record steps through them.
 
     Under torchrun ``model`` is wrapped in DistributedDataParallel: every rank trains
     on its shard, metrics are summed over ranks, and only rank 0 writes files.
@@ -543,7 +543,7 @@ class Trainer:
         self._notify("on_log", media)
 
     def _log_train_window(self, epoch, batch, outputs, window):
-        """Log a training window; returns whether comet media (spectrogram, audio, predictions) went too."""
+        """Log a training window; returns whether media (spectrogram, audio, predictions) went too."""
         if outputs is None:  # the logged batch was skipped (out of memory)
             self.writer.log_scalars(self.step, "train", {**window, "epoch": epoch})
             return False
@@ -572,7 +572,7 @@ class Trainer:
             window["audio_s_per_s"],
             100 * window["data_wait_share"],
         )
-        if self.writer.comet is not None and self.media_step and self.step // self.media_step != self._media_window:
+        if self.writer.media and self.media_step and self.step // self.media_step != self._media_window:
             self._media_window = self.step // self.media_step  # the first log step of every media_step window
             with torch.no_grad():
                 feats, _ = self.raw_model.features(batch["audio"][:1], batch["audio_length"][:1])
@@ -591,12 +591,26 @@ class Trainer:
             return True
         return False
 
+    def _log_alignment(self, split, batch, outputs, text):
+        """The first utterance of the evaluation: its spectrogram with the greedy words at their aligned times."""
+        from hw_asr.alignment import align_words, output_frame_seconds
+        from hw_asr.visual import alignment_figure
+
+        lengths = outputs["log_probs_length"][:1].cpu()
+        audio_length = batch["audio_length"][:1].cpu()
+        seconds = output_frame_seconds(self.raw_model, audio_length, lengths, self.sample_rate)
+        log_probs = outputs["log_probs"][0, : int(lengths[0])].float().cpu()
+        words = align_words(log_probs, text, self.text_encoder, seconds)
+        audio = batch["audio"][0, : int(audio_length[0])].float().cpu()
+        figure = alignment_figure(audio, self.sample_rate, words, title=f"greedy: {text}", reference=batch["text"][0])
+        self.writer.log_figure(self.step, split, "alignment", figure)
+
     def evaluate(self, split, loader):
         """Loss and every metric over the whole split (corpus-level, not per-batch averages)."""
         for m in self.metrics:
             m.reset()
-        total_loss, n_batches, rows, skipped = 0.0, 0, [], 0
-        for batch, _, hyps, loss in predict(
+        total_loss, n_batches, rows, skipped, pictured = 0.0, 0, [], 0, False
+        for batch, outputs, hyps, loss in predict(
             self.raw_model,
             loader,
             self.text_encoder,
@@ -608,6 +622,9 @@ class Trainer:
             beam_subset=self.beam_subset,
         ):
             skipped += len(batch.get("skipped", ()))
+            if not pictured and outputs is not None and self.writer.media:
+                self._log_alignment(split, batch, outputs, hyps["argmax"][0])
+                pictured = True
             for m in self.metrics:
                 m.update(batch["text"], hyps[m.decoder])
             if loss is not None and math.isfinite(loss):
