@@ -102,6 +102,18 @@ def test_a_run_folder_serves_its_best_checkpoint_and_a_missing_onnx_source_is_na
     with pytest.raises(SystemExit, match="nothing.onnx: no such ONNX file"):
         serve.main(["-r", str(tmp_path / "nothing.onnx")])
 
+    # its ONNX export, run by onnxruntime, says the same; without the checkpoint it came from it is refused
+    from hw_asr.tools import export_onnx
+
+    onnx_path = tmp_path / "model.onnx"
+    export_onnx.main(["-r", str(run_dir), "-o", str(onnx_path)])
+    exported = serve.load_transcriber(onnx_path)
+    assert "onnxruntime" in exported.name
+    assert exported.transcribe(SAMPLE.read_bytes(), "sample_00.flac")["pred_argmax"] == body["pred_argmax"]
+    (run_dir / "model_best.pth").rename(tmp_path / "moved.pth")
+    with pytest.raises(serve.ConfigError, match="which is not there: name one with --checkpoint"):
+        serve.load_transcriber(onnx_path)
+
 
 def free_port():
     with socket.socket() as s:
