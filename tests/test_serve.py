@@ -177,3 +177,16 @@ def test_the_page_in_a_real_browser_uploads_a_file_and_shows_the_words_with_time
             assert "notes.txt: not audio that can be decoded" in page.locator("#error").inner_text()
         finally:
             browser.close()
+
+
+def test_serve_benchmark_measures_both_runtimes_over_loopback(tmp_path, capsys):
+    from benchmarks import serve as bench
+    from tests.test_training import TINY, run_train
+
+    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1")
+    rows = bench.main(["-r", str(run_dir), "--seconds", "3", "--requests", "2", "--clients", "2", "--max-wall-s", "30"])
+    assert [r["runtime"] for r in rows] == ["torch", "onnx"]
+    for r in rows:
+        assert 0 < r["latency_median_s"] <= r["latency_p90_s"] and r["concurrent_requests"] == 4
+        assert r["requests_per_s"] > 0
+    assert "| torch |" in capsys.readouterr().out
