@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hw_asr.model.frontend import LogMelFrontend
+
 
 def log_mel(audio: torch.Tensor | np.ndarray, sample_rate: int, n_mels: int = 80) -> np.ndarray:
     """``[n_mels, frames]`` log-mel of a mono wave (10 ms hop), for display."""
-    from hw_asr.model.frontend import LogMelFrontend
-
     wave = torch.as_tensor(audio, dtype=torch.float32).reshape(1, -1)
     frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, normalize=None)
     with torch.no_grad():

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from hw_asr.alignment import align_words, output_frame_seconds
 from hw_asr.checkpoint import (
     compare_weights,
     epoch_checkpoints,
@@ -24,6 +25,7 @@ from hw_asr.loss import ctc_infeasible
 from hw_asr.metric import calc_cer, calc_wer
 from hw_asr.schema import TrainerConfig, parse_monitor, sample_rate, seed
 from hw_asr.trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, any_rank
+from hw_asr.visual import alignment_figure
 
 logger = logging.getLogger(__name__)
 
@@ -593,9 +595,6 @@ class Trainer:
 
     def _log_alignment(self, split, batch, outputs, text):
         """The first utterance of the evaluation: its spectrogram with the greedy words at their aligned times."""
-        from hw_asr.alignment import align_words, output_frame_seconds
-        from hw_asr.visual import alignment_figure
-
         lengths = outputs["log_probs_length"][:1].cpu()
         audio_length = batch["audio_length"][:1].cpu()
         seconds = output_frame_seconds(self.raw_model, audio_length, lengths, self.sample_rate)
