@@ -311,7 +311,7 @@ def test_branch_init_scales_the_last_layer_of_every_residual_branch_and_zero_sta
         torch.manual_seed(0)
         return Conformer(29, dim=32, heads=4, layers=2, conv_kernel=7, frontend=LogMelFrontend(n_mels=32), **kw)
 
-    plain, scaled, zero = conformer(), conformer(branch_init=0.25), conformer(branch_init=0.0)
+    plain, scaled, zero = conformer(branch_init=1.0), conformer(branch_init=0.25), conformer(branch_init=0.0)
     for a, b in zip(plain.layers, scaled.layers):
         for out_a, out_b in zip(a.branch_outputs(), b.branch_outputs()):
             torch.testing.assert_close(out_b.weight, 0.25 * out_a.weight)
@@ -333,3 +333,22 @@ def test_quartznet_branch_init_starts_every_block_as_its_residual_path():
     out, _ = block(x, lengths)
     res, _ = block.residual(x, lengths)
     torch.testing.assert_close(out, torch.relu(res))
+
+
+def test_a_checkpoint_from_before_branch_init_loads_and_gives_the_same_outputs(tmp_path):
+    """Old configs have no ``branch_init`` (the model now starts at 0.1); the weights loaded override the init."""
+    from hw_asr.builder import load_model
+    from hw_asr.checkpoint import save_checkpoint
+    from hw_asr.text_encoder import CTCCharTextEncoder
+
+    encoder = CTCCharTextEncoder()
+    args = {"dim": 32, "heads": 4, "layers": 2, "conv_kernel": 7, "frontend": {"n_mels": 32}}
+    config = {"arch": {"type": "Conformer", "args": args}, "text_encoder": {"type": "CTCCharTextEncoder"}}
+    torch.manual_seed(0)
+    old = Conformer(len(encoder), branch_init=1.0, **{**args, "frontend": LogMelFrontend(n_mels=32)}).eval()
+    path = tmp_path / "old.pth"
+    save_checkpoint({"model": old.state_dict(), "config": config, "text_encoder": encoder.state()}, path)
+    loaded, _, _ = load_model(path)
+    assert loaded.layers[0].conv.pointwise2.bias.abs().sum() > 0  # the old weights, not the new init's zeros
+    audio, lengths = torch.randn(2, 16000), torch.tensor([16000, 9000])
+    torch.testing.assert_close(loaded(audio, lengths)["log_probs"], old(audio, lengths)["log_probs"])

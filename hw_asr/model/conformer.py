@@ -272,7 +272,9 @@ class Conformer(CTCModel):
             branch (the feed-forwards' second linear, the attention's output projection, the convolution
             module's last pointwise convolution), whose biases start at 0: below 1 each layer starts near
             the identity (its final LayerNorm of the input), so that a deep stack begins as a shallow one.
-            Only the initialisation changes; checkpoints load as before. (Default: 1.0)
+            Only the initialisation changes; checkpoints load as before. 1.0 is PyTorch's default
+            initialisation, with which the 16-layer presets stayed on CTC's blank plateau (BENCHMARKS.md,
+            "Leaving the blank plateau"). (Default: 0.1)
         frontend, spec_augment: see :class:`~hw_asr.model.base_model.CTCModel`.
         ff_mult, kernel: the former names of ``ffn_units`` (as a multiple of ``dim``) and ``conv_kernel``,
             still read so that older configs and checkpoints build the same model.
@@ -299,7 +301,7 @@ class Conformer(CTCModel):
         xscaling=True,
         inter_ctc_layers=(),
         dropout=0.1,
-        branch_init=1.0,
+        branch_init=0.1,
         frontend=None,
         spec_augment=None,
         ff_mult=None,
