@@ -211,18 +211,11 @@ def table(results):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--recipes", nargs="+", default=["deepspeech2", "conformer_s", "fastconformer_s", "quartznet_5x5"]
-    )
+def add_run_arguments(parser):
+    """The options every training benchmark shares: data, logging, device, output and overrides."""
     parser.add_argument("--train", required=True, help="train manifest or LibriSpeech part folder")
     parser.add_argument("--dev", required=True, help="dev manifest or LibriSpeech part folder")
-    parser.add_argument("--budget-s", type=float, required=True, help="wall-clock seconds per recipe (whole process)")
-    parser.add_argument("--steps", type=int, default=400, help="optimiser steps the schedule is planned for")
-    parser.add_argument("--epoch-steps", type=int, default=50, help="steps between dev evaluations")
     parser.add_argument("--log-step", type=int, default=10)
-    parser.add_argument("--keep-last", type=int, default=1, help="periodic checkpoints kept (to average them)")
     parser.add_argument("--max-audio-length", type=float, default=20.0, help="longest train utterance, seconds")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="bf16", choices=["fp32", "fp16", "bf16"], help="CUDA only")
@@ -230,14 +223,33 @@ def main(argv=None):
         "--out-dir", default=None, help="run folders and logs (default: a new folder under checkpoints/)"
     )
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides for every recipe")
-    args = parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+
+
+def prepare_run(args, prefix):
+    """Resolve ``--device auto`` in ``args`` and make the output folder (``checkpoints/<prefix>_<time>``
+    unless ``--out-dir``); returns the folder."""
     if args.device == "auto":
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    out_dir = Path(args.out_dir or REPO / "checkpoints" / f"learning_{time.strftime('%m%d_%H%M%S')}").resolve()
+    out_dir = Path(args.out_dir or REPO / "checkpoints" / f"{prefix}_{time.strftime('%m%d_%H%M%S')}").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--recipes", nargs="+", default=["deepspeech2", "conformer_s", "fastconformer_s", "quartznet_5x5"]
+    )
+    add_run_arguments(parser)
+    parser.add_argument("--budget-s", type=float, required=True, help="wall-clock seconds per recipe (whole process)")
+    parser.add_argument("--steps", type=int, default=400, help="optimiser steps the schedule is planned for")
+    parser.add_argument("--epoch-steps", type=int, default=50, help="steps between dev evaluations")
+    parser.add_argument("--keep-last", type=int, default=1, help="periodic checkpoints kept (to average them)")
+    args = parser.parse_args(argv)
+    out_dir = prepare_run(args, "learning")
     for name in args.recipes:
         recipe_path(name)  # every name resolves before the first run starts
     results = []

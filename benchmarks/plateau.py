@@ -29,7 +29,6 @@ import math
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,27 +119,14 @@ def table(results):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", required=True, help="names of configs/arch presets, or recipes")
-    parser.add_argument("--train", required=True, help="train manifest or LibriSpeech part folder")
-    parser.add_argument("--dev", required=True, help="dev manifest or LibriSpeech part folder")
+    learning.add_run_arguments(parser)
     parser.add_argument("--steps", type=int, default=300, help="optimiser steps (the schedule is planned for them)")
     parser.add_argument("--eval-every", type=int, default=50, help="steps between greedy dev evaluations")
     parser.add_argument("--budget-s", type=float, default=3600, help="wall-clock cap per preset (whole process)")
     parser.add_argument("--cer", type=float, default=0.8, help="dev CER bar")
     parser.add_argument("--loss-ratio", type=float, default=0.7, help="train-loss bar, times the unigram entropy")
-    parser.add_argument("--log-step", type=int, default=10)
-    parser.add_argument("--max-audio-length", type=float, default=20.0, help="longest train utterance, seconds")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", default="bf16", choices=["fp32", "fp16", "bf16"], help="CUDA only")
-    parser.add_argument("--out-dir", default=None, help="run folders (default: a new folder under checkpoints/)")
-    parser.add_argument("--output", default=None, help="also write the results as JSON here")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides for every preset")
     args = parser.parse_args(argv)
-    if args.device == "auto":
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    out_dir = Path(args.out_dir or REPO / "checkpoints" / f"plateau_{time.strftime('%m%d_%H%M%S')}").resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = learning.prepare_run(args, "plateau")
     recipes = {name: recipe_for(name) for name in args.presets}  # every name resolves before the first run
     run_args = argparse.Namespace(
         train=args.train,

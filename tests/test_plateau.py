@@ -62,3 +62,18 @@ def test_presets_resolve_to_their_mini_librispeech_recipe_and_unknown_names_fail
         plateau.recipe_for("ebranchformer_golos")
     with pytest.raises(SystemExit, match="no recipe 'nonesuch'"):
         plateau.recipe_for("nonesuch")
+
+
+@pytest.mark.slow
+def test_plateau_trains_each_preset_and_reads_its_exit_from_the_run(tmp_path, capsys):
+    manifest = SAMPLE / "manifest.jsonl"
+    common = ["--train", str(manifest), "--dev", str(manifest), "--device", "cpu", "--log-step", "2"]
+    done = plateau.main(
+        ["--presets", str(ONE_BATCH), *common, "--steps", "8", "--eval-every", "4", "--cer", "1.5"]
+        + ["--loss-ratio", "100", "--out-dir", str(tmp_path), "--output", str(tmp_path / "out.json")]
+    )[0]
+    assert done["steps"] == 8 and [s for s, _ in done["dev_cer_by_step"]] == [4, 8]
+    assert done["dev_exit_step"] == 4 and done["loss_exit_step"] == 2  # bars no run can miss: the first reading
+    assert 0 < done["dev_exit_train_s"] and done["unigram_entropy"] > 0
+    assert json.loads((tmp_path / "out.json").read_text())[0]["recipe"] == str(ONE_BATCH)
+    assert "| preset | steps |" in capsys.readouterr().out
