@@ -77,7 +77,9 @@ class QuartzNet(CTCModel):
 
     ``branch_init``: factor on the initial scale (batch norm weight) of each block's last sub-block; 0 starts
     every block as its residual path alone (the zero-gamma initialisation of Goyal et al. 2017,
-    arXiv:1706.02677). Only the initialisation changes; checkpoints load as before. (Default: 1.0)
+    arXiv:1706.02677). Only the initialisation changes; checkpoints load as before. 1.0 is PyTorch's default
+    (batch norm weights at 1), with which QuartzNet 5x5 stayed on CTC's blank plateau (BENCHMARKS.md,
+    "Leaving the blank plateau"). (Default: 0.0)
     """
 
     def __init__(
@@ -88,7 +90,7 @@ class QuartzNet(CTCModel):
         c1_stride=2,
         conv_bias=False,
         dropout=0.0,
-        branch_init=1.0,
+        branch_init=0.0,
         frontend=None,
         spec_augment=None,
     ):
