@@ -30,7 +30,7 @@ LAYERS = [
         },
     ),
     ("builder", {"builder"}),
-    ("top", {"trainer", "ensemble", "evaluation"}),
+    ("top", {"trainer", "ensemble", "evaluation", "run"}),
     ("cli", {"tools"}),
 ]
 

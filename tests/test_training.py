@@ -7,9 +7,10 @@ import torch
 
 import train as train_script
 from hw_asr import evaluation
-from hw_asr.builder import build_lr_scheduler, build_model, build_optimizer, build_text_encoder
+from hw_asr.builder import build_lr_scheduler, build_model, build_optimizer, build_text_encoder, compile_options
 from hw_asr.checkpoint import load_checkpoint
 from hw_asr.config import ConfigError, load_config
+from hw_asr.inference import allow_tf32
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.tools import plot_metrics
 from hw_asr.trainer.trainer import Trainer, load_matching_weights
@@ -57,13 +58,13 @@ def test_compiled_training_saves_plain_weights_and_resumes_uncompiled(tmp_path, 
     assert rows and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in rows)
     run_train(tmp_path, "trainer.epochs=2", "trainer.compile=false", resume=run_dir / "checkpoint-epoch1.pth")
     assert load_checkpoint(run_dir / "checkpoint-epoch2.pth")["epoch"] == 2
-    assert train_script.compile_options(True) == {"dynamic": True}
-    assert train_script.compile_options({"mode": "max-autotune", "dynamic": False}) == {
+    assert compile_options(True) == {"dynamic": True}
+    assert compile_options({"mode": "max-autotune", "dynamic": False}) == {
         "dynamic": False,
         "mode": "max-autotune",
     }
     with pytest.raises(train_script.ConfigError, match="trainer.compile"):
-        train_script.compile_options(3)
+        compile_options(3)
     with pytest.raises(train_script.ConfigError, match="trainer.compile"):  # refused before anything is built
         run_train(tmp_path, *TINY, "trainer.compile=3")
 
@@ -80,7 +81,7 @@ def test_allow_tf32_sets_matrix_products_and_convolutions_together():
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         for enabled in (True, False):
-            train_script.allow_tf32(enabled)
+            allow_tf32(enabled)
             assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (enabled, enabled)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
