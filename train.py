@@ -13,7 +13,6 @@ from hw_asr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from hw_asr.config import ConfigError, apply_overrides, load_config
 from hw_asr.datasets.download import DownloadError
 from hw_asr.run import build_training
-from hw_asr.schema import TrainerConfig
 from hw_asr.trainer.distributed import barrier, init_distributed
 from hw_asr.trainer.distributed import cleanup as cleanup_distributed
 from hw_asr.trainer.trainer import NonFiniteLossError
@@ -60,10 +59,9 @@ def main(argv=None):
     config = apply_overrides(config, args.overrides)
     if resume_state:
         config["trainer"].pop("init_weights", None)  # the checkpoint already holds the weights
-    validate_config(config)
+    tcfg = validate_config(config)  # the trainer block, parsed once
     if resume_state:
         check_resume(resume_path, resume_state, config)
-    tcfg = TrainerConfig.from_dict(config["trainer"])
     dist_info = init_distributed(args.device or tcfg.device)
     try:
         run_dir = build_training(config, tcfg, dist_info, resume_path, resume_state).run()

@@ -181,6 +181,7 @@ def build_training(config, tcfg, dist_info, resume_path=None, resume_state=None,
         dist_info,
         decoders=build_decoders(config, encoder, {m.decoder for m in metrics}),
         callbacks=callbacks,
+        trainer_config=tcfg,
     )
     if resume_path:
         trainer.resume(resume_path)
