@@ -380,7 +380,8 @@ def compile_options(value):
 
 def validate_config(config):
     """Check a training config before anything is built: every ``type`` resolves, the
-    required keys exist, splits list datasets and the files it names exist."""
+    required keys exist, splits list datasets and the files it names exist. Returns the parsed
+    ``trainer`` block (:class:`TrainerConfig`), which the run then uses as it is."""
     for key in ("arch", "data.train", "optimizer", "trainer.epochs"):
         get_path(config, key)
     check_known_keys(config, TOP_KEYS, "config")
@@ -415,7 +416,7 @@ def validate_config(config):
                     raise ConfigError(f"data.{split}.datasets.{i}.args.manifest_path: file not found: {m}")
         if cfg.batch_sampler is not None:
             _check_types(cfg.batch_sampler, [batch_sampler], f"data.{split}.batch_sampler")
-    TrainerConfig.from_dict(config["trainer"])
+    tcfg = TrainerConfig.from_dict(config["trainer"])
     if get_path(config, "trainer.compile", None):
         compile_options(config["trainer"]["compile"])
     for key in ("tf32", "sync_batchnorm"):  # keep_freed_memory: host_memory.configure, train.py's first step
@@ -424,3 +425,4 @@ def validate_config(config):
     init = get_path(config, "trainer.init_weights", None)
     if init and not Path(init).is_file():
         raise ConfigError(f"trainer.init_weights: checkpoint not found: {init}")
+    return tcfg

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-import test as test_script
+from hw_asr import evaluation
 from hw_asr.builder import build_model
 from hw_asr.checkpoint import CheckpointError, load_checkpoint, safe_torch_load, save_checkpoint
 from hw_asr.ensemble import ConfidenceEnsemble, Member, Selector, fit_selector
@@ -179,7 +179,7 @@ def test_each_member_keeps_its_own_decoders(ensemble_setup, tmp_path):
 def test_test_py_accepts_an_ensemble_file(ensemble_setup, tmp_path):
     root = ensemble_setup
     out = tmp_path / "result.json"
-    result = test_script.main(["-r", str(root / "ensemble.pth"), "-o", str(out), "-t", str(root / "ru")])
+    result = evaluation.main(["-r", str(root / "ensemble.pth"), "-o", str(out), "-t", str(root / "ru")])
     saved = json.loads(out.read_text(encoding="utf-8"))
     assert saved["ensemble"]["members"] == ["en", "ru"] and len(saved["utterances"]) == 6
     row = saved["utterances"][0]
@@ -278,7 +278,7 @@ def test_test_py_with_an_ensemble_leaves_out_a_broken_file(ensemble_setup, tmp_p
     x[10] = np.nan  # the header reads; the samples do not
     sf.write(folder / "broken.wav", x, 16000, subtype="FLOAT")
     out = tmp_path / "result.json"
-    result = test_script.main(["-r", str(ensemble_setup / "ensemble.pth"), "-o", str(out), "-t", str(folder)])
+    result = evaluation.main(["-r", str(ensemble_setup / "ensemble.pth"), "-o", str(out), "-t", str(folder)])
     assert sorted(r["audio_path"].rsplit("/", 1)[1] for r in result["utterances"]) == [f"t{i}.wav" for i in range(6)]
     assert [(r["audio_path"].rsplit("/", 1)[1], "NaN" in r["reason"]) for r in result["skipped"]] == [
         ("broken.wav", True)

@@ -4,8 +4,8 @@ import onnx
 import pytest
 import torch
 
-import test as test_script
 from benchmarks import onnx_runtime
+from hw_asr import evaluation
 from hw_asr.builder import build_model
 from hw_asr.checkpoint import save_checkpoint
 from hw_asr.config import ConfigError
@@ -121,8 +121,8 @@ def test_test_py_with_the_onnx_runtime_gives_the_pytorch_predictions(tmp_path):
     onnx_path = export_onnx_tool.main(["-r", str(ckpt)])
     assert onnx_path == tmp_path / "model.onnx"
     common = ["-r", str(ckpt), "--timestamps"]
-    ref = test_script.main([*common, "-o", str(tmp_path / "torch.json")])
-    got = test_script.main([*common, "-o", str(tmp_path / "onnx.json"), "--runtime", "onnx", "--threads", "2"])
+    ref = evaluation.main([*common, "-o", str(tmp_path / "torch.json")])
+    got = evaluation.main([*common, "-o", str(tmp_path / "onnx.json"), "--runtime", "onnx", "--threads", "2"])
     assert len(got["utterances"]) == len(ref["utterances"]) == 6
     for a, b in zip(ref["utterances"], got["utterances"]):
         assert (a["pred_argmax"], a["pred_beam"]) == (b["pred_argmax"], b["pred_beam"])
@@ -136,11 +136,11 @@ def test_test_py_with_the_onnx_runtime_gives_the_pytorch_predictions(tmp_path):
 def test_the_onnx_runtime_names_a_missing_or_foreign_export(tmp_path):
     ckpt = tiny_conformer_checkpoint(tmp_path / "en.pth")
     with pytest.raises(FileNotFoundError, match="en.onnx.*export_onnx"):
-        test_script.main(["-r", str(ckpt), "-o", str(tmp_path / "r.json"), "--runtime", "onnx"])
+        evaluation.main(["-r", str(ckpt), "-o", str(tmp_path / "r.json"), "--runtime", "onnx"])
     ru = tiny_conformer_checkpoint(tmp_path / "ru.pth", alphabet="ru")
     export_onnx_tool.main(["-r", str(ru)])
     with pytest.raises(ConfigError, match="ru.onnx outputs 34 tokens but .*en.pth's text encoder has 29"):
-        test_script.main(
+        evaluation.main(
             ["-r", str(ckpt), "-o", str(tmp_path / "r.json"), "--runtime", "onnx", "--onnx", str(tmp_path / "ru.onnx")]
         )
 

@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 import torch
 
-import test as test_script
 import train as train_script
+from hw_asr import evaluation
 from hw_asr.checkpoint import load_checkpoint
 from hw_asr.config import ConfigError, load_config, write_config
 from hw_asr.datasets.librispeech_dataset import URLS
@@ -213,7 +213,7 @@ def broken_folder(root):
 def test_test_py_never_scores_other_audio_in_place_of_a_broken_file(tmp_path, trained, capsys):
     folder = broken_folder(tmp_path / "audio")
     out = tmp_path / "r.json"
-    result = test_script.main(
+    result = evaluation.main(
         ["-r", str(trained / "checkpoint-epoch2.pth"), "-o", str(out), "-t", str(folder), "-b", "2"]
     )
     paths = [r["audio_path"] for r in result["utterances"]]
@@ -231,7 +231,7 @@ def test_test_py_writes_standard_json_when_nothing_has_a_transcript(tmp_path, tr
     write_audio(folder / "a.wav")
     write_audio(folder / "b.wav", freq=500)
     out = tmp_path / "r.json"
-    test_script.main(["-r", str(trained / "checkpoint-epoch2.pth"), "-o", str(out), "-t", str(folder)])
+    evaluation.main(["-r", str(trained / "checkpoint-epoch2.pth"), "-o", str(out), "-t", str(folder)])
     result = strict_json(out)
     assert result["decoders"]["argmax"] == {"WER": None, "CER": None}
     assert all(r["ground_truth"] is None and isinstance(r["pred_argmax"], str) for r in result["utterances"])
@@ -240,27 +240,27 @@ def test_test_py_writes_standard_json_when_nothing_has_a_transcript(tmp_path, tr
 
 def test_test_py_with_a_training_config_leaves_out_the_train_split(tmp_path, trained):
     config = trained / "config.json"
-    result = test_script.main(
+    result = evaluation.main(
         ["-r", str(trained / "checkpoint-epoch2.pth"), "-o", str(tmp_path / "a.json"), "-c", str(config)]
     )
     assert list(result["splits"]) == ["val"] and {r["split"] for r in result["utterances"]} == {"val"}
-    both = test_script.main(["-r", str(trained), "-o", str(tmp_path / "b.json"), "--splits", "train,val"])
+    both = evaluation.main(["-r", str(trained), "-o", str(tmp_path / "b.json"), "--splits", "train,val"])
     assert list(both["splits"]) == ["train", "val"]
     with pytest.raises(ConfigError, match=r"--splits names \['test'\].*it has: \['train', 'val'\]"):
-        test_script.main(["-r", str(trained), "-o", str(tmp_path / "c.json"), "--splits", "test"])
+        evaluation.main(["-r", str(trained), "-o", str(tmp_path / "c.json"), "--splits", "test"])
 
 
 def test_test_py_takes_a_run_folder(tmp_path, trained):
-    result = test_script.main(["-r", str(trained), "-o", str(tmp_path / "r.json")])
+    result = evaluation.main(["-r", str(trained), "-o", str(tmp_path / "r.json")])
     assert result["checkpoint"] == str(trained / "checkpoint-epoch2.pth")  # TINY monitors nothing: no model_best
     (trained / "model_best.pth").write_bytes((trained / "checkpoint-epoch1.pth").read_bytes())
     try:
-        result = test_script.main(["-r", str(trained), "-o", str(tmp_path / "r.json")])
+        result = evaluation.main(["-r", str(trained), "-o", str(tmp_path / "r.json")])
         assert result["checkpoint"] == str(trained / "model_best.pth")
     finally:
         (trained / "model_best.pth").unlink()
     with pytest.raises(Exception, match="no model_best.pth or checkpoint-\\*.pth in the folder"):
-        test_script.main(["-r", str(tmp_path), "-o", str(tmp_path / "r.json")])
+        evaluation.main(["-r", str(tmp_path), "-o", str(tmp_path / "r.json")])
 
 
 def test_a_missing_language_model_is_named_with_the_command_that_builds_it(tmp_path, trained):
@@ -274,10 +274,10 @@ def test_a_missing_language_model_is_named_with_the_command_that_builds_it(tmp_p
         train_script.main(["-c", str(recipe), f"trainer.save_dir={tmp_path}"])
     decoders = json.dumps(load_config(recipe)["decoders"])
     with pytest.raises(ConfigError, match="file not found: data/lm/mini_librispeech_4gram.bin"):
-        test_script.main(["-r", str(trained), "-o", str(tmp_path / "r.json"), f"decoders={decoders}"])
+        evaluation.main(["-r", str(trained), "-o", str(tmp_path / "r.json"), f"decoders={decoders}"])
     assert not (tmp_path / "r.json").exists()
     with pytest.raises(ConfigError, match=r"librispeech_4gram.bin; ./download_artifacts.sh"):
-        test_script.main(
+        evaluation.main(
             [
                 "-r",
                 str(trained),

@@ -57,17 +57,17 @@ def test_the_default_keeps_freed_memory_on_the_cpu_only(monkeypatch, setting, de
 
 
 def test_test_py_keeps_freed_memory_on_the_cpu_unless_told_not_to(tmp_path, monkeypatch):
-    import test as test_script
+    from hw_asr import evaluation
 
     seen = []
     monkeypatch.setattr(
-        test_script, "configure_host_memory", lambda setting, device: seen.append((setting, device.type))
+        evaluation, "configure_host_memory", lambda setting, device: seen.append((setting, device.type))
     )
     missing = str(tmp_path / "missing.pth")  # set before the checkpoint is read, so a missing one will do
     for extra in ([], ["trainer.keep_freed_memory=false"]):
         with pytest.raises((FileNotFoundError, CheckpointError)):
-            test_script.main(["-r", missing, "-d", "cpu", *extra])
+            evaluation.main(["-r", missing, "-d", "cpu", *extra])
     assert seen == [(None, "cpu"), (False, "cpu")]
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="trainer.keep_freed_memory must be true, false or null, got 2"):
-        test_script.main(["-r", missing, "-d", "cpu", "trainer.keep_freed_memory=2"])
+        evaluation.main(["-r", missing, "-d", "cpu", "trainer.keep_freed_memory=2"])

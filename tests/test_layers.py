@@ -25,11 +25,12 @@ LAYERS = [
             "inference",
             "alignment",
             "export",
+            "visual",
             "data",
         },
     ),
     ("builder", {"builder"}),
-    ("top", {"trainer", "ensemble"}),
+    ("top", {"trainer", "ensemble", "evaluation", "run"}),
     ("cli", {"tools"}),
 ]
 

@@ -39,9 +39,9 @@ def test_tune_lm_grid_searches_and_writes_the_best_pair(tmp_path):
     assert tuned["decoders"]["beam_lm"]["args"]["beta"] == beta in (0.0, 1.0)
     assert tuned["data"]["val"], "the written config is complete"
     # the README's next command: test.py -c tuned_config.json scores the validation split with the tuned decoder
-    import test as test_script
+    from hw_asr import evaluation
 
-    result = test_script.main(
+    result = evaluation.main(
         ["-r", str(run_dir / "checkpoint-epoch1.pth"), "-c", str(out), "-o", str(tmp_path / "result.json")]
     )
     assert list(result["splits"]) == ["val"] and set(result["decoders"]) == {"argmax", "beam_lm"}

@@ -81,12 +81,12 @@ def test_a_missing_or_foreign_result_is_a_clear_error(tmp_path, capsys):
 
 def test_report_of_a_real_run_aligns_the_hypotheses_with_its_checkpoint(tmp_path, monkeypatch):
     import hw_asr.visual as visual
-    import test as test_script
+    from hw_asr import evaluation
     from tests.test_training import TINY, run_train
 
     run_dir = run_train(tmp_path, *TINY, "trainer.epochs=1")
     path = tmp_path / "result.json"
-    test_script.main(["-r", str(run_dir / "checkpoint-epoch1.pth"), "-o", str(path), "--splits", "val"])
+    evaluation.main(["-r", str(run_dir / "checkpoint-epoch1.pth"), "-o", str(path), "--splits", "val"])
     result = json.loads(path.read_text())
     assert result["utterances"] and "words" not in result["utterances"][0]
     for r in result["utterances"]:  # a hypothesis with words to align, whatever the barely trained model said

@@ -5,11 +5,12 @@ import pytest
 import soundfile as sf
 import torch
 
-import test as test_script
 import train as train_script
-from hw_asr.builder import build_lr_scheduler, build_model, build_optimizer, build_text_encoder
+from hw_asr import evaluation
+from hw_asr.builder import build_lr_scheduler, build_model, build_optimizer, build_text_encoder, compile_options
 from hw_asr.checkpoint import load_checkpoint
 from hw_asr.config import ConfigError, load_config
+from hw_asr.inference import allow_tf32
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.tools import plot_metrics
 from hw_asr.trainer.trainer import Trainer, load_matching_weights
@@ -57,13 +58,13 @@ def test_compiled_training_saves_plain_weights_and_resumes_uncompiled(tmp_path, 
     assert rows and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in rows)
     run_train(tmp_path, "trainer.epochs=2", "trainer.compile=false", resume=run_dir / "checkpoint-epoch1.pth")
     assert load_checkpoint(run_dir / "checkpoint-epoch2.pth")["epoch"] == 2
-    assert train_script.compile_options(True) == {"dynamic": True}
-    assert train_script.compile_options({"mode": "max-autotune", "dynamic": False}) == {
+    assert compile_options(True) == {"dynamic": True}
+    assert compile_options({"mode": "max-autotune", "dynamic": False}) == {
         "dynamic": False,
         "mode": "max-autotune",
     }
     with pytest.raises(train_script.ConfigError, match="trainer.compile"):
-        train_script.compile_options(3)
+        compile_options(3)
     with pytest.raises(train_script.ConfigError, match="trainer.compile"):  # refused before anything is built
         run_train(tmp_path, *TINY, "trainer.compile=3")
 
@@ -80,7 +81,7 @@ def test_allow_tf32_sets_matrix_products_and_convolutions_together():
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         for enabled in (True, False):
-            train_script.allow_tf32(enabled)
+            allow_tf32(enabled)
             assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (enabled, enabled)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
@@ -98,7 +99,7 @@ def test_one_batch_overfit(tmp_path):
     plot_metrics.main([str(run_dir / "metrics.jsonl"), "-o", str(tmp_path / "curves.png")])
     assert (tmp_path / "curves.png").stat().st_size > 1000
     # word timestamps from the trained model: its words in order, inside the utterance, confident
-    result = test_script.main(["-r", str(run_dir), "-o", str(tmp_path / "words.json"), "--timestamps"])
+    result = evaluation.main(["-r", str(run_dir), "-o", str(tmp_path / "words.json"), "--timestamps"])
     right = [r for r in result["utterances"] if r["pred_argmax"] == r["ground_truth"]]
     assert len(right) >= 6
     for row in right:
@@ -178,7 +179,7 @@ def test_test_py_reproduces_validation_metrics(tmp_path):
     run_dir = run_train(tmp_path, *TINY)
     logged = epoch_rows(run_dir)[-1]
     out = tmp_path / "result.json"
-    result = test_script.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(out), "-b", "3"])
+    result = evaluation.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(out), "-b", "3"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     val = result["splits"]["val"]["argmax"]
     assert val["WER"] == pytest.approx(logged["val_WER (argmax)"], abs=1e-9)
@@ -187,14 +188,14 @@ def test_test_py_reproduces_validation_metrics(tmp_path):
     rows = result["utterances"]
     assert len(rows) == 8 and {"audio_path", "ground_truth", "pred_argmax"} <= rows[0].keys()
     assert "words" not in rows[0]
-    timed = test_script.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(out), "--timestamps"])
+    timed = evaluation.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(out), "--timestamps"])
     for row in timed["utterances"]:  # a half-trained model: whatever it says, its words are timed in order
         assert [w["word"] for w in row["words"]] == row["pred_argmax"].split()
         assert all(w["start"] < w["end"] for w in row["words"])
     with pytest.raises(ConfigError, match="--timestamps names decoder 'beam'"):
-        test_script.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(out), "--timestamps", "beam"])
+        evaluation.main(["-r", str(run_dir / "checkpoint-epoch2.pth"), "-o", str(out), "--timestamps", "beam"])
 
-    folder = test_script.main(
+    folder = evaluation.main(
         [
             "-r",
             str(run_dir / "checkpoint-epoch2.pth"),
@@ -283,7 +284,7 @@ def test_sentencepiece_run_and_test_py(tmp_path):
     spm.unlink()  # the checkpoint alone must be enough
     state = load_checkpoint(ckpt)
     assert state["text_encoder"]["type"] == "SentencePieceTextEncoder"
-    result = test_script.main(["-r", str(ckpt), "-o", str(tmp_path / "r.json")])
+    result = evaluation.main(["-r", str(ckpt), "-o", str(tmp_path / "r.json")])
     assert len(result["utterances"]) == 8
 
 
@@ -372,7 +373,7 @@ def test_average_checkpoints_of_a_run(tmp_path, capsys):
     out = average_checkpoints.main([str(run_dir), "--best", "2", "-o", str(tmp_path / "best.pth")])
     assert load_checkpoint(out)["averaged_from"] == [str(run_dir / f"checkpoint-epoch{e}.pth") for e in best_two]
     # loadable by test.py, refused by a resume
-    test_script.main(["-r", str(out), "-o", str(tmp_path / "result.json")])
+    evaluation.main(["-r", str(out), "-o", str(tmp_path / "result.json")])
     assert json.loads((tmp_path / "result.json").read_text())["counts"]["decoded"] > 0
     with pytest.raises(ConfigError, match="holds no optimiser state"):
         train_script.main(["-r", str(out), "trainer.epochs=5"])

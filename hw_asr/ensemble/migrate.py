@@ -17,6 +17,12 @@ from hw_asr.ensemble.ensemble import load_ensemble_state
 from hw_asr.files import write_json
 
 
+def back_up_and_write(path, write):
+    """Keep the original as ``<file>.bak``, then ``write(path)`` the migrated content."""
+    shutil.copy2(path, path.with_name(path.name + ".bak"))
+    write(path)
+
+
 def migrate_json(path):
     cfg = json.loads(path.read_text(encoding="utf-8"))
     changed = False
@@ -28,8 +34,7 @@ def migrate_json(path):
         cfg["confidence"] = cfg.pop("confidence_cfg")
         changed = True
     if changed:
-        shutil.copy2(path, path.with_name(path.name + ".bak"))
-        write_json(path, cfg)
+        back_up_and_write(path, lambda p: write_json(p, cfg))
     return changed
 
 
@@ -37,8 +42,7 @@ def migrate_ensemble_file(path):
     state = load_ensemble_state(path)
     state["confidence"], changed = migrate_confidence(state["confidence"])
     if changed:
-        shutil.copy2(path, path.with_name(path.name + ".bak"))
-        save_checkpoint(state, path)
+        back_up_and_write(path, lambda p: save_checkpoint(state, p))
     return changed
 
 

@@ -100,6 +100,9 @@ class Trainer:
     logging) and ``on_log(trainer, media)`` (a logging step was written; ``media``: media (spectrogram, audio,
     predictions) went to comet or TensorBoard too). Benchmarks time and record steps through them.
 
+    ``trainer_config``: the parsed ``trainer`` block (:func:`hw_asr.builder.validate_config` returns it; parsed
+    from ``config`` when not given).
+
     Under torchrun ``model`` is wrapped in DistributedDataParallel: every rank trains
     on its shard, metrics are summed over ranks, and only rank 0 writes files.
     """
@@ -121,6 +124,7 @@ class Trainer:
         dist_info=None,
         decoders=None,
         callbacks=(),
+        trainer_config=None,
     ):
         self.model, self.criterion, self.metrics = model, criterion, metrics
         self.raw_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
@@ -129,7 +133,7 @@ class Trainer:
         self.config, self.device, self.run_dir, self.writer = config, device, Path(run_dir), writer
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
         self.sample_rate = sample_rate(config)
-        cfg = TrainerConfig.from_dict(config["trainer"])
+        cfg = trainer_config or TrainerConfig.from_dict(config["trainer"])  # parsed by the builder, or here
         self.epochs = cfg.epochs
         self.len_epoch = cfg.steps_per_epoch(len(train_loader))
         self.log_step, self.media_step = cfg.log_step, cfg.media_step
