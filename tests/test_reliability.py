@@ -366,11 +366,12 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
 )
 def test_config_mistakes_fail_fast_before_anything_is_built(tmp_path, monkeypatch, override, message):
     import hw_asr.builder as builder
+    import hw_asr.run as run
 
     def must_not_build(*a, **k):
         raise AssertionError("a dataset was built before the config was checked")
 
-    monkeypatch.setattr(train_script, "build_dataset", must_not_build)
+    monkeypatch.setattr(run, "build_dataset", must_not_build)  # where the run is assembled
     start = time.perf_counter()
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("'", ".")):
         run_train(tmp_path, override)
