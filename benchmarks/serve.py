@@ -50,7 +50,8 @@ def free_port():
 
 
 class Server:
-    """A uvicorn server for ``transcriber`` in a thread of this process, on a free loopback port."""
+    """A uvicorn server for ``transcriber`` in a thread of this process, on a free loopback port; as a
+    context manager it yields the server's base URL once it is serving."""
 
     def __init__(self, transcriber):
         import uvicorn
@@ -67,7 +68,7 @@ class Server:
             if time.monotonic() > deadline:
                 raise SystemExit("error: the server did not start within 30 s")
             time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}/transcribe"
+        return f"http://127.0.0.1:{self.port}/"
 
     def __exit__(self, *exc):
         self.server.should_exit = True
@@ -84,7 +85,8 @@ def post(client, url, data):
 def measure(transcriber, data, requests, clients, max_wall_s):
     import httpx
 
-    with Server(transcriber) as url, httpx.Client() as client:
+    with Server(transcriber) as base, httpx.Client() as client:
+        url = base + "transcribe"
         post(client, url, data)  # warm-up
         latencies = [post(client, url, data) for _ in range(requests)]
         stop = time.perf_counter() + max_wall_s

@@ -83,6 +83,20 @@ def output_frame_seconds(model, audio_length, output_length, sample_rate):
     return model.frontend.hop_length * reduction / sample_rate
 
 
+def align_batch(model, audio_length, outputs, texts, encoder, sample_rate):
+    """The words of ``texts[i]`` aligned to utterance ``i`` of a batch's model ``outputs`` (``log_probs``,
+    ``log_probs_length``), for the first ``len(texts)`` utterances: a list of :func:`align_words` results,
+    None where the text is None or cannot be aligned. Frame times as :func:`output_frame_seconds` gives
+    them for the whole batch (``audio_length``)."""
+    lengths = outputs["log_probs_length"].cpu()
+    frame_seconds = output_frame_seconds(model, audio_length.cpu(), lengths, sample_rate)
+    log_probs = outputs["log_probs"][: len(texts)].float().cpu()
+    return [
+        None if text is None else align_words(log_probs[i, : int(lengths[i])], text, encoder, frame_seconds)
+        for i, text in enumerate(texts)
+    ]
+
+
 def align_words(log_probs, text, encoder, frame_seconds):
     """Words of ``text`` (e.g. the decoded hypothesis) with times and confidences from ``log_probs [T, V]``:
     ``[{"word", "start", "end", "confidence", "min_confidence"}, ...]``; ``[]`` for an empty text, None

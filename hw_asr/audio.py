@@ -29,6 +29,10 @@ class AudioError(RuntimeError):
         return str(self).split(": ", 1)[-1]
 
 
+class UndecodableAudio(AudioError):
+    """The file is not audio that soundfile can decode (as opposed to decodable but empty or non-finite)."""
+
+
 def audio_duration(path):
     """Duration in seconds from the file header (no decoding)."""
     try:
@@ -40,18 +44,29 @@ def audio_duration(path):
     return info.frames / info.samplerate
 
 
+def decode_audio(source, name=None):
+    """``(float32 mono samples, sample rate)`` of a path or a file object, at the file's own rate.
+
+    Raises :class:`UndecodableAudio` for what is not decodable audio and AudioError for empty or
+    non-finite audio, the message naming ``name`` (default: the path).
+    """
+    name = source if name is None else name
+    try:
+        data, sr = sf.read(source if hasattr(source, "read") else str(source), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise UndecodableAudio(f"{name}: cannot decode audio: {e}") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples)")
+    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{name}: audio contains NaN or infinite samples")
+    return audio, sr
+
+
 def load_audio(path, sample_rate=16000):
     """Read a file as float32 mono at ``sample_rate``.
 
     Raises AudioError naming the file for unreadable, empty or non-finite audio.
     """
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:
-        raise AudioError(f"{path}: cannot decode audio: {e}") from None
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: audio is empty (0 samples)")
-    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(audio).all():
-        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    audio, sr = decode_audio(path)
     return resample(audio, sr, sample_rate)

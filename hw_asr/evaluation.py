@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hw_asr.alignment import align_words, output_frame_seconds
+from hw_asr.alignment import align_batch
 from hw_asr.audio import AudioError, load_audio
 from hw_asr.builder import build_dataloader, build_dataset, build_decoders, eval_splits, load_model
 from hw_asr.checkpoint import (
@@ -153,13 +153,7 @@ def evaluate(model, encoder, loaders, decoders, device, timestamps_of=None, samp
 
 def word_rows(model, batch, outputs, texts, encoder, sample_rate):
     """``[{"words": [...]}, ...]`` for a batch: each text aligned to its utterance's log-probs."""
-    lengths = outputs["log_probs_length"].cpu()
-    frame_seconds = output_frame_seconds(model, batch["audio_length"].cpu(), lengths, sample_rate)
-    log_probs = outputs["log_probs"].float().cpu()
-    return [
-        {"words": None if text is None else align_words(log_probs[i, : lengths[i]], text, encoder, frame_seconds)}
-        for i, text in enumerate(texts)
-    ]
+    return [{"words": w} for w in align_batch(model, batch["audio_length"], outputs, texts, encoder, sample_rate)]
 
 
 def evaluate_ensemble(ensemble, datasets, decoders, batch_size=8, chunk=64):

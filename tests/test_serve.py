@@ -2,9 +2,6 @@
 
 import io
 import shutil
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -115,28 +112,12 @@ def test_a_run_folder_serves_its_best_checkpoint_and_a_missing_onnx_source_is_na
         serve.load_transcriber(onnx_path)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server():
-    import uvicorn
+    from benchmarks.serve import Server
 
-    port = free_port()
-    config = uvicorn.Config(serve.create_app(oracle_transcriber()), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the server did not start within 20 s"
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with Server(oracle_transcriber()) as url:
+        yield url
 
 
 def chromium():

@@ -98,13 +98,12 @@ def _make_tensorboard(run_dir):
     return SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
 
-def _markdown_table(rows):
-    """Prediction rows as a Markdown table (TensorBoard's text tab renders it)."""
-    headers = list(rows[0])
+def markdown_table(headers, rows):
+    """A Markdown table of ``rows`` (sequences in the order of ``headers``); floats to 3 decimals, ``|``
+    escaped. TensorBoard's text tab and the error report render it."""
     cell = lambda v: (f"{v:.3f}" if isinstance(v, float) else str(v)).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(r[h]) for h in headers) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
 def spectrogram_image(feats):
@@ -209,7 +208,9 @@ class Writer:
                 headers=headers,
             )
         if self.tensorboard is not None and rows:
-            self.tensorboard.add_text(f"{split}/predictions", _markdown_table(rows), step)
+            self.tensorboard.add_text(
+                f"{split}/predictions", markdown_table(list(rows[0]), [list(r.values()) for r in rows]), step
+            )
             self.tensorboard.flush()
 
     def close(self):

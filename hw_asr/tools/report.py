@@ -28,7 +28,8 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-from hw_asr.audio import AudioError, load_audio
+from hw_asr.audio import AudioError, audio_duration, load_audio
+from hw_asr.logger.writer import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +88,10 @@ def word_errors(rows: list[dict], decoder: str) -> dict:
 
 def duration_of(path: str) -> float | None:
     """Seconds of audio from the file's header; None where it cannot be read."""
-    import soundfile as sf
-
     try:
-        info = sf.info(path)
-    except Exception:
+        return audio_duration(path)
+    except AudioError:
         return None
-    return info.frames / info.samplerate if info.samplerate else None
 
 
 def wer_by_length(rows: list[dict], decoder: str, bins: int = 5) -> list[dict]:
@@ -133,12 +131,6 @@ def _bar_chart(path, groups, series, title, ylabel):
     plt.close(fig)
 
 
-def _markdown_table(headers, rows):
-    esc = lambda v: (f"{v:.3f}" if isinstance(v, float) else str(v)).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(esc(v) for v in row) + " |" for row in rows])
-
-
 class Aligner:
     """Aligns hypotheses to audio with a checkpoint's model (loaded once)."""
 
@@ -151,15 +143,13 @@ class Aligner:
     def words(self, audio, text):
         import torch
 
-        from hw_asr.alignment import align_words, output_frame_seconds
+        from hw_asr.alignment import align_batch
 
         wave = torch.as_tensor(audio, dtype=torch.float32).reshape(1, -1)
         length = torch.tensor([wave.shape[1]])
         with torch.no_grad():
             out = self.model(wave, length)
-        frames = out["log_probs_length"]
-        seconds = output_frame_seconds(self.model, length, frames, self.sample_rate)
-        return align_words(out["log_probs"][0, : int(frames[0])], text, self.encoder, seconds)
+        return align_batch(self.model, length, out, [text], self.encoder, self.sample_rate)[0]
 
 
 def make_report(result_path, out_dir, worst=5, align=True) -> Path:
@@ -203,7 +193,7 @@ def make_report(result_path, out_dir, worst=5, align=True) -> Path:
     )
     page += ["## WER and CER", "", "![WER and CER per decoder](wer_cer.png)", ""]
     page.append(
-        _markdown_table(
+        markdown_table(
             ["decoder", "WER", "CER", *kinds],
             [[d, scores[d]["WER"], scores[d]["CER"], *(errors[d][k] for k in kinds)] for d in decoders],
         )
@@ -213,9 +203,7 @@ def make_report(result_path, out_dir, worst=5, align=True) -> Path:
     e = errors[first]
     page += [f"## Most confused words ({first})", ""]
     page.append(
-        _markdown_table(
-            ["reference", "hypothesis", "times"], [[r, h, n] for (r, h), n in e["confused"].most_common(15)]
-        )
+        markdown_table(["reference", "hypothesis", "times"], [[r, h, n] for (r, h), n in e["confused"].most_common(15)])
     )
     page += ["", f"Most deleted: {', '.join(f'{w} ({n})' for w, n in e['deleted'].most_common(10)) or 'none'}."]
     page += [f"Most inserted: {', '.join(f'{w} ({n})' for w, n in e['inserted'].most_common(10)) or 'none'}.", ""]
@@ -233,7 +221,7 @@ def make_report(result_path, out_dir, worst=5, align=True) -> Path:
         )
         page += [f"## WER by utterance length ({first})", "", "![WER by length](wer_by_length.png)", ""]
         page.append(
-            _markdown_table(
+            markdown_table(
                 ["seconds", "utterances", "WER"],
                 [[lab, b["utterances"], b["wer"]] for lab, b in zip(labels, by_length)],
             )

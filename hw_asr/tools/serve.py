@@ -28,11 +28,10 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from hw_asr.alignment import align_words, output_frame_seconds
-from hw_asr.audio import resample
+from hw_asr.alignment import align_batch
+from hw_asr.audio import AudioError, UndecodableAudio, decode_audio, resample
 from hw_asr.builder import build_decoders, config_sample_rate, load_model
 from hw_asr.checkpoint import find_checkpoint
 from hw_asr.config import ConfigError, apply_overrides
@@ -77,21 +76,18 @@ class Transcriber:
         if len(data) > MAX_UPLOAD_BYTES:
             raise BadAudio(413, f"{filename}: {len(data)} bytes; this server takes at most {MAX_UPLOAD_BYTES}")
         try:
-            wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except Exception as e:
-            raise BadAudio(415, f"{filename}: not audio that can be decoded ({e})") from None
-        if wave.shape[0] == 0:
-            raise BadAudio(400, f"{filename}: the audio is empty (0 samples)")
-        duration = wave.shape[0] / rate
+            mono, rate = decode_audio(io.BytesIO(data), filename)
+        except UndecodableAudio as e:
+            raise BadAudio(415, f"{filename}: not audio that can be decoded ({e.reason})") from None
+        except AudioError as e:  # empty, or NaN / infinite samples
+            raise BadAudio(400, f"{filename}: the {e.reason}") from None
+        duration = len(mono) / rate
         if duration > self.max_seconds:
             raise BadAudio(
                 413, f"{filename}: {duration:.1f} s of audio; this server takes at most {self.max_seconds:g} s"
             )
         if rate < MIN_SAMPLE_RATE:
             raise BadAudio(422, f"{filename}: sample rate {rate} Hz is below {MIN_SAMPLE_RATE} Hz; record at 16 kHz")
-        mono = wave.mean(axis=1)
-        if not np.isfinite(mono).all():
-            raise BadAudio(400, f"{filename}: the audio contains NaN or infinite samples")
         return resample(mono, rate, self.sample_rate), rate, duration
 
     def transcribe(self, data: bytes, filename: str = "upload") -> dict:
@@ -100,11 +96,11 @@ class Transcriber:
         length = torch.tensor([wave.shape[1]])
         with self.lock, torch.no_grad():
             out = self.model(audio=wave, audio_length=length)
-            log_probs, lengths = out["log_probs"].float().cpu(), out["log_probs_length"].cpu()
-            hyps = decode_batch(log_probs, lengths, self.encoder, self.decoders)
-        seconds = output_frame_seconds(self.model, length, lengths, self.sample_rate)
-        text = hyps[self.timestamps_of][0]
-        words = align_words(log_probs[0, : int(lengths[0])], text, self.encoder, seconds) if text is not None else None
+            hyps = decode_batch(
+                out["log_probs"].float().cpu(), out["log_probs_length"].cpu(), self.encoder, self.decoders
+            )
+        texts = hyps[self.timestamps_of][:1]
+        words = align_batch(self.model, length, out, texts, self.encoder, self.sample_rate)[0]
         row = {"audio_path": filename, "ground_truth": None, "words": words}
         row.update({f"pred_{d}": hyps[d][0] for d in self.decoders})
         return {**row, "duration": round(duration, 3), "sample_rate": rate}

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hw_asr.alignment import align_words, output_frame_seconds
+from hw_asr.alignment import align_batch
 from hw_asr.checkpoint import (
     compare_weights,
     epoch_checkpoints,
@@ -599,13 +599,11 @@ class Trainer:
 
     def _log_alignment(self, split, batch, outputs, text):
         """The first utterance of the evaluation: its spectrogram with the greedy words at their aligned times."""
-        lengths = outputs["log_probs_length"][:1].cpu()
-        audio_length = batch["audio_length"][:1].cpu()
-        seconds = output_frame_seconds(self.raw_model, audio_length, lengths, self.sample_rate)
-        log_probs = outputs["log_probs"][0, : int(lengths[0])].float().cpu()
-        words = align_words(log_probs, text, self.text_encoder, seconds)
-        audio = batch["audio"][0, : int(audio_length[0])].float().cpu()
-        figure = alignment_figure(audio, self.sample_rate, words, title=f"greedy: {text}", reference=batch["text"][0])
+        words = align_batch(self.raw_model, batch["audio_length"], outputs, [text], self.text_encoder, self.sample_rate)
+        audio = batch["audio"][0, : int(batch["audio_length"][0])].float().cpu()
+        figure = alignment_figure(
+            audio, self.sample_rate, words[0], title=f"greedy: {text}", reference=batch["text"][0]
+        )
         self.writer.log_figure(self.step, split, "alignment", figure)
 
     def evaluate(self, split, loader):
