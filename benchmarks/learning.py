@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from hw_asr.checkpoint import epoch_checkpoints, load_checkpoint  # noqa: E402
+from hw_asr.config import load_config  # noqa: E402
 
 SHORT_NAMES = {"deepspeech2": REPO / "configs" / "recipes" / "mini_librispeech_baseline.json"}
 
@@ -56,9 +57,12 @@ def recipe_path(name):
 
 
 def dataset_block(path, max_audio_length=None):
-    """The dataset block for a manifest file or a LibriSpeech part folder."""
+    """The dataset block for a manifest file, a LibriSpeech part folder or a Shar folder (``export_shar``)."""
     path = Path(path).resolve()
-    if path.is_file():
+    if (path / "shar_index.json").is_file():
+        args = {"shar_dir": str(path)}
+        block = {"type": "SharDataset", "args": args}
+    elif path.is_file():
         args = {"manifest_path": str(path)}
         block = {"type": "ManifestDataset", "args": args}
     elif path.is_dir() and path.parent.name == "LibriSpeech":
@@ -66,7 +70,8 @@ def dataset_block(path, max_audio_length=None):
         block = {"type": "LibrispeechDataset", "args": args}
     else:
         raise SystemExit(
-            f"error: {path} is neither a manifest file nor a LibriSpeech part folder (.../LibriSpeech/<part>)"
+            f"error: {path} is neither a manifest file, a LibriSpeech part folder (.../LibriSpeech/<part>) nor a "
+            f"Shar folder (python -m hw_asr.tools.export_shar)"
         )
     if max_audio_length:
         args["max_audio_length"] = max_audio_length
@@ -134,6 +139,19 @@ def train_for_budget(cmd, budget_s, log_path):
     return time.perf_counter() - start, stopped
 
 
+def stream_sampler_block(config):
+    """A ``StreamBucketSampler`` that batches like the recipe's train split (its ``max_batch_seconds`` or
+    ``batch_size``, and its ``length_grid``)."""
+    data = config["data"]["train"]
+    sampler_args = (data.get("batch_sampler") or {}).get("args", {})
+    keep = {k: sampler_args[k] for k in ("max_batch_seconds", "batch_size", "length_grid") if k in sampler_args}
+    if "max_batch_seconds" not in keep and "batch_size" not in keep:
+        keep["batch_size"] = data["batch_size"]
+    if "max_batch_seconds" in keep:
+        keep.pop("batch_size", None)
+    return {"type": "StreamBucketSampler", "args": keep}
+
+
 def run_recipe(name, args, out_dir):
     recipe = recipe_path(name)
     run_name = Path(name).stem
@@ -144,6 +162,8 @@ def run_recipe(name, args, out_dir):
         "data.train.datasets": [dataset_block(args.train, args.max_audio_length)],
         "data.val.datasets": [dataset_block(args.dev)],
     }
+    if data["data.train.datasets"][0]["type"] == "SharDataset":  # streamed: the recipe's batch size, streamed
+        data["data.train.batch_sampler"] = stream_sampler_block(load_config(recipe))
     overrides = [f"{k}={json.dumps(v)}" for k, v in data.items()] + [
         f"trainer.epochs={epochs}",
         f"trainer.len_epoch={args.epoch_steps}",

@@ -108,6 +108,16 @@ def build_dataset(config, split, encoder, train=None):
         )
         for i, s in enumerate(specs)
     ]
+    streamed = [i for i, p in enumerate(parts) if getattr(p, "streaming", False)]
+    if streamed and (len(parts) > 1 or not train):
+        raise ConfigError(
+            f"data.{split}.datasets.{streamed[0]} ({parts[streamed[0]].describe()}) is streamed from shards: "
+            + (
+                "it trains alone (give several folders in its shar_dir instead of several datasets)"
+                if train
+                else "streams are for training; evaluate with a manifest or a corpus folder"
+            )
+        )
     for i, p in enumerate(parts):
         if len(p) == 0:
             raise ConfigError(f"data.{split}.datasets.{i} ({p.describe()}) has no usable utterances")
@@ -138,8 +148,20 @@ def build_dataloader(config, split, dataset, seed=0, train=None):
         "args": {"batch_size": cfg.batch_size, "shuffle": train, "drop_last": False},
     }
     sampler_args = {} if "seed" in sampler_spec.get("args", {}) else {"seed": seed}
+    sampler_class = lookup(sampler_spec.get("type"), [batch_sampler], f"data.{split}.batch_sampler.type")
+    if getattr(dataset, "streaming", False) != getattr(sampler_class, "streams", False):
+        raise ConfigError(
+            f"data.{split}: {type(dataset).__name__} is "
+            + (
+                "streamed from shards: give it a batch_sampler of type StreamBucketSampler"
+                if getattr(dataset, "streaming", False)
+                else f"not streamed: {sampler_spec['type']} batches only a streamed dataset such as SharDataset"
+            )
+        )
     sampler = resolve(sampler_spec, batch_sampler, f"data.{split}.batch_sampler", dataset, **sampler_args)
     num_workers = resolve_num_workers(cfg.num_workers, f"data.{split}.num_workers")
+    if getattr(sampler, "streams", False):
+        return stream_loader(config, split, sampler, num_workers, seed, cfg)
     # A loader of its own generator: creating an iterator then draws no number from the
     # global RNG, so validation and resumes leave the training random stream unchanged.
     grid = getattr(sampler, "length_grid", None)
@@ -159,6 +181,29 @@ def build_dataloader(config, split, dataset, seed=0, train=None):
     return loader
 
 
+def stream_loader(config, split, sampler, num_workers, seed, cfg):
+    """The loader of a streamed split: the sampler yields whole batches (lists of items), read by
+    ``num_workers`` workers each from shards of its own; persistent workers would not see ``set_epoch``."""
+    shards, need = len(sampler.dataset.shards), sampler.world_size * max(num_workers, 1)
+    if shards < need:
+        raise ConfigError(
+            f"data.{split}: {sampler.dataset.describe()} has {shards} shard(s); {sampler.world_size} process(es) "
+            f"x {max(num_workers, 1)} loader worker(s) need at least {need}, one per reader. Lower "
+            f"data.{split}.num_workers or export the data again with a smaller --shard-size"
+        )
+    sampler.num_workers = num_workers
+    grid = sampler.length_grid
+    return DataLoader(
+        sampler,
+        batch_size=None,
+        collate_fn=functools.partial(collate_fn, length_grid=grid, sample_rate=config_sample_rate(config)),
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory,
+        prefetch_factor=cfg.prefetch_factor if num_workers > 0 else None,
+    )
+
+
 def check_batches(config, split, loader, world_size=1):
     """Refuse a split that gives this process no batch: an epoch of it would never end. Under torchrun
     every rank needs a batch of its own, and training drops an incomplete global batch."""
@@ -166,6 +211,15 @@ def check_batches(config, split, loader, world_size=1):
         return
     n = len(loader.dataset)
     sampler = loader.batch_sampler
+    if sampler is None:  # a stream: the loader's dataset is its sampler
+        stream = loader.dataset
+        unit = f"{stream.max_batch_seconds} s" if stream.batch_size is None else f"{stream.batch_size} utterances"
+        raise ConfigError(
+            f"data.{split} gives no batch to each of {world_size} process(es): {stream.dataset.describe()} "
+            f"({stream.dataset.utterances} utterances, {stream.dataset.seconds / 3600:.2f} h) makes no batch of "
+            f"{unit} per process. Lower data.{split}.batch_sampler.args.max_batch_seconds (or batch_size), add "
+            f"data, or run fewer processes"
+        )
     per_rank = getattr(sampler, "batch_size", None)
     procs = f"{world_size} process{'es' * (world_size > 1)}"
     if getattr(sampler, "max_batch_seconds", None) is not None:

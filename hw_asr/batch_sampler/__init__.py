@@ -12,17 +12,11 @@ import random
 import torch
 from torch.utils.data import Sampler
 
+from hw_asr.batch_sampler.common import grid_length, world
+from hw_asr.batch_sampler.stream import StreamBucketSampler
 from hw_asr.datasets.base_dataset import dataset_parts
 
-__all__ = ["RandomBatchSampler", "LengthBucketSampler"]
-
-
-def grid_length(seconds, ratio):
-    """The smallest point of the geometric grid ``ratio ** k`` (k any integer) at or above ``seconds``:
-    a batch padded to it is at most ``ratio - 1`` longer than its longest utterance, and the lengths a
-    whole corpus pads to are few (``log(longest / shortest) / log(ratio)``)."""
-    k = math.ceil(math.log(seconds) / math.log(ratio) - 1e-9)
-    return ratio**k
+__all__ = ["RandomBatchSampler", "LengthBucketSampler", "StreamBucketSampler"]
 
 
 def dataset_durations(dataset):
@@ -30,20 +24,10 @@ def dataset_durations(dataset):
     return [row["duration"] for part in dataset_parts(dataset) for row in part.index]
 
 
-def _world(rank, world_size):
-    if world_size is None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-    if not 0 <= (rank or 0) < world_size:
-        raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    return rank or 0, world_size
-
-
 class _EpochSampler(Sampler):
     def __init__(self, seed, rank, world_size):
         self.seed = seed
-        self.rank, self.world_size = _world(rank, world_size)
+        self.rank, self.world_size = world(rank, world_size)
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch, start_batch=0):

@@ -5,5 +5,13 @@ from hw_asr.datasets.golos_dataset import GolosDataset
 from hw_asr.datasets.librispeech_dataset import LibrispeechDataset
 from hw_asr.datasets.ljspeech_dataset import LJSpeechDataset
 from hw_asr.datasets.manifest_dataset import ManifestDataset
+from hw_asr.datasets.shar_dataset import SharDataset
 
-__all__ = ["ManifestDataset", "LibrispeechDataset", "LJSpeechDataset", "GolosDataset", "CustomDirAudioDataset"]
+__all__ = [
+    "ManifestDataset",
+    "LibrispeechDataset",
+    "LJSpeechDataset",
+    "GolosDataset",
+    "CustomDirAudioDataset",
+    "SharDataset",
+]

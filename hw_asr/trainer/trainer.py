@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from hw_asr.alignment import align_batch
+from hw_asr.batch_sampler.stream import epoch_sampler
 from hw_asr.checkpoint import (
     compare_weights,
     epoch_checkpoints,
@@ -193,7 +194,13 @@ class Trainer:
             "text_encoder": self.text_encoder.state(),
             "rng": rng_states[0],
             "rng_per_rank": rng_states,
+            **self._stream_state(),
         }
+
+    def _stream_state(self):
+        """A streamed training split's plan (seed, processes, workers, shards), checked when a run resumes."""
+        sampler = epoch_sampler(self.train_loader)
+        return {"data_stream": sampler.state_dict()} if hasattr(sampler, "state_dict") else {}
 
     def save(self, name):
         """Called on every rank (the RNG states of all ranks are gathered); rank 0 writes."""
@@ -214,6 +221,9 @@ class Trainer:
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self._resume_schedule(state["lr_scheduler"])
         self.best = state["monitor_best"]
+        sampler = epoch_sampler(self.train_loader)
+        if "data_stream" in state and hasattr(sampler, "check_resume"):
+            sampler.check_resume(state["data_stream"])
         per_rank = state.get("rng_per_rank") or []
         set_rng_state(per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else state["rng"])
         logger.info("resumed from %s: epoch %d, step %d", path, self.epoch, self.step)
@@ -240,7 +250,7 @@ class Trainer:
     # ---- data -------------------------------------------------------------------------
     def _train_stream(self):
         """Endless batches; (data_epoch, data_batch) says where, so a resume continues exactly."""
-        sampler = self.train_loader.batch_sampler
+        sampler = epoch_sampler(self.train_loader)
         base_seed = seed(self.config)
         while True:
             sampler.set_epoch(self.data_epoch, self.data_batch)
@@ -251,7 +261,7 @@ class Trainer:
             if self.data_batch == 0:  # a whole pass without a batch: the next would be the same
                 raise ConfigError(
                     f"the training loader gave no batch in a whole pass (data epoch "
-                    f"{self.data_epoch}, {len(self.train_loader.dataset)} utterances); "
+                    f"{self.data_epoch}, {len(self.train_loader)} batches planned); "
                     f"see builder.check_batches"
                 )
             self.data_epoch, self.data_batch = self.data_epoch + 1, 0

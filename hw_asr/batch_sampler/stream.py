@@ -1,0 +1,252 @@
+"""Duration-bucketed batches from a stream of shards (``SharDataset``), for one machine or many.
+
+Which process reads what:
+- the shards are dealt to the ranks once for the whole run, in a seeded order: rank ``r`` of ``W`` reads
+  every ``W``-th shard, so no utterance goes to two ranks and no rank reads another's files;
+- inside a rank, the shards are dealt to ``K`` streams, one per data-loader worker (stream ``s`` reads
+  every ``K``-th of the rank's shards), and batch ``k`` of an epoch comes from stream ``k % K``.
+
+What an epoch is: every rank gives the same number of batches, ``N``, planned from the index alone
+(work in the number of shards): the rank with the least audio could fill at least
+``seconds / (max_batch_seconds * fill)`` batches, so ``N`` is that, for the poorest rank. A worker reads
+its shards in a new seeded order each data epoch; if they run out before its share of ``N`` it starts
+them again in another order, and what is left in its buffer when its share is done waits for the next
+epoch's reshuffle.
+
+How batches form: utterances enter buckets by duration (cells of the geometric grid ``ratio ** k``
+seconds: ``length_grid`` when set, so a batch pads to one grid length, else ``bucket_ratio``); a bucket is
+emitted as a batch when the next utterance would overflow ``max_batch_seconds`` of padded audio (or when
+it holds ``batch_size`` utterances), and when more than ``buffer_size`` utterances wait, the fullest bucket
+goes. The waiting utterances keep their encoded bytes; audio is decoded only for emitted batches.
+
+Exact resume: everything above is a function of the seed, the data epoch, the rank and the worker, so
+``set_epoch(epoch, start_batch)`` makes each worker run its stream past the batches already trained on
+(reading, not decoding) and go on from there.
+"""
+
+import itertools
+import logging
+import math
+import random
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from hw_asr.batch_sampler.common import grid_length, world
+from hw_asr.datasets.shar_dataset import ShardError
+
+logger = logging.getLogger(__name__)
+
+
+class StreamBucketSampler(IterableDataset):
+    """Batches of a streamed dataset (``SharDataset``); see the module's docstring.
+
+    ``max_batch_seconds`` (padded audio per batch) or ``batch_size`` (utterances); ``length_grid`` as for
+    ``LengthBucketSampler``; ``bucket_ratio`` (duration cells without a grid); ``buffer_size`` (utterances
+    waiting in buckets, per worker); ``fill`` (the share of ``max_batch_seconds`` a batch is planned to
+    hold); ``shuffle`` (shard order per epoch; off: the export order, every epoch the same).
+    """
+
+    streams = True
+
+    def __init__(
+        self,
+        dataset,
+        max_batch_seconds=None,
+        batch_size=None,
+        length_grid=None,
+        bucket_ratio=1.1,
+        buffer_size=500,
+        fill=0.9,
+        shuffle=True,
+        seed=0,
+        rank=None,
+        world_size=None,
+    ):
+        if not getattr(dataset, "streaming", False):
+            raise ValueError(
+                f"StreamBucketSampler batches a streamed dataset such as SharDataset, not {type(dataset).__name__}; "
+                f"use LengthBucketSampler for it"
+            )
+        if (max_batch_seconds is None) == (batch_size is None):
+            raise ValueError("give exactly one of max_batch_seconds or batch_size")
+        if length_grid is not None and not (isinstance(length_grid, (int, float)) and 1 < length_grid <= 2):
+            raise ValueError(f"length_grid must be a ratio in (1, 2], such as 1.05, got {length_grid!r}")
+        if not 1 < bucket_ratio <= 2:
+            raise ValueError(f"bucket_ratio must be in (1, 2], got {bucket_ratio!r}")
+        if not 0 < fill <= 1:
+            raise ValueError(f"fill must be in (0, 1], got {fill!r}")
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
+        self.dataset = dataset
+        self.max_batch_seconds, self.batch_size = max_batch_seconds, batch_size
+        self.length_grid, self.bucket_ratio = length_grid, bucket_ratio
+        self.buffer_size, self.fill, self.shuffle, self.seed = buffer_size, fill, shuffle, seed
+        self.rank, self.world_size = world(rank, world_size)
+        self.epoch, self.start_batch = 0, 0
+        self.num_workers = 0  # the loader's, set by the builder: it decides which worker reads what
+        if max_batch_seconds is not None:
+            longest = max(s.max_seconds for s in dataset.shards)
+            limit = dataset.max_audio_length or longest
+            if self.padded(min(longest, limit)) > max_batch_seconds:
+                raise ValueError(
+                    f"the longest utterance of {dataset.describe()} ({longest:.1f} s, padded to "
+                    f"{self.padded(min(longest, limit)):.1f} s) does not fit max_batch_seconds={max_batch_seconds}; "
+                    f"raise it or set the dataset's max_audio_length"
+                )
+        if len(dataset.shards) < self.world_size:
+            raise ValueError(
+                f"{dataset.describe()} has {len(dataset.shards)} shard(s), fewer than the {self.world_size} "
+                f"processes: every process reads shards of its own; export with a smaller --shard-size"
+            )
+
+    # ---- the plan (every rank computes the same, from the index) ------------------------
+    def padded(self, seconds):
+        return grid_length(seconds, self.length_grid) if self.length_grid else seconds
+
+    def rank_shards(self, rank):
+        """The shards of ``rank`` for the whole run (indices into the dataset's shards)."""
+        order = list(range(len(self.dataset.shards)))
+        random.Random(f"shards-{self.seed}").shuffle(order)
+        return order[rank :: self.world_size]
+
+    def batches_per_epoch(self):
+        """``N``: the batches every rank gives per data epoch."""
+        shards = self.dataset.shards
+        counts = []
+        for r in range(self.world_size):
+            mine = [shards[i] for i in self.rank_shards(r)]
+            if self.batch_size is not None:
+                counts.append(sum(s.utterances for s in mine) // self.batch_size)
+            else:
+                seconds = sum(s.seconds for s in mine)
+                if self.dataset.max_audio_length is not None:  # what the filter leaves, at most
+                    seconds = sum(min(s.seconds, s.utterances * self.dataset.max_audio_length) for s in mine)
+                counts.append(int(seconds // (self.max_batch_seconds * self.fill)))
+        return min(counts)
+
+    def __len__(self):
+        return self.batches_per_epoch()
+
+    def set_epoch(self, epoch, start_batch=0):
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def state_dict(self):
+        """What the batches depend on besides the epoch and position; a resume checks it."""
+        return {
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "num_workers": self.num_workers,
+            "shards": [s.name for s in self.dataset.shards],
+        }
+
+    def check_resume(self, saved):
+        """Warn when a resumed run's stream cannot give the batches the interrupted run would have seen."""
+        now = self.state_dict()
+        changed = [k for k in now if k in saved and saved[k] != now[k]]
+        if changed:
+            logger.warning(
+                "the training stream differs from the checkpoint's (%s): the run resumes at the same place in "
+                "the epoch, but with other batches than an uninterrupted run",
+                ", ".join(
+                    f"{k}: {saved[k] if k != 'shards' else len(saved[k])} -> {now[k] if k != 'shards' else len(now[k])}"
+                    for k in changed
+                ),
+            )
+
+    @staticmethod
+    def worker_share(total, worker, workers):
+        """How many of the first ``total`` batches of a rank come from ``worker`` (the loader takes batch
+        ``k`` from worker ``k % workers``)."""
+        return total // workers + (worker < total % workers)
+
+    # ---- the stream -------------------------------------------------------------------
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # Global batch k of the epoch comes from stream k % workers. A resumed loader takes its j-th batch
+        # (global batch start + j) from worker j % workers, so worker w plays stream (w + start) % workers.
+        stream = (worker + self.start_batch) % workers
+        total = len(self)
+        quota = self.worker_share(total, stream, workers)
+        skip = self.worker_share(self.start_batch, stream, workers)
+        mine = self.rank_shards(self.rank)[stream::workers]
+        if quota <= skip:
+            return
+        if not mine:
+            raise ShardError(
+                f"{self.dataset.describe()}: loader worker {stream} of {workers} on rank {self.rank} has no shard: "
+                f"{len(self.dataset.shards)} shards for {self.world_size} process(es) x {workers} worker(s); "
+                f"lower num_workers or export with a smaller --shard-size"
+            )
+        rng = random.Random(f"stream-{self.seed}-{self.epoch}-{self.rank}-{stream}")
+        failures = []  # files left out since the last item, carried by the next one (load_failures)
+        made = 0
+        for _ in itertools.count():  # passes over this worker's shards until its share is made
+            order = list(mine)
+            if self.shuffle:
+                rng.shuffle(order)
+            made_in_pass = 0
+            for entries in self._bucketed(order, failures):
+                made += 1
+                made_in_pass += 1
+                if made > skip:
+                    items = self.dataset.load_entries(entries, failures)
+                    if any("load_error" not in it for it in items) or not self.dataset.replace_failed_files:
+                        yield items
+                    else:  # every file of the batch failed: the batch is made again from the next ones
+                        made -= 1
+                        continue
+                if made >= quota:
+                    return
+            if made_in_pass == 0:
+                raise ShardError(
+                    f"{self.dataset.describe()}: loader worker {stream} on rank {self.rank} read its "
+                    f"{len(order)} shard(s) and found no usable utterance"
+                )
+
+    def _cell(self, seconds):
+        ratio = self.length_grid or self.bucket_ratio
+        return math.ceil(math.log(max(seconds, 1e-3)) / math.log(ratio) - 1e-9)
+
+    def _bucketed(self, order, failures):
+        """Batches (lists of entries) from the shards ``order`` (indices), in order."""
+        buckets, longest, waiting = {}, {}, 0
+        for index in order:
+            shard = self.dataset.shards[index]
+            skipped = []
+            try:
+                for entry in self.dataset.entries(shard, skipped):
+                    cell = self._cell(entry.duration)
+                    bucket = buckets.setdefault(cell, [])
+                    if bucket and self._full(bucket, longest[cell], entry.duration):
+                        yield bucket
+                        waiting -= len(bucket)
+                        bucket = buckets[cell] = []
+                    longest[cell] = max(longest[cell], entry.duration) if bucket else entry.duration
+                    bucket.append(entry)
+                    waiting += 1
+                    if waiting > self.buffer_size:  # the fullest bucket goes, full or not
+                        fullest = max(buckets, key=lambda c: (len(buckets[c]) * longest[c], c))
+                        yield buckets[fullest]
+                        waiting -= len(buckets[fullest])
+                        buckets[fullest] = []
+            except ShardError as e:
+                # the rest of the shard is lost; training goes on with the next one, the loss counted
+                logger.warning("%s: skipped the rest of the shard: %s", self.dataset.describe(), e)
+                failures.append(f"{shard.name} (truncated or corrupt: the rest of the shard skipped)")
+            for where, reason in skipped:
+                logger.warning("%s: skipped %s: %s", self.dataset.describe(), where, reason)
+        rest = [buckets[c] for c in sorted(buckets) if buckets[c]]
+        yield from rest  # the end of a pass: what waits, shortest first
+
+    def _full(self, bucket, longest, seconds):
+        if self.batch_size is not None:
+            return len(bucket) >= self.batch_size
+        return (len(bucket) + 1) * self.padded(max(longest, seconds)) > self.max_batch_seconds
+
+
+def epoch_sampler(loader):
+    """What ``set_epoch`` is called on for a loader: its batch sampler, or a stream sampler it iterates."""
+    if loader.batch_sampler is not None:
+        return loader.batch_sampler
+    return loader.dataset
