@@ -251,14 +251,19 @@ def test_resume_with_other_workers_warns(shar, caplog):
     assert torch.is_tensor(next(iter(sampler))[0]["audio"])
 
 
-def test_the_960_hour_shar_config_is_valid_and_trains_from_a_shar_folder(shar):
+def test_the_960_hour_shar_recipe_is_valid_and_reads_a_shar_folder(shar):
     from hw_asr.builder import validate_config
     from hw_asr.text_encoder import CTCCharTextEncoder
 
-    config = load_config(REPO / "configs" / "base" / "librispeech_960_shar.json")
-    config = apply_overrides(config, ['arch={"type": "BaselineModel", "args": {"hidden": 32}}'])
+    config = load_config(REPO / "configs" / "conformer_m_librispeech_shar.json")
     validate_config(config)
     assert config["data"]["train"]["batch_sampler"]["type"] == "StreamBucketSampler"
+    assert config["data"]["train"]["batch_sampler"]["args"] == {
+        "max_batch_seconds": 480,
+        "length_grid": 1.05,
+        "buffer_size": 1000,
+    }
+    assert config["arch"]["type"] == "Conformer" and config["lr_scheduler"]["args"]["warmup_steps"] == 1000
     local = apply_overrides(config, [f'data.train.datasets.0.args.shar_dir="{shar}"', "data.train.num_workers=0"])
     loader = build_dataloader(local, "train", build_dataset(local, "train", CTCCharTextEncoder("en")))
     assert len(loader) == 0, "16 short utterances do not fill one 480 s batch"
