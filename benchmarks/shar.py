@@ -256,6 +256,18 @@ def read_batches(out, rank):
     return [json.loads(line)["utterances"] for line in path.read_text().splitlines()]
 
 
+def data_epoch_batches(shar, train_args):
+    """Each rank's batches per data epoch under the run's sampler settings (2 processes)."""
+    from hw_asr.batch_sampler import StreamBucketSampler
+    from hw_asr.config import apply_overrides, load_config
+    from hw_asr.datasets import SharDataset
+
+    config = apply_overrides(load_config(train_args[1]), [a for a in train_args[2:] if "=" in a])
+    sampler_args = config["data"]["train"]["batch_sampler"]["args"]
+    dataset = SharDataset(str(shar))
+    return [len(StreamBucketSampler(dataset, **sampler_args, rank=r, world_size=2)) for r in (0, 1)]
+
+
 def torchrun_check(shar, out, overrides=(), epochs=2, len_epoch=6, stop_at_step=4):
     """Straight and stopped-then-resumed 2-process runs from ``shar``; returns the comparison."""
     out = Path(out)
@@ -287,6 +299,7 @@ def torchrun_check(shar, out, overrides=(), epochs=2, len_epoch=6, stop_at_step=
     seen = [{u for b in r for u in b} for r in ranks]
     result = {
         "batches_per_rank": [len(r) for r in ranks],
+        "batches_per_data_epoch": data_epoch_batches(shar, base),
         "utterances_per_rank": [len(s) for s in seen],
         "utterances_on_both_ranks": len(seen[0] & seen[1]),
         "resumed_equals_straight": resumed == ranks,
