@@ -403,3 +403,22 @@ def test_tensorboard_writes_the_same_scalars_and_the_media_into_event_files(tmp_
     assert [e.step for e in events.Images("val/alignment")] == [r["step"] for r in epoch_rows(run_dir)]
     table = events.Tensors("val/predictions/text_summary")[0].tensor_proto.string_val[0].decode()
     assert table.startswith("| target | pred_argmax |")
+
+
+def test_train_window_counts_finite_losses_and_reduces_to_the_logged_numbers():
+    from hw_asr.trainer.trainer import TrainWindow
+
+    window = TrainWindow(torch.device("cpu"))
+    window.add_batch(audio_seconds=12.0, wait_seconds=0.0)
+    window.add_batch(audio_seconds=8.0, wait_seconds=0.0)
+    window.add_loss(torch.tensor(2.0), torch.tensor(True))
+    window.add_loss(torch.tensor(float("nan")), torch.tensor(False))  # a skipped batch does not count
+    window.add_loss(torch.tensor(4.0), torch.tensor(True))
+    window.add_infeasible(torch.tensor([True, False, False, False]))
+    logs = window.reduce(world_size=1)
+    assert logs["loss"] == pytest.approx(3.0) and window.epoch_loss() == {"train_loss": pytest.approx(3.0)}
+    assert logs["ctc_infeasible_share"] == pytest.approx(0.25) and (logs["infeasible"], logs["utterances"]) == (1, 4)
+    assert logs["audio_s_per_s"] / logs["batches_per_s"] == pytest.approx(10.0)
+    assert 0 <= logs["data_wait_share"] < 0.01
+    window.reset()
+    assert window.epoch_loss() == {} and window.reduce(1)["loss"] == 0.0

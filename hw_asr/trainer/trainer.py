@@ -91,6 +91,68 @@ def load_matching_weights(model, path, arch=None):
     return loaded, skipped
 
 
+class TrainWindow:
+    """What the training logs are made of, accumulated over a window of batches (since the last logging
+    step, or the epoch). Losses and counts stay device tensors until :meth:`reduce` reads them, once per
+    logging step; :meth:`reduce` sums over the ranks."""
+
+    def __init__(self, device):
+        self.device = device
+        self.reset()
+
+    def reset(self):
+        zero = torch.zeros((), device=self.device)
+        self.loss, self.losses, self.infeasible = zero.clone(), zero.clone(), zero.clone()
+        self.audio, self.wait, self.batches, self.utterances = 0.0, 0.0, 0, 0
+        self.start = time.perf_counter()
+
+    def add_batch(self, audio_seconds, wait_seconds):
+        self.audio += audio_seconds
+        self.wait += wait_seconds
+        self.batches += 1
+
+    def add_loss(self, loss, finite):
+        """A batch's loss (a device scalar); ``finite``: whether it counts (a device bool)."""
+        self.loss = self.loss + torch.where(finite, loss, torch.zeros_like(loss))
+        self.losses = self.losses + finite
+
+    def add_infeasible(self, infeasible):
+        """Per utterance of a batch, whether CTC cannot align it (a device bool tensor; see ctc_infeasible)."""
+        self.infeasible = self.infeasible + infeasible.sum()
+        self.utterances += len(infeasible)
+
+    def reduce(self, world_size):
+        """The window's train logs over all ranks: mean loss, speeds (``batches_per_s`` on each rank,
+        audio over all ranks), the mean share of time waiting for data, the share of utterances CTC cannot
+        align; plus the counts ``infeasible`` and ``utterances``."""
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        loss_sum, loss_n, audio, wait_share, infeasible, utterances = all_reduce_sum(
+            [
+                float(self.loss),
+                float(self.losses),
+                self.audio,
+                self.wait / elapsed,
+                float(self.infeasible),
+                self.utterances,
+            ],
+            self.device,
+        )
+        return {
+            "loss": loss_sum / max(loss_n, 1),
+            "batches_per_s": self.batches / elapsed,
+            "audio_s_per_s": audio / elapsed,
+            "data_wait_share": wait_share / world_size,
+            "ctc_infeasible_share": infeasible / max(utterances, 1),
+            "infeasible": infeasible,
+            "utterances": utterances,
+        }
+
+    def epoch_loss(self):
+        """``{"train_loss": mean}`` over this rank's finite losses (empty if none)."""
+        n = int(self.losses)
+        return {"train_loss": float(self.loss) / n} if n else {}
+
+
 class Trainer:
     """Trains ``model`` as ``config["trainer"]`` says and writes into ``run_dir``.
 
@@ -347,11 +409,7 @@ class Trainer:
         """One epoch of ``len_epoch`` batches. The host never waits for the device between logging steps:
         losses, skip counts and the gradient norm stay device tensors until a logging step reads them."""
         self.model.train()
-        zero = torch.zeros((), device=self.device)
-        window_loss, window_n, window_wait, window_start = zero.clone(), zero.clone(), 0.0, time.perf_counter()
-        window_audio, window_batches = 0.0, 0
-        window_infeasible, window_utts = zero.clone(), 0  # utterances CTC cannot align (see ctc_infeasible)
-        epoch_loss, epoch_n = zero.clone(), zero.clone()
+        window, whole = TrainWindow(self.device), TrainWindow(self.device)  # since the last log; the epoch
         bar = tqdm(
             total=self.len_epoch,
             initial=self.epoch_batches,
@@ -367,24 +425,22 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(stream)
             fetched = time.perf_counter() - t0
-            window_audio += batch_samples(batch) / self.sample_rate  # from the host's own numbers
+            audio_seconds = batch_samples(batch) / self.sample_rate  # from the host's own numbers
             batch = move_batch(batch, self.device)
-            window_wait += time.perf_counter() - t0
+            window.add_batch(audio_seconds, time.perf_counter() - t0)
             self._notify("on_batch", batch, fetched)
             self._count_load_failures(batch)
             outputs, loss = self._forward_backward(batch, sync=(self.epoch_batches + 1) % self.accum == 0)
             if loss is not None:
                 finite = torch.isfinite(loss)
                 step_loss_ok = step_loss_ok & finite  # a non-finite loss spoils the whole accumulated step
-                value = torch.where(finite, loss, zero)
-                window_loss, window_n = window_loss + value, window_n + finite
-                epoch_loss, epoch_n = epoch_loss + value, epoch_n + finite
+                window.add_loss(loss, finite)
+                whole.add_loss(loss, finite)
             if outputs is not None and "text_encoded" in batch:
                 infeasible = ctc_infeasible(
                     batch["text_encoded"], batch["text_encoded_length"], outputs["log_probs_length"]
                 )
-                window_infeasible, window_utts = window_infeasible + infeasible.sum(), window_utts + len(infeasible)
-            window_batches += 1
+                window.add_infeasible(infeasible)
             self.epoch_batches += 1
             bar.update(1)
             if self.epoch_batches % self.accum == 0:
@@ -393,46 +449,15 @@ class Trainer:
                 step_loss_ok = torch.ones((), dtype=torch.bool, device=self.device)
                 if self.step % self.log_step == 0:
                     self._check_skips()
-                    elapsed = time.perf_counter() - window_start
-                    # over all ranks: the loss, the audio trained on and the mean share of time waiting for data
-                    loss_sum, loss_n, audio, wait_share, infeasible, utts = all_reduce_sum(
-                        [
-                            float(window_loss),
-                            float(window_n),
-                            window_audio,
-                            window_wait / max(elapsed, 1e-9),
-                            float(window_infeasible),
-                            window_utts,
-                        ],
-                        self.device,
-                    )
-                    self._warn_infeasible(infeasible, utts)
-                    self._log_train(
-                        epoch,
-                        batch,
-                        outputs,
-                        {
-                            "loss": loss_sum / max(loss_n, 1),
-                            "grad_norm": float(grad_norm),
-                            "batches_per_s": window_batches / max(elapsed, 1e-9),  # on each rank
-                            "audio_s_per_s": audio / max(elapsed, 1e-9),
-                            "data_wait_share": wait_share / self.dist.world_size,
-                            "ctc_infeasible_share": infeasible / max(utts, 1),
-                        },
-                    )
-                    bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}")
-                    window_loss, window_n, window_wait, window_start = (
-                        zero.clone(),
-                        zero.clone(),
-                        0.0,
-                        time.perf_counter(),
-                    )
-                    window_audio, window_batches = 0.0, 0
-                    window_infeasible, window_utts = zero.clone(), 0
+                    logs = window.reduce(self.dist.world_size)
+                    self._warn_infeasible(logs.pop("infeasible"), logs.pop("utterances"))
+                    mean_loss = logs.pop("loss")
+                    self._log_train(epoch, batch, outputs, {"loss": mean_loss, "grad_norm": float(grad_norm), **logs})
+                    bar.set_postfix(loss=f"{mean_loss:.3f}")
+                    window.reset()
         bar.close()
         self._check_skips()
-        epoch_n = int(epoch_n)
-        return {"train_loss": float(epoch_loss) / epoch_n} if epoch_n else {}
+        return whole.epoch_loss()
 
     def _warn_infeasible(self, infeasible, utterances):
         """Once per run: utterances whose transcripts need more output frames than the model gives."""
