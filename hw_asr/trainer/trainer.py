@@ -14,10 +14,7 @@ from hw_asr.alignment import align_batch
 from hw_asr.batch_sampler.stream import epoch_sampler
 from hw_asr.checkpoint import (
     compare_weights,
-    epoch_checkpoints,
     load_checkpoint,
-    rng_state,
-    save_checkpoint,
     set_rng_state,
 )
 from hw_asr.config import ConfigError
@@ -25,7 +22,8 @@ from hw_asr.inference import autocast_context, batch_samples, move_batch, predic
 from hw_asr.loss import ctc_infeasible
 from hw_asr.metric import calc_cer, calc_wer
 from hw_asr.schema import TrainerConfig, parse_monitor, sample_rate, seed
-from hw_asr.trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, any_rank
+from hw_asr.trainer.checkpoints import BEST, INTERRUPTED, CheckpointManager
+from hw_asr.trainer.distributed import DistInfo, all_reduce_sum, any_rank
 from hw_asr.visual import alignment_figure
 
 logger = logging.getLogger(__name__)
@@ -208,6 +206,7 @@ class Trainer:
             )
         self.clip = cfg.grad_norm_clip
         self.save_period, self.keep_last = cfg.save_period, cfg.keep_last
+        self.checkpoints = CheckpointManager(self.run_dir, self.dist, self.keep_last)
         self.max_nonfinite_steps = cfg.max_nonfinite_steps
         self.early_stop = cfg.early_stop or math.inf
         self.mode, self.monitor_key = parse_monitor(cfg.monitor)
@@ -266,12 +265,7 @@ class Trainer:
 
     def save(self, name):
         """Called on every rank (the RNG states of all ranks are gathered); rank 0 writes."""
-        path = self.run_dir / name
-        rng_states = all_gather_object(rng_state())
-        if self.dist.is_main:
-            save_checkpoint(self.state(rng_states), path)
-            logger.info("saved %s", path)
-        return path
+        return self.checkpoints.write(self.state, name)
 
     def resume(self, path):
         state = load_checkpoint(path)
@@ -352,7 +346,7 @@ class Trainer:
             epoch = self.epoch + 1
             logs = self._train_epoch(epoch, stream)
             if logs is None:  # interrupted
-                path = self.save("checkpoint-interrupted.pth")
+                path = self.save(INTERRUPTED)
                 logger.warning("stopped by signal; resume with: python train.py -r %s", path)
                 return
             for split, loader in self.eval_loaders.items():
@@ -363,12 +357,9 @@ class Trainer:
             self.epoch, self.epoch_batches = epoch, 0
             improved = self._update_monitor(logs)
             if epoch % self.save_period == 0 or epoch == self.epochs:
-                self.save(f"checkpoint-epoch{epoch}.pth")
-                self._remove_old_checkpoints()
-                if self.dist.is_main:  # a newer complete checkpoint replaces the one written on a signal
-                    (self.run_dir / "checkpoint-interrupted.pth").unlink(missing_ok=True)
+                self.checkpoints.write_periodic(self.state, epoch)
             if improved:
-                self.save("model_best.pth")
+                self.save(BEST)
             if self.not_improved >= self.early_stop:
                 logger.info("%s did not improve for %d epochs: early stop", self.monitor_key, self.not_improved)
                 break
@@ -381,14 +372,6 @@ class Trainer:
             logger.warning("%d batches were skipped for running out of device memory", self.oom_batches)
         if self.load_failures:
             logger.warning("%d audio files failed to load and were replaced by the next file", self.load_failures)
-
-    def _remove_old_checkpoints(self):
-        """Keep the newest ``keep_last`` periodic checkpoints (``model_best.pth`` is separate)."""
-        if not self.keep_last or not self.dist.is_main:
-            return
-        periodic = epoch_checkpoints(self.run_dir)
-        for old in [periodic[e] for e in sorted(periodic)][: -self.keep_last]:
-            old.unlink(missing_ok=True)
 
     def _update_monitor(self, logs):
         if self.mode == "off":
