@@ -13,11 +13,12 @@ its shards in a new seeded order each data epoch; if they run out before its sha
 them again in another order, and what is left in its buffer when its share is done waits for the next
 epoch's reshuffle.
 
-How batches form: utterances enter buckets by duration (cells of the geometric grid ``ratio ** k``
-seconds: ``length_grid`` when set, so a batch pads to one grid length, else ``bucket_ratio``); a bucket is
-emitted as a batch when the next utterance would overflow ``max_batch_seconds`` of padded audio (or when
-it holds ``batch_size`` utterances), and when more than ``buffer_size`` utterances wait, the fullest bucket
-goes. The waiting utterances keep their encoded bytes; audio is decoded only for emitted batches.
+How batches form: utterances gather in a buffer of ``buffer_size``; a full buffer is sorted by duration and
+cut into batches in order, each as long as the next utterance fits ``max_batch_seconds`` of padded audio
+(padded to the longest, or to its ``length_grid`` point; or ``batch_size`` utterances), and its batches
+leave in a shuffled order. Only the last batch of a buffer may be short, so batches stay nearly full and
+padding stays small. The waiting utterances keep their encoded bytes; audio is decoded only for batches
+that are emitted.
 
 Exact resume: everything above is a function of the seed, the data epoch, the rank and the worker, so
 ``set_epoch(epoch, start_batch)`` makes each worker run its stream past the batches already trained on
@@ -26,7 +27,6 @@ Exact resume: everything above is a function of the seed, the data epoch, the ra
 
 import itertools
 import logging
-import math
 import random
 
 from torch.utils.data import IterableDataset, get_worker_info
@@ -41,9 +41,9 @@ class StreamBucketSampler(IterableDataset):
     """Batches of a streamed dataset (``SharDataset``); see the module's docstring.
 
     ``max_batch_seconds`` (padded audio per batch) or ``batch_size`` (utterances); ``length_grid`` as for
-    ``LengthBucketSampler``; ``bucket_ratio`` (duration cells without a grid); ``buffer_size`` (utterances
-    waiting in buckets, per worker); ``fill`` (the share of ``max_batch_seconds`` a batch is planned to
-    hold); ``shuffle`` (shard order per epoch; off: the export order, every epoch the same).
+    ``LengthBucketSampler``; ``buffer_size`` (utterances sorted together, per worker); ``fill`` (the share
+    of ``max_batch_seconds`` a batch is planned to hold); ``shuffle`` (shard and batch order per epoch; off:
+    the export order, every epoch the same).
     """
 
     streams = True
@@ -54,8 +54,7 @@ class StreamBucketSampler(IterableDataset):
         max_batch_seconds=None,
         batch_size=None,
         length_grid=None,
-        bucket_ratio=1.1,
-        buffer_size=500,
+        buffer_size=1000,
         fill=0.9,
         shuffle=True,
         seed=0,
@@ -71,15 +70,13 @@ class StreamBucketSampler(IterableDataset):
             raise ValueError("give exactly one of max_batch_seconds or batch_size")
         if length_grid is not None and not (isinstance(length_grid, (int, float)) and 1 < length_grid <= 2):
             raise ValueError(f"length_grid must be a ratio in (1, 2], such as 1.05, got {length_grid!r}")
-        if not 1 < bucket_ratio <= 2:
-            raise ValueError(f"bucket_ratio must be in (1, 2], got {bucket_ratio!r}")
         if not 0 < fill <= 1:
             raise ValueError(f"fill must be in (0, 1], got {fill!r}")
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
         self.dataset = dataset
         self.max_batch_seconds, self.batch_size = max_batch_seconds, batch_size
-        self.length_grid, self.bucket_ratio = length_grid, bucket_ratio
+        self.length_grid = length_grid
         self.buffer_size, self.fill, self.shuffle, self.seed = buffer_size, fill, shuffle, seed
         self.rank, self.world_size = world(rank, world_size)
         self.epoch, self.start_batch = 0, 0
@@ -186,7 +183,7 @@ class StreamBucketSampler(IterableDataset):
             if self.shuffle:
                 rng.shuffle(order)
             made_in_pass = 0
-            for entries in self._bucketed(order, failures):
+            for entries in self._batches(order, failures, rng):
                 made += 1
                 made_in_pass += 1
                 if made > skip:
@@ -204,40 +201,41 @@ class StreamBucketSampler(IterableDataset):
                     f"{len(order)} shard(s) and found no usable utterance"
                 )
 
-    def _cell(self, seconds):
-        ratio = self.length_grid or self.bucket_ratio
-        return math.ceil(math.log(max(seconds, 1e-3)) / math.log(ratio) - 1e-9)
-
-    def _bucketed(self, order, failures):
-        """Batches (lists of entries) from the shards ``order`` (indices), in order."""
-        buckets, longest, waiting = {}, {}, 0
+    def _batches(self, order, failures, rng):
+        """Batches (lists of entries) from the shards ``order`` (indices), a sorted buffer at a time."""
+        buffer = []
         for index in order:
             shard = self.dataset.shards[index]
             skipped = []
             try:
                 for entry in self.dataset.entries(shard, skipped):
-                    cell = self._cell(entry.duration)
-                    bucket = buckets.setdefault(cell, [])
-                    if bucket and self._full(bucket, longest[cell], entry.duration):
-                        yield bucket
-                        waiting -= len(bucket)
-                        bucket = buckets[cell] = []
-                    longest[cell] = max(longest[cell], entry.duration) if bucket else entry.duration
-                    bucket.append(entry)
-                    waiting += 1
-                    if waiting > self.buffer_size:  # the fullest bucket goes, full or not
-                        fullest = max(buckets, key=lambda c: (len(buckets[c]) * longest[c], c))
-                        yield buckets[fullest]
-                        waiting -= len(buckets[fullest])
-                        buckets[fullest] = []
+                    buffer.append(entry)
+                    if len(buffer) >= self.buffer_size:
+                        yield from self._cut(buffer, rng)
+                        buffer = []
             except ShardError as e:
                 # the rest of the shard is lost; training goes on with the next one, the loss counted
                 logger.warning("%s: skipped the rest of the shard: %s", self.dataset.describe(), e)
                 failures.append(f"{shard.name} (truncated or corrupt: the rest of the shard skipped)")
             for where, reason in skipped:
                 logger.warning("%s: skipped %s: %s", self.dataset.describe(), where, reason)
-        rest = [buckets[c] for c in sorted(buckets) if buckets[c]]
-        yield from rest  # the end of a pass: what waits, shortest first
+        if buffer:
+            yield from self._cut(buffer, rng)
+
+    def _cut(self, entries, rng):
+        """The buffer sorted by duration, cut into batches in order, the batches in a shuffled order."""
+        batches, batch, longest = [], [], 0.0
+        for entry in sorted(entries, key=lambda e: (e.duration, e.id)):
+            if batch and self._full(batch, longest, entry.duration):
+                batches.append(batch)
+                batch, longest = [], 0.0
+            batch.append(entry)
+            longest = max(longest, entry.duration)
+        if batch:
+            batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
 
     def _full(self, bucket, longest, seconds):
         if self.batch_size is not None:
