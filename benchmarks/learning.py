@@ -70,8 +70,8 @@ def dataset_block(path, max_audio_length=None):
         block = {"type": "LibrispeechDataset", "args": args}
     else:
         raise SystemExit(
-            f"error: {path} is neither a manifest file, a LibriSpeech part folder (.../LibriSpeech/<part>) nor a "
-            f"Shar folder (python -m hw_asr.tools.export_shar)"
+            f"error: {path} is neither a manifest file nor a LibriSpeech part folder (.../LibriSpeech/<part>), "
+            f"nor a Shar folder (python -m hw_asr.tools.export_shar)"
         )
     if max_audio_length:
         args["max_audio_length"] = max_audio_length

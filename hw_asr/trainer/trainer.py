@@ -317,7 +317,7 @@ class Trainer:
             if self.data_batch == 0:  # a whole pass without a batch: the next would be the same
                 raise ConfigError(
                     f"the training loader gave no batch in a whole pass (data epoch "
-                    f"{self.data_epoch}, {len(self.train_loader)} batches planned); "
+                    f"{self.data_epoch}, {len(self.train_loader.dataset)} utterances); "
                     f"see builder.check_batches"
                 )
             self.data_epoch, self.data_batch = self.data_epoch + 1, 0
