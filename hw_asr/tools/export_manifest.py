@@ -33,13 +33,11 @@ logger = logging.getLogger(__name__)
 FORMATS = {"opus": ("OGG", "OPUS", ".ogg"), "flac": ("FLAC", "PCM_16", ".flac"), "wav": ("WAV", "PCM_16", ".wav")}
 
 
-def export(rows, out_dir, sample_rate, fmt="opus"):
-    """Re-encode ``rows`` (dicts with ``path``, ``text``) into ``out_dir``; returns ``(written, skipped)``."""
-    container, subtype, ext = FORMATS[fmt]
-    out_dir = Path(out_dir)
-    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
-    lines, skipped, names = [], [], set()
-    for row in tqdm(rows, desc=f"export {out_dir.name}", leave=False):
+def decoded_rows(rows, sample_rate, skipped, desc):
+    """``(row, audio, name)`` for every readable row: its audio at ``sample_rate`` and a name from its file's
+    stem, unique among the rows. An unreadable row is left out with a warning and appended to ``skipped``."""
+    names = set()
+    for row in tqdm(rows, desc=desc, leave=False):
         try:
             audio = load_audio(row["path"], sample_rate)
         except AudioError as e:
@@ -50,6 +48,16 @@ def export(rows, out_dir, sample_rate, fmt="opus"):
         if name in names:  # the same file name in two folders
             name = f"{name}-{len(names)}"
         names.add(name)
+        yield row, audio, name
+
+
+def export(rows, out_dir, sample_rate, fmt="opus"):
+    """Re-encode ``rows`` (dicts with ``path``, ``text``) into ``out_dir``; returns ``(written, skipped)``."""
+    container, subtype, ext = FORMATS[fmt]
+    out_dir = Path(out_dir)
+    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    lines, skipped = [], []
+    for row, audio, name in decoded_rows(rows, sample_rate, skipped, f"export {out_dir.name}"):
         target = out_dir / "audio" / f"{name}{ext}"
         sf.write(str(target), audio, sample_rate, format=container, subtype=subtype)
         entry = {"audio_filepath": f"audio/{target.name}", "text": row["text"], "duration": len(audio) / sample_rate}

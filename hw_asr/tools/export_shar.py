@@ -23,9 +23,7 @@ import sys
 from pathlib import Path
 
 import soundfile as sf
-from tqdm import tqdm
 
-from hw_asr.audio import AudioError, load_audio
 from hw_asr.builder import build_dataset, build_text_encoder
 from hw_asr.config import ConfigError, apply_overrides, load_config
 from hw_asr.datasets import LibrispeechDataset, ManifestDataset
@@ -34,6 +32,7 @@ from hw_asr.datasets.shar_dataset import INDEX_FORMAT, INDEX_NAME
 from hw_asr.files import atomic_write_text
 from hw_asr.manifests import report_skipped
 from hw_asr.schema import sample_rate as config_sample_rate
+from hw_asr.tools.export_manifest import decoded_rows
 
 logger = logging.getLogger(__name__)
 
@@ -91,19 +90,9 @@ def export(rows, out_dir, sample_rate=16000, shard_size=1000, fmt="flac", seed=0
     rows = sorted(rows, key=lambda r: r["path"])
     if shuffle:
         random.Random(seed).shuffle(rows)
-    shards, skipped, keys = [], [], set()
+    shards, skipped = [], []
     with SharWriter(str(out_dir), fields={"recording": fmt}, shard_size=shard_size) as writer:
-        for row in tqdm(rows, desc=f"export {out_dir.name}", leave=False):
-            try:
-                audio = load_audio(row["path"], sample_rate)
-            except AudioError as e:
-                logger.warning("left out: %s", e)
-                skipped.append((row["path"], e.reason))
-                continue
-            key = Path(row["path"]).stem
-            if key in keys:  # the same file name in two folders
-                key = f"{key}-{len(keys)}"
-            keys.add(key)
+        for row, audio, key in decoded_rows(rows, sample_rate, skipped, f"export {out_dir.name}"):
             if not shards or shards[-1]["utterances"] == shard_size:
                 n = len(shards)
                 shards.append(
