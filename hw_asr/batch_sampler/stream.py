@@ -95,6 +95,10 @@ class StreamBucketSampler(IterableDataset):
                 f"{dataset.describe()} has {len(dataset.shards)} shard(s), fewer than the {self.world_size} "
                 f"processes: every process reads shards of its own; export with a smaller --shard-size"
             )
+        # the shards' order that deals them to the ranks, and the batches per epoch: fixed for the run
+        self.shard_order = list(range(len(dataset.shards)))
+        random.Random(f"shards-{self.seed}").shuffle(self.shard_order)
+        self.planned = self._plan()
 
     # ---- the plan (every rank computes the same, from the index) ------------------------
     def padded(self, seconds):
@@ -102,27 +106,23 @@ class StreamBucketSampler(IterableDataset):
 
     def rank_shards(self, rank):
         """The shards of ``rank`` for the whole run (indices into the dataset's shards)."""
-        order = list(range(len(self.dataset.shards)))
-        random.Random(f"shards-{self.seed}").shuffle(order)
-        return order[rank :: self.world_size]
+        return self.shard_order[rank :: self.world_size]
 
-    def batches_per_epoch(self):
+    def _plan(self):
         """``N``: the batches every rank gives per data epoch."""
-        shards = self.dataset.shards
+        limit = self.dataset.max_audio_length
         counts = []
         for r in range(self.world_size):
-            mine = [shards[i] for i in self.rank_shards(r)]
+            mine = [self.dataset.shards[i] for i in self.rank_shards(r)]
             if self.batch_size is not None:
                 counts.append(sum(s.utterances for s in mine) // self.batch_size)
-            else:
-                seconds = sum(s.seconds for s in mine)
-                if self.dataset.max_audio_length is not None:  # what the filter leaves, at most
-                    seconds = sum(min(s.seconds, s.utterances * self.dataset.max_audio_length) for s in mine)
+            else:  # with a length filter: what it leaves, at most
+                seconds = sum(s.seconds if limit is None else min(s.seconds, s.utterances * limit) for s in mine)
                 counts.append(int(seconds // (self.max_batch_seconds * self.fill)))
         return min(counts)
 
     def __len__(self):
-        return self.batches_per_epoch()
+        return self.planned
 
     def set_epoch(self, epoch, start_batch=0):
         self.epoch, self.start_batch = epoch, start_batch
