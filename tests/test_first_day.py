@@ -23,7 +23,7 @@ from hw_asr.datasets.librispeech_dataset import URLS
 from hw_asr.trainer.trainer import Trainer
 from tests.conftest import REPO, write_audio
 from tests.test_distributed import torchrun
-from tests.test_training import TINY, run_train
+from tests.test_training import TINY, interrupt_at_step, run_train
 
 DEMO = REPO / "configs" / "one_batch_test.json"
 ONE_CYCLE = 'lr_scheduler={"type": "OneCycleLR", "args": {"max_lr": 0.01, "pct_start": 0.3}}'
@@ -163,18 +163,10 @@ def test_a_one_cycle_total_shorter_than_the_run_is_refused_before_anything_is_wr
 
 
 def test_the_interrupted_checkpoint_goes_once_a_newer_one_is_complete(tmp_path, monkeypatch):
-    original = Trainer._optimizer_step
-
-    def interrupt_at_step_1(self, finite):
-        out = original(self, finite)
-        if self.step == 1:
-            self._on_signal(signal.SIGTERM, None)
-        return out
-
-    monkeypatch.setattr(Trainer, "_optimizer_step", interrupt_at_step_1)
+    undo = interrupt_at_step(monkeypatch, 1)
     run_dir = run_train(tmp_path, *TINY)
     assert (run_dir / "checkpoint-interrupted.pth").is_file()
-    monkeypatch.setattr(Trainer, "_optimizer_step", original)
+    undo()
     run_train(tmp_path, resume=run_dir)  # a folder: its newest checkpoint, the interrupted one
     assert (run_dir / "checkpoint-epoch2.pth").is_file()
     assert not (run_dir / "checkpoint-interrupted.pth").exists()

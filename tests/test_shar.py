@@ -2,7 +2,6 @@
 
 import json
 import logging
-import signal
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from hw_asr.datasets import ManifestDataset, SharDataset
 from hw_asr.tools import export_shar
 from hw_asr.trainer.trainer import Trainer
 from tests.conftest import REPO, SAMPLE_MANIFEST
-from tests.test_training import TINY, assert_same_weights, run_train, weights
+from tests.test_training import TINY, assert_same_weights, interrupt_at_step, run_train, weights
 
 
 @pytest.fixture(scope="module")
@@ -217,20 +216,12 @@ def test_training_from_shards_resumes_mid_epoch_with_the_same_batches(tmp_path, 
 
     monkeypatch.setattr(Trainer, "_count_load_failures", record)
     straight = run_train(tmp_path / "a", *overrides)
-    original_step = Trainer._optimizer_step
-
-    def interrupt_at_step_3(self, finite):
-        out = original_step(self, finite)
-        if self.step == 3:
-            self._on_signal(signal.SIGTERM, None)
-        return out
-
-    monkeypatch.setattr(Trainer, "_optimizer_step", interrupt_at_step_3)
+    undo = interrupt_at_step(monkeypatch, 3)
     run_dir = run_train(tmp_path / "b", *overrides)
     ckpt = run_dir / "checkpoint-interrupted.pth"
     state = load_checkpoint(ckpt)
     assert state["data_stream"]["num_workers"] == 2 and len(state["data_stream"]["shards"]) == 8
-    monkeypatch.setattr(Trainer, "_optimizer_step", original_step)
+    undo()
     run_train(tmp_path / "b", resume=ckpt)
     assert len(seen["a"]) == 8 and seen["b"] == seen["a"], "the same batches, in the same order"
     first = [u for b in seen["a"][:5] for u in b]

@@ -155,22 +155,29 @@ def test_resume_continues_the_same_curve(tmp_path):
     assert state["step"] == 4 and state["epoch"] == 2  # 8 batches, accumulation 2
 
 
-def test_signal_saves_and_resume_mid_epoch_matches(tmp_path, monkeypatch):
-    straight = run_train(tmp_path / "a", *TINY)
+def interrupt_at_step(monkeypatch, step):
+    """Runs stop as on SIGTERM after optimiser step ``step`` (the signal's handler, called in-process);
+    returns the function that undoes it."""
     original = Trainer._optimizer_step
 
-    def interrupt_at_step_3(self, finite):
+    def stopping(self, finite):
         out = original(self, finite)
-        if self.step == 3:
+        if self.step == step:
             self._on_signal(signal.SIGTERM, None)
         return out
 
-    monkeypatch.setattr(Trainer, "_optimizer_step", interrupt_at_step_3)
+    monkeypatch.setattr(Trainer, "_optimizer_step", stopping)
+    return lambda: monkeypatch.setattr(Trainer, "_optimizer_step", original)
+
+
+def test_signal_saves_and_resume_mid_epoch_matches(tmp_path, monkeypatch):
+    straight = run_train(tmp_path / "a", *TINY)
+    undo = interrupt_at_step(monkeypatch, 3)
     run_dir = run_train(tmp_path / "b", *TINY)
     ckpt = run_dir / "checkpoint-interrupted.pth"
     assert ckpt.is_file() and not (run_dir / "checkpoint-epoch2.pth").exists()
     assert load_checkpoint(ckpt)["epoch_batches"] == 2  # step 3 = the second step of epoch 2
-    monkeypatch.setattr(Trainer, "_optimizer_step", original)
+    undo()
     run_train(tmp_path / "b", resume=ckpt)
     assert_same_weights(weights(straight / "checkpoint-epoch2.pth"), weights(run_dir / "checkpoint-epoch2.pth"))
 
