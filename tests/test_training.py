@@ -429,3 +429,41 @@ def test_train_window_counts_finite_losses_and_reduces_to_the_logged_numbers():
     assert 0 <= logs["data_wait_share"] < 0.01
     window.reset()
     assert window.epoch_loss() == {} and window.reduce(1)["loss"] == 0.0
+
+
+def test_step_runner_skips_a_nonfinite_step_and_counts_runs_of_skips():
+    from hw_asr.trainer.distributed import DistInfo
+    from hw_asr.trainer.step import StepRunner
+
+    class Squares(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(3))
+
+        def forward(self, audio, **_):
+            return {"y": (self.w * audio).sum()}
+
+    def criterion(y, scale, **_):
+        return {"loss": y * scale}
+
+    cpu = torch.device("cpu")
+    model = Squares()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    runner = StepRunner(model, criterion, optimizer, None, cpu, DistInfo(device=cpu), clip=1.0)
+    batch = {"audio": torch.tensor([1.0, 2.0, 2.0])}
+    _, loss = runner.forward_backward({**batch, "scale": torch.tensor(1.0)})
+    norm = runner.optimizer_step(torch.isfinite(loss))
+    assert float(loss) == 5.0 and float(norm) == pytest.approx(3.0)  # the gradient is the input
+    assert model.w.detach().tolist() == pytest.approx([1 - 0.1 / 3, 1 - 0.2 / 3, 1 - 0.2 / 3])  # clipped to norm 1
+    before = model.w.detach().clone()
+    for _ in range(2):  # two non-finite steps in a row change nothing
+        _, loss = runner.forward_backward({**batch, "scale": torch.tensor(float("nan"))})
+        runner.optimizer_step(torch.isfinite(loss))
+    assert torch.equal(model.w.detach(), before) and model.w.grad is None
+    assert runner.read_skips() == (2, 2)
+    _, loss = runner.forward_backward({**batch, "scale": torch.tensor(float("inf"))})
+    runner.optimizer_step(torch.isfinite(loss))
+    assert runner.read_skips() == (1, 3)  # the run in progress goes on across reads
+    _, loss = runner.forward_backward({**batch, "scale": torch.tensor(1.0)})
+    runner.optimizer_step(torch.isfinite(loss))
+    assert runner.read_skips()[0] == 0 and not torch.equal(model.w.detach(), before)

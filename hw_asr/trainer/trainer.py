@@ -1,6 +1,5 @@
 """The training loop: steps, accumulation, clipping, AMP, validation, checkpoints, resume."""
 
-import contextlib
 import logging
 import math
 import signal
@@ -18,12 +17,13 @@ from hw_asr.checkpoint import (
     set_rng_state,
 )
 from hw_asr.config import ConfigError
-from hw_asr.inference import autocast_context, batch_samples, move_batch, predict
+from hw_asr.inference import batch_samples, move_batch, predict
 from hw_asr.loss import ctc_infeasible
 from hw_asr.metric import calc_cer, calc_wer
 from hw_asr.schema import TrainerConfig, parse_monitor, sample_rate, seed
 from hw_asr.trainer.checkpoints import BEST, INTERRUPTED, CheckpointManager
 from hw_asr.trainer.distributed import DistInfo, all_reduce_sum, any_rank
+from hw_asr.trainer.step import StepRunner
 from hw_asr.visual import alignment_figure
 
 logger = logging.getLogger(__name__)
@@ -204,18 +204,25 @@ class Trainer:
             raise ConfigError(
                 f"trainer.len_epoch ({self.len_epoch}) must be a multiple of trainer.grad_accum_steps ({self.accum})"
             )
-        self.clip = cfg.grad_norm_clip
         self.save_period, self.keep_last = cfg.save_period, cfg.keep_last
         self.checkpoints = CheckpointManager(self.run_dir, self.dist, self.keep_last)
         self.max_nonfinite_steps = cfg.max_nonfinite_steps
         self.early_stop = cfg.early_stop or math.inf
         self.mode, self.monitor_key = parse_monitor(cfg.monitor)
         self.max_predictions = cfg.max_predictions_logged
-        self.amp = cfg.amp
-        if self.amp != "fp32" and device.type != "cuda":
-            logger.warning("trainer.amp=%s needs CUDA; training in fp32 on %s", self.amp, device.type)
-            self.amp = "fp32"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        self.runner = StepRunner(
+            model,
+            criterion,
+            optimizer,
+            lr_scheduler,
+            device,
+            self.dist,
+            accum=self.accum,
+            clip=cfg.grad_norm_clip,
+            amp=cfg.amp,
+            sample_rate=self.sample_rate,
+        )
+        self.amp, self.scaler = self.runner.amp, self.runner.scaler
         self.decoders = decoders or {"argmax": None}  # name -> decoder (builder.build_decoders)
         self.beam_subset = cfg.beam_subset
 
@@ -225,13 +232,7 @@ class Trainer:
         self.data_epoch, self.data_batch = 0, 0
         self.best = math.inf if self.mode == "min" else -math.inf
         self.not_improved = 0
-        self.skipped_steps = 0  # optimiser steps skipped for non-finite loss/gradients
-        # the same on the device, read at logging steps: skips since the last read, the current run of
-        # consecutive skips and the longest run since the last read
-        self._skips = torch.zeros((), dtype=torch.long, device=device)
-        self._run = torch.zeros((), dtype=torch.long, device=device)
-        self._longest_run = torch.zeros((), dtype=torch.long, device=device)
-        self.oom_batches = 0  # batches skipped for running out of device memory
+        self.skipped_steps = 0  # optimiser steps skipped for non-finite loss/gradients (read from the runner)
         self.load_failures = 0  # files replaced at load time
         self._stop_signal = None
         self._warned_infeasible = False
@@ -368,8 +369,8 @@ class Trainer:
     def _report_skips(self):
         if self.skipped_steps:
             logger.warning("%d optimiser steps were skipped for non-finite loss or gradients", self.skipped_steps)
-        if self.oom_batches:
-            logger.warning("%d batches were skipped for running out of device memory", self.oom_batches)
+        if self.runner.oom_batches:
+            logger.warning("%d batches were skipped for running out of device memory", self.runner.oom_batches)
         if self.load_failures:
             logger.warning("%d audio files failed to load and were replaced by the next file", self.load_failures)
 
@@ -467,83 +468,22 @@ class Trainer:
         self.load_failures += len(failures)
 
     def _forward_backward(self, batch, sync=True):
-        """Forward and backward of one batch: ``(outputs, loss)``, the loss a device tensor.
-
-        Backward runs whatever the loss: a non-finite one makes the gradient non-finite and the
-        optimiser step is skipped then (:meth:`_optimizer_step`), without the host reading the loss.
-        Running out of device memory frees what it can, logs the batch size and gives ``(None, None)``;
-        under DDP the ranks agree on that first (none runs backward if one cannot: a host read per step
-        in multi-process runs). ``sync=False`` (inside an accumulation window) skips the gradient all-reduce.
-        """
-        outputs = loss = None
-        try:
-            with autocast_context(self.device, self.amp):
-                outputs = self.model(**batch)
-            loss = self.criterion(**batch, **outputs)["loss"]
-        except torch.OutOfMemoryError:
-            outputs = loss = None
-            self.oom_batches += 1
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            b, t = batch["audio"].shape
-            logger.warning(
-                "out of memory on a batch of %d utterances x %d samples (%.1f s of audio in all); batch skipped",
-                b,
-                t,
-                batch_samples(batch) / self.sample_rate,
-            )
-        # every rank takes part in the agreement, whether its own batch ran out of memory or not
-        if (self.dist.enabled and any_rank(loss is None, self.device)) or loss is None:
-            return outputs, None
-        no_sync = self.model.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
-        with no_sync:
-            self.scaler.scale(loss / self.accum).backward()
-        return outputs, loss.detach()
+        """Forward and backward of one batch (:meth:`StepRunner.forward_backward`)."""
+        return self.runner.forward_backward(batch, sync)
 
     def _optimizer_step(self, loss_ok):
-        """Clip, step unless a loss or the gradient is not finite (``loss_ok``: a device bool), schedule.
-
-        The decision stays on the device: fused optimisers (``fused=True``: Adam, AdamW, SGD; the default
-        on CUDA) and the fp16 GradScaler skip the update themselves, given the flag; other optimisers need
-        the host to read it (one wait per step). Skips are counted on the device and checked against
-        ``trainer.max_nonfinite_steps`` at logging steps and at the end of the epoch. Returns the gradient
-        norm (a device tensor)."""
-        self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if params:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip if self.clip else math.inf)
-            skip = ~(torch.isfinite(grad_norm) & loss_ok)
-            if self.scaler.is_enabled():
-                self.scaler.step(self.optimizer)  # skips on its own inf/nan check of the gradients
-            elif all(g.get("fused") for g in self.optimizer.param_groups):  # as loaded (a resume can change it)
-                self.optimizer.grad_scale, self.optimizer.found_inf = None, skip.float()
-                try:
-                    self.optimizer.step()
-                finally:
-                    del self.optimizer.grad_scale, self.optimizer.found_inf
-            elif not skip:  # the host reads the flag: optimisers without a fused kernel
-                self.optimizer.step()
-            self.scaler.update()
-        else:  # no backward ran in this step (out of memory): a non-finite loss still counts as a skip
-            grad_norm = torch.full((), float("nan"), device=self.device)
-            skip = ~loss_ok
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.lr_scheduler is not None:
-            self.lr_scheduler.step()
+        """The optimiser step (:meth:`StepRunner.optimizer_step`); returns the gradient norm (a device tensor)."""
+        grad_norm = self.runner.optimizer_step(loss_ok)
         self.step += 1
-        self._skips = self._skips + skip
-        self._run = (self._run + 1) * skip  # consecutive skipped steps up to this one
-        self._longest_run = torch.maximum(self._longest_run, self._run)
         return grad_norm
 
     def _check_skips(self):
         """Read the device's skip counters (at logging steps and epoch ends): warn about the skipped steps
         and stop the run after ``max_nonfinite_steps`` in a row."""
-        skips, longest = int(self._skips), int(self._longest_run)
+        skips, longest = self.runner.read_skips()
         if skips:
             logger.warning("%d optimiser step(s) up to step %d skipped: non-finite loss or gradient", skips, self.step)
             self.skipped_steps += skips
-            self._skips.zero_()
         if self.max_nonfinite_steps and longest >= self.max_nonfinite_steps:
             path = self.save("checkpoint-nonfinite.pth")
             raise NonFiniteLossError(
@@ -552,7 +492,6 @@ class Trainer:
                 f"Lower the learning rate, clip gradients (trainer.grad_norm_clip) or check the data, then "
                 f"resume with: python train.py -r {path}"
             )
-        self._longest_run = self._run.clone()
 
     def _notify(self, event, *args):
         for callback in self.callbacks:
