@@ -34,7 +34,7 @@ def parse_args(argv=None):
     return args
 
 
-def check_resume(resume_path, resume_state, config):
+def check_resume(resume_path, resume_state, spec):
     """A finished run resumes only with more epochs; an averaged checkpoint (no optimiser state) does not
     resume at all. Said before anything is written."""
     if "averaged_from" in resume_state:
@@ -43,7 +43,7 @@ def check_resume(resume_path, resume_state, config):
             f"optimiser state: evaluate it with test.py -r, or start a new run from its weights with "
             f"trainer.init_weights={resume_path}"
         )
-    done, epochs = resume_state.get("epoch", 0), config["trainer"]["epochs"]
+    done, epochs = resume_state.get("epoch", 0), spec.trainer.epochs
     if done >= epochs:
         raise ConfigError(
             f"{resume_path}: the run already finished at epoch {done}; raise trainer.epochs to "
@@ -59,12 +59,12 @@ def main(argv=None):
     config = apply_overrides(config, args.overrides)
     if resume_state:
         config["trainer"].pop("init_weights", None)  # the checkpoint already holds the weights
-    tcfg = validate_config(config)  # the trainer block, parsed once
+    spec = validate_config(config)  # the config checked and resolved once
     if resume_state:
-        check_resume(resume_path, resume_state, config)
-    dist_info = init_distributed(args.device or tcfg.device)
+        check_resume(resume_path, resume_state, spec)
+    dist_info = init_distributed(args.device or spec.trainer.device)
     try:
-        run_dir = build_training(config, tcfg, dist_info, resume_path, resume_state).run()
+        run_dir = build_training(spec, dist_info, resume_path, resume_state).run()
         barrier()  # no rank tears the group down while another still uses it (a gloo rank aborted at exit)
         return run_dir
     finally:

@@ -53,21 +53,23 @@ from hw_asr.builder import (  # noqa: E402
     build_dataset,
     build_loss,
     build_lr_scheduler,
-    build_metrics,
     build_model,
     build_optimizer,
     build_text_encoder,
     resolve_num_workers,
+    validate_config,
 )
 from hw_asr.config import apply_overrides, get_path, load_config  # noqa: E402
 from hw_asr.inference import move_batch  # noqa: E402
-from hw_asr.logger import Writer  # noqa: E402
+from hw_asr.run import build_training  # noqa: E402
+from hw_asr.trainer.distributed import DistInfo  # noqa: E402
 from hw_asr.trainer.host_memory import configure as configure_host_memory  # noqa: E402
-from hw_asr.trainer.trainer import Trainer  # noqa: E402
+
+SEED = 0  # both loops: the model's initialisation, the batches' order and the loader's worker seeds
 
 
 def fresh(config, encoder):
-    torch.manual_seed(0)
+    torch.manual_seed(SEED)
     model = build_model(config, n_tokens=len(encoder))
     optimizer = build_optimizer(config, model.parameters())
     return model, optimizer, build_lr_scheduler(config, optimizer, 1000)
@@ -159,11 +161,12 @@ def bare_run(config, encoder, batches, clip):
     return bare.timing
 
 
-def full_run(config, encoder, dataset, steps, tmp, bare=None, batches=None):
+def full_run(config, steps, tmp, bare=None, batches=None):
     """The Trainer's timing; with ``bare``, that loop trains on ``batches[k - 1]`` right after
     the Trainer's step k (lock-step), its own RNG stream apart, and its time not counted."""
     cfg = {
         **config,
+        "data": {"train": config["data"]["train"]},  # no evaluation after the timed steps
         "trainer": {
             **config["trainer"],
             "epochs": 1,
@@ -171,13 +174,11 @@ def full_run(config, encoder, dataset, steps, tmp, bare=None, batches=None):
             "grad_accum_steps": 1,
             "monitor": "off",
             "save_period": 10**9,
+            "save_dir": str(tmp),
+            "run_name": None,
         },
     }
-    model, optimizer, scheduler = fresh(cfg, encoder)
-    loader = build_dataloader(cfg, "train", dataset, seed=0)
-    writer = Writer(tmp, cfg, visualize=cfg["trainer"].get("visualize", "comet"))
     timing = Timing()
-    bare_rng = torch.get_rng_state()
 
     class Recorder:
         """The Trainer's hooks: batch shapes and waits, a stamp after each optimiser step (then, in
@@ -202,24 +203,14 @@ def full_run(config, encoder, dataset, steps, tmp, bare=None, batches=None):
             if media:
                 timing.media.add(timing.steps_done)
 
-    trainer = Trainer(
-        model,
-        build_loss(cfg),
-        build_metrics(cfg),
-        optimizer,
-        scheduler,
-        encoder,
-        cfg,
-        torch.device("cpu"),
-        loader,
-        {},
-        tmp,
-        writer,
-        callbacks=[Recorder()],
+    # assembled as train.py assembles a run (its model seeded as the bare loop's)
+    training = build_training(
+        validate_config({**cfg, "seed": SEED}), DistInfo(device=torch.device("cpu")), callbacks=[Recorder()]
     )
-    trainer.train()  # the checkpoint written at the end comes after the last timed step
-    writer.close()
-    timing.non_finite = trainer.skipped_steps
+    logging.getLogger().setLevel(logging.WARNING)  # build_training logs at INFO
+    bare_rng = torch.get_rng_state()
+    training.run()  # the checkpoint written at the end comes after the last timed step
+    timing.non_finite = training.trainer.skipped_steps
     # from the end of step 1 to the end of step N: everything between two optimiser steps
     # (next batch from the loader, forward, backward, step, logging, progress bar) is counted
     return timing
@@ -227,11 +218,11 @@ def full_run(config, encoder, dataset, steps, tmp, bare=None, batches=None):
 
 def collect_batches(config, dataset, steps):
     """The first ``steps`` batches of the Trainer's stream, epoch after epoch, collated in memory."""
-    loader = build_dataloader(config, "train", dataset, seed=0)
+    loader = build_dataloader(config, "train", dataset, seed=SEED)
     batches, data_epoch = [], 0
     while len(batches) < steps:
         loader.batch_sampler.set_epoch(data_epoch)
-        loader.generator.manual_seed(config.get("seed", 42) + data_epoch)
+        loader.generator.manual_seed(SEED + data_epoch)
         for batch in loader:
             batches.append(move_batch(batch, torch.device("cpu")))
             if len(batches) == steps:
@@ -289,11 +280,11 @@ def main(argv=None):
         for _ in range(args.repeats):
             if args.interleave == "steps":
                 lockstep = BareLoop(config, encoder, clip)
-                full.append(full_run(config, encoder, dataset, args.steps, Path(tmp), lockstep, batches))
+                full.append(full_run(config, args.steps, Path(tmp), lockstep, batches))
                 bare.append(lockstep.timing)
             else:
                 bare.append(bare_run(config, encoder, batches, clip))
-                full.append(full_run(config, encoder, dataset, args.steps, Path(tmp)))
+                full.append(full_run(config, args.steps, Path(tmp)))
     for timing in bare + full:
         if timing.shapes != bare[0].shapes:
             sys.exit(

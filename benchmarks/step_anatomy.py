@@ -33,9 +33,11 @@ Per-step counts are the difference between runs of ``2 * steps`` and ``steps`` s
 import argparse
 import collections
 import json
+import logging
 import math
 import random
 import sys
+import tempfile
 import traceback
 import warnings
 from pathlib import Path
@@ -149,11 +151,41 @@ def preset_model(preset, batch, seconds, device="cpu"):
     return model, encoder, synthetic_batch(encoder, batch, seconds, device)
 
 
-def make_trainer(model, encoder, device, amp, log_step=10**9):
-    from hw_asr.logger import Writer
-    from hw_asr.trainer.trainer import Trainer
+def sample_manifest(encoder, folder):
+    """A manifest of two seconds of noise transcribed in ``encoder``'s own tokens (any preset's alphabet)."""
+    import soundfile as sf
 
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / "noise.wav", 0.1 * torch.randn(32000, generator=torch.Generator().manual_seed(0)).numpy(), 16000)
+    text = encoder.decode(list(range(1, min(len(encoder), 8)))).strip()
+    rows = [{"audio_filepath": str(folder / "noise.wav"), "text": text, "duration": 2.0}] * 2
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "manifest.jsonl"
+
+
+def make_trainer(preset, device, amp, log_step=10**9):
+    """``preset``'s Trainer as ``train.py`` assembles it (:func:`hw_asr.run.build_training`; seed 0, AdamW
+    at 1e-4, fused as by default, clipping at 10, no schedule, no metrics), in a temporary run folder. Its
+    loader reads a manifest of noise (:func:`sample_manifest`); :func:`count_steps` feeds it synthetic
+    batches instead."""
+    from hw_asr.builder import validate_config
+    from hw_asr.run import build_training
+    from hw_asr.trainer.distributed import DistInfo
+
+    preset_config = load_config(ARCH_DIR / f"{preset}.json")
+    manifest = sample_manifest(build_text_encoder(preset_config), Path(_RUNS.name) / preset)
     config = {
+        "name": f"step_anatomy_{preset}",
+        "seed": 0,
+        **{k: preset_config[k] for k in ("text_encoder", "arch", "sample_rate") if k in preset_config},
+        "data": {
+            "train": {
+                "batch_size": 2,
+                "datasets": [{"type": "ManifestDataset", "args": {"manifest_path": str(manifest)}}],
+            }
+        },
+        "optimizer": {"type": "AdamW", "args": {"lr": 1e-4}},
+        "metrics": [],
         "trainer": {
             "epochs": 1,
             "len_epoch": 1,
@@ -162,24 +194,16 @@ def make_trainer(model, encoder, device, amp, log_step=10**9):
             "amp": amp,
             "monitor": "off",
             "visualize": None,
-        }
+            "device": str(device),
+            "save_dir": _RUNS.name,
+        },
     }
-    # fused: the update in one kernel, its step counters on the device (no host read of them), as on CUDA
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    return Trainer(
-        model,
-        CTCLoss(),
-        [],
-        optimizer,
-        None,
-        encoder,
-        config,
-        device,
-        [None],
-        {},
-        "/nonexistent",
-        Writer(None, config, enabled=False),
-    )
+    training = build_training(validate_config(config), DistInfo(device=torch.device(device)))
+    logging.getLogger().setLevel(logging.WARNING)  # build_training logs at INFO
+    return training.trainer
+
+
+_RUNS = tempfile.TemporaryDirectory(prefix="step_anatomy_")  # the run folders of make_trainer
 
 
 def count_steps(trainer, batch, steps):
@@ -208,8 +232,8 @@ def count_steps(trainer, batch, steps):
 def step_anatomy(preset, batch=4, seconds=4.0, steps=2, device="cpu", amp="fp32"):
     """Per-step operator, cast and sync counts of ``preset``'s training step."""
     device = torch.device(device)
-    model, encoder, data = preset_model(preset, batch, seconds, device)
-    trainer = make_trainer(model, encoder, device, amp)
+    trainer = make_trainer(preset, device, amp)
+    data = synthetic_batch(trainer.text_encoder, batch, seconds, device)
     count_steps(trainer, data, 1)  # warm-up: lazy initialisation (optimiser state, cuDNN plans)
     once, twice = count_steps(trainer, data, steps), count_steps(trainer, data, 2 * steps)
     syncs = twice.syncs.copy()

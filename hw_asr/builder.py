@@ -2,10 +2,12 @@
 
 import functools
 import inspect
+import json
 import logging
 import os
 import types
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
@@ -13,12 +15,21 @@ from torch.utils.data import ConcatDataset, DataLoader
 from hw_asr import augmentations, batch_sampler, datasets, loss, lr_schedulers, metric, model, text_encoder
 from hw_asr.checkpoint import check_checkpoint, load_checkpoint
 from hw_asr.collate_fn import collate_fn
-from hw_asr.config import ConfigError, check_argument_names, check_known_keys, get_path, lookup, registry_names, resolve
+from hw_asr.config import (
+    Block,
+    ConfigError,
+    check_argument_names,
+    check_known_keys,
+    get_path,
+    lookup,
+    registry_names,
+)
 from hw_asr.model import frontend as frontends
 from hw_asr.model.frontend import STFTFrontend
 from hw_asr.model.spec_augment import SpecAugment
-from hw_asr.schema import TOP_KEYS, DataSplitConfig, TrainerConfig
+from hw_asr.schema import TOP_KEYS, DataSplitConfig, RunSpec, SplitSpec, TrainerConfig
 from hw_asr.schema import sample_rate as config_sample_rate
+from hw_asr.schema import seed as config_seed
 from hw_asr.text_encoder import decoders as decoder_registry
 
 logger = logging.getLogger(__name__)
@@ -49,41 +60,103 @@ LR_SCHEDULERS = _class_registry(
 )
 
 
+DEFAULT_TEXT_ENCODER = {"type": "CTCCharTextEncoder", "args": {}}
+DEFAULT_LOSS = {"type": "CTCLoss", "args": {}}
+DEFAULT_METRICS = [{"type": "WERMetric", "args": {}}, {"type": "CERMetric", "args": {}}]
+
+# Every builder takes a RunSpec (the training path: the config resolved once by validate_config) or a config
+# dict (tools, tests, a checkpoint's config), whose part it needs is then read here, with the same checks.
+
+
+def _read_text_encoder(config):
+    return Block.of(config.get("text_encoder", DEFAULT_TEXT_ENCODER), text_encoder, "text_encoder")
+
+
+def _read_arch(config):
+    block = Block.of(get_path(config, "arch"), model, "arch")
+    check_model_parts(block.args, "arch.args")
+    return block
+
+
+def _read_loss(config):
+    return Block.of(config.get("loss", DEFAULT_LOSS), loss, "loss")
+
+
+def _read_optimizer(config):
+    return Block.of(get_path(config, "optimizer"), OPTIMIZERS, "optimizer")
+
+
+def _read_lr_scheduler(config):
+    spec = config.get("lr_scheduler")
+    return Block.of(spec, [LR_SCHEDULERS], "lr_scheduler") if spec else None
+
+
+def _read_metrics(config):
+    return tuple(Block.of(s, metric, f"metrics.{i}") for i, s in enumerate(config.get("metrics", DEFAULT_METRICS)))
+
+
+def _read_decoders(config):
+    return {
+        name: Block.of(spec, decoder_registry, f"decoders.{name}")
+        for name, spec in (config.get("decoders") or {}).items()
+    }
+
+
+def _read_wave_augs(config):
+    specs = get_path(config, "augmentations.wave", [])
+    return tuple(Block.of(s, augmentations, f"augmentations.wave.{i}", nested=True) for i, s in enumerate(specs))
+
+
+def _read_datasets(config, split):
+    specs = get_path(config, f"data.{split}.datasets")
+    if not isinstance(specs, list) or not specs:
+        raise ConfigError(f"data.{split}.datasets must be a non-empty list of dataset blocks")
+    return tuple(Block.of(s, datasets, f"data.{split}.datasets.{i}") for i, s in enumerate(specs))
+
+
+_READERS = {
+    "text_encoder": _read_text_encoder,
+    "arch": _read_arch,
+    "loss": _read_loss,
+    "optimizer": _read_optimizer,
+    "lr_scheduler": _read_lr_scheduler,
+    "metrics": _read_metrics,
+    "decoders": _read_decoders,
+    "wave_augs": _read_wave_augs,
+}
+
+
+def _part(config, name):
+    """The ``name`` part of a run: the spec's, or read from a config dict now."""
+    return getattr(config, name) if isinstance(config, RunSpec) else _READERS[name](config)
+
+
+def _sample_rate(config):
+    return config.sample_rate if isinstance(config, RunSpec) else config_sample_rate(config)
+
+
 def build_text_encoder(config):
-    spec = config.get("text_encoder", {"type": "CTCCharTextEncoder", "args": {}})
-    return resolve(spec, text_encoder, "text_encoder")
+    return _part(config, "text_encoder").build()
 
 
-def _is_block(value):
-    return isinstance(value, dict) and "type" in value
-
-
-def _map_nested(spec, where, build):
-    """``build(block, where)`` bottom-up over a block and the blocks nested in its args
-    (``RandomApply``'s ``augmentation``, ``Sequential``'s list)."""
-    _check_types(spec, [augmentations], where)
-    args = {}
-    for key, value in (spec.get("args") or {}).items():
-        if _is_block(value):
-            value = _map_nested(value, f"{where}.args.{key}", build)
-        elif isinstance(value, list) and value and all(_is_block(v) for v in value):
-            value = [_map_nested(v, f"{where}.args.{key}.{i}", build) for i, v in enumerate(value)]
-        args[key] = value
-    return build({"type": spec["type"], "args": args}, where)
+def _build_augmentation(block, sample_rate):
+    """An augmentation block, the blocks nested in its arguments built first (``RandomApply``'s
+    ``augmentation``, ``Sequential``'s list); ``sample_rate`` goes to those that take one."""
+    nested = {}
+    for key, value in block.args.items():
+        if isinstance(value, Block):
+            nested[key] = _build_augmentation(value, sample_rate)
+        elif isinstance(value, list) and value and all(isinstance(v, Block) for v in value):
+            nested[key] = [_build_augmentation(v, sample_rate) for v in value]
+    needs_rate = "sample_rate" in inspect.signature(block.cls).parameters
+    return block.without(*nested).build(**nested, **({"sample_rate": sample_rate} if needs_rate else {}))
 
 
 def build_wave_augs(config):
-    specs = get_path(config, "augmentations.wave", [])
-    if not specs:
+    blocks = _part(config, "wave_augs")
+    if not blocks:
         return None
-    sample_rate = config_sample_rate(config)
-
-    def build(block, where):
-        cls = lookup(block["type"], [augmentations], f"{where}.type")
-        needs_rate = "sample_rate" in inspect.signature(cls).parameters
-        return resolve(block, augmentations, where, **({"sample_rate": sample_rate} if needs_rate else {}))
-
-    augs = [_map_nested(s, f"augmentations.wave.{i}", build) for i, s in enumerate(specs)]
+    augs = [_build_augmentation(b, _sample_rate(config)) for b in blocks]
     return augs[0] if len(augs) == 1 else augmentations.Sequential(augs)
 
 
@@ -91,23 +164,11 @@ def build_dataset(config, split, encoder, train=None):
     """All datasets of a split, concatenated. ``train`` (default: whether ``split`` is the train split)
     gives the wave augmentations, and a file that fails to decode is replaced by the next one (an
     epoch never dies on one file); otherwise such a file is left out and reported, never substituted."""
-    specs = get_path(config, f"data.{split}.datasets")
-    if not isinstance(specs, list) or not specs:
-        raise ConfigError(f"data.{split}.datasets must be a non-empty list of dataset blocks")
+    blocks = config.splits[split].datasets if isinstance(config, RunSpec) else _read_datasets(config, split)
     train = split == TRAIN_SPLIT if train is None else train
     wave_augs = build_wave_augs(config) if train else None
-    sample_rate = config_sample_rate(config)
-    parts = [
-        resolve(
-            s,
-            datasets,
-            f"data.{split}.datasets.{i}",
-            text_encoder=encoder,
-            sample_rate=sample_rate,
-            wave_augs=wave_augs,
-        )
-        for i, s in enumerate(specs)
-    ]
+    sample_rate = _sample_rate(config)
+    parts = [b.build(text_encoder=encoder, sample_rate=sample_rate, wave_augs=wave_augs) for b in blocks]
     streamed = [i for i, p in enumerate(parts) if getattr(p, "streaming", False)]
     if streamed and (len(parts) > 1 or not train):
         raise ConfigError(
@@ -141,33 +202,39 @@ def resolve_num_workers(value, where):
 
 def build_dataloader(config, split, dataset, seed=0, train=None):
     """``train`` (default: whether ``split`` is the train split) shuffles the batches."""
-    cfg = DataSplitConfig.from_dict(get_path(config, f"data.{split}"), f"data.{split}", need_datasets=False)
+    if isinstance(config, RunSpec):
+        cfg, block = config.splits[split].loader, config.splits[split].batch_sampler
+    else:
+        cfg = DataSplitConfig.from_dict(get_path(config, f"data.{split}"), f"data.{split}", need_datasets=False)
+        block = Block.of(cfg.batch_sampler, batch_sampler, f"data.{split}.batch_sampler") if cfg.batch_sampler else None
     train = split == TRAIN_SPLIT if train is None else train
-    sampler_spec = cfg.batch_sampler or {
-        "type": "RandomBatchSampler",
-        "args": {"batch_size": cfg.batch_size, "shuffle": train, "drop_last": False},
-    }
-    sampler_args = {} if "seed" in sampler_spec.get("args", {}) else {"seed": seed}
-    sampler_class = lookup(sampler_spec.get("type"), [batch_sampler], f"data.{split}.batch_sampler.type")
-    if getattr(dataset, "streaming", False) != getattr(sampler_class, "streams", False):
+    if block is None:
+        block = Block.of(
+            {
+                "type": "RandomBatchSampler",
+                "args": {"batch_size": cfg.batch_size, "shuffle": train, "drop_last": False},
+            },
+            batch_sampler,
+            f"data.{split}.batch_sampler",
+        )
+    sampler_args = {} if "seed" in block.args else {"seed": seed}
+    if getattr(dataset, "streaming", False) != getattr(block.cls, "streams", False):
         raise ConfigError(
             f"data.{split}: {type(dataset).__name__} is "
             + (
                 "streamed from shards: give it a batch_sampler of type StreamBucketSampler"
                 if getattr(dataset, "streaming", False)
-                else f"not streamed: {sampler_spec['type']} batches only a streamed dataset such as SharDataset"
+                else f"not streamed: {block.type_name} batches only a streamed dataset such as SharDataset"
             )
         )
-    sampler = resolve(sampler_spec, batch_sampler, f"data.{split}.batch_sampler", dataset, **sampler_args)
+    sampler = block.build(dataset, **sampler_args)
     num_workers = resolve_num_workers(cfg.num_workers, f"data.{split}.num_workers")
     if getattr(sampler, "streams", False):
         return stream_loader(config, split, sampler, num_workers, seed, cfg)
     # A loader of its own generator: creating an iterator then draws no number from the
     # global RNG, so validation and resumes leave the training random stream unchanged.
     grid = getattr(sampler, "length_grid", None)
-    collate = (
-        functools.partial(collate_fn, length_grid=grid, sample_rate=config_sample_rate(config)) if grid else collate_fn
-    )
+    collate = functools.partial(collate_fn, length_grid=grid, sample_rate=_sample_rate(config)) if grid else collate_fn
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -196,7 +263,7 @@ def stream_loader(config, split, sampler, num_workers, seed, cfg):
     return DataLoader(
         sampler,
         batch_size=None,
-        collate_fn=functools.partial(collate_fn, length_grid=grid, sample_rate=config_sample_rate(config)),
+        collate_fn=functools.partial(collate_fn, length_grid=grid, sample_rate=_sample_rate(config)),
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
         pin_memory=torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory,
@@ -276,18 +343,18 @@ def check_model_parts(args, where="arch.args"):
 def build_model(config, n_tokens):
     """The model of ``arch``, assembled: the builder builds the frontend (at the config's ``sample_rate``
     unless the frontend names its own) and SpecAugment and passes them in; the model knows no config."""
-    spec = get_path(config, "arch")
-    args = dict(spec.get("args") or {})
+    block = _part(config, "arch")
     try:
-        cls, frontend_args, _ = frontend_class_and_args(args)
-        args["frontend"] = cls(**{"sample_rate": config_sample_rate(config), **frontend_args})
-        augment = spec_augment_args(args)
-        args["spec_augment"] = SpecAugment(**augment) if augment else None
-        return resolve({"type": spec.get("type"), "args": args}, model, "arch", n_tokens=n_tokens)
+        cls, frontend_args, _ = frontend_class_and_args(block.args)
+        frontend = cls(**{"sample_rate": _sample_rate(config), **frontend_args})
+        augment = spec_augment_args(block.args)
+        return block.without("frontend", "spec_augment").build(
+            n_tokens=n_tokens, frontend=frontend, spec_augment=SpecAugment(**augment) if augment else None
+        )
     except ConfigError:
         raise
     except ValueError as e:  # an argument's value the model refuses (pos_encoding, dim vs heads, ...)
-        raise ConfigError(f"arch.args ({spec.get('type')}): {e}") from None
+        raise ConfigError(f"arch.args ({block.type_name}): {e}") from None
 
 
 def load_model(checkpoint_path, device="cpu", state=None):
@@ -300,37 +367,30 @@ def load_model(checkpoint_path, device="cpu", state=None):
     return net.to(device).eval(), encoder, state["config"]
 
 
-def check_model_values(config):
-    """Build the model on the meta device (no memory, no weights): argument values the model refuses
-    are found before any data is read. The vocabulary size does not matter for that."""
-    with torch.device("meta"):
-        build_model(config, n_tokens=32)
-
-
 def build_loss(config):
-    return resolve(config.get("loss", {"type": "CTCLoss", "args": {}}), loss, "loss")
+    return _part(config, "loss").build()
 
 
 def build_metrics(config):
-    specs = config.get("metrics", [{"type": "WERMetric", "args": {}}, {"type": "CERMetric", "args": {}}])
-    return [resolve(s, metric, f"metrics.{i}") for i, s in enumerate(specs)]
+    return [b.build() for b in _part(config, "metrics")]
 
 
 def build_decoders(config, encoder, names=None):
     """``{"argmax": None, name: decoder, ...}`` from the config's ``decoders`` block
     (only ``names`` when given; ``argmax`` is always there)."""
-    specs = config.get("decoders") or {}
-    wanted = set(specs) if names is None else set(names) - {"argmax"}
-    missing = wanted - set(specs)
+    blocks = _part(config, "decoders")
+    wanted = set(blocks) if names is None else set(names) - {"argmax"}
+    missing = wanted - set(blocks)
     if missing:
         raise ConfigError(
             f"decoder(s) {sorted(missing)} are used but not defined under 'decoders' "
-            f"(defined: {sorted(specs) or 'none'}; 'argmax' needs no definition)"
+            f"(defined: {sorted(blocks) or 'none'}; 'argmax' needs no definition)"
         )
     out = {"argmax": None}
     for name in sorted(wanted):
-        check_decoder_files(specs[name], f"decoders.{name}")
-        out[name] = resolve(specs[name], decoder_registry, f"decoders.{name}", encoder)
+        if not isinstance(config, RunSpec):  # a spec's files were checked when it was resolved
+            check_decoder_files(config["decoders"][name], f"decoders.{name}")
+        out[name] = blocks[name].build(encoder)
     return out
 
 
@@ -384,38 +444,27 @@ FUSED_BY_DEFAULT = ("Adam", "AdamW", "SGD")
 
 def build_optimizer(config, params):
     """The ``optimizer`` block; Adam, AdamW and SGD are fused unless the block sets ``fused`` or ``foreach``."""
-    spec = get_path(config, "optimizer")
-    args = spec.get("args") or {} if isinstance(spec, dict) else {}
-    if isinstance(spec, dict) and spec.get("type") in FUSED_BY_DEFAULT and not {"fused", "foreach"} & set(args):
-        spec = {**spec, "args": {**args, "fused": True}}
-    return resolve(spec, OPTIMIZERS, "optimizer", params)
+    block = _part(config, "optimizer")
+    if block.type_name in FUSED_BY_DEFAULT and not {"fused", "foreach"} & set(block.args):
+        block = block.with_args(fused=True)
+    return block.build(params)
 
 
 def build_lr_scheduler(config, optimizer, total_steps):
-    spec = config.get("lr_scheduler")
-    if not spec:
+    block = _part(config, "lr_scheduler")
+    if block is None:
         return None
-    spec = {"type": spec.get("type"), "args": dict(spec.get("args") or {})}
-    cls = lookup(spec["type"], [LR_SCHEDULERS], "lr_scheduler.type")
-    if cls is torch.optim.lr_scheduler.OneCycleLR and not {"total_steps", "epochs"} & set(spec["args"]):
-        spec["args"]["total_steps"] = total_steps
-    if getattr(cls, "needs_total_steps", False):
-        spec["args"].setdefault("total_steps", total_steps)
-    return resolve(spec, [LR_SCHEDULERS], "lr_scheduler", optimizer)
+    if block.cls is torch.optim.lr_scheduler.OneCycleLR and not {"total_steps", "epochs"} & set(block.args):
+        block = block.with_args(total_steps=total_steps)
+    if getattr(block.cls, "needs_total_steps", False) and "total_steps" not in block.args:
+        block = block.with_args(total_steps=total_steps)
+    return block.build(optimizer)
 
 
 def eval_splits(config):
+    if isinstance(config, RunSpec):
+        return config.eval_splits()
     return [s for s in get_path(config, "data") if s != TRAIN_SPLIT]
-
-
-def _check_types(spec, modules, where):
-    """The block's type exists and takes every argument the block names."""
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ConfigError(f'{where}: expected a block {{"type": ..., "args": {{...}}}}')
-    args = spec.get("args") or {}
-    if not isinstance(args, dict):
-        raise ConfigError(f"{where}.args must be an object")
-    check_argument_names(lookup(spec["type"], modules, f"{where}.type"), args, f"{where}.args", spec["type"])
 
 
 def compile_options(value):
@@ -433,50 +482,49 @@ def compile_options(value):
 
 
 def validate_config(config):
-    """Check a training config before anything is built: every ``type`` resolves, the
-    required keys exist, splits list datasets and the files it names exist. Returns the parsed
-    ``trainer`` block (:class:`TrainerConfig`), which the run then uses as it is."""
+    """Check a training config and resolve it, once, into the :class:`~hw_asr.schema.RunSpec` the run is built
+    from: every ``type`` resolves to its class and takes the arguments named, the required keys exist, splits
+    list datasets and the files it names exist. Nothing is built and nothing is read but file names."""
     for key in ("arch", "data.train", "optimizer", "trainer.epochs"):
         get_path(config, key)
     check_known_keys(config, TOP_KEYS, "config")
     check_known_keys(config.get("augmentations") or {}, {"wave"}, "augmentations")
-    _check_types(config.get("text_encoder", {"type": "CTCCharTextEncoder"}), [text_encoder], "text_encoder")
-    _check_types(config["arch"], [model], "arch")
-    check_model_parts(config["arch"].get("args") or {}, "arch.args")
-    _check_types(config.get("loss", {"type": "CTCLoss"}), [loss], "loss")
-    check_model_values(config)
-    _check_types(config["optimizer"], [OPTIMIZERS], "optimizer")
-    if config.get("lr_scheduler"):
-        _check_types(config["lr_scheduler"], [LR_SCHEDULERS], "lr_scheduler")
-    for i, spec in enumerate(config.get("metrics", [])):
-        _check_types(spec, [metric], f"metrics.{i}")
-    for name, spec in (config.get("decoders") or {}).items():
-        _check_types(spec, [decoder_registry], f"decoders.{name}")
-        check_decoder_files(spec, f"decoders.{name}")
-    used = {(s.get("args") or {}).get("decoder", "argmax") for s in config.get("metrics", [])}
-    undefined = used - {"argmax"} - set(config.get("decoders") or {})
+    parts = {name: read(config) for name, read in _READERS.items() if name != "wave_augs"}
+    for name, block in parts["decoders"].items():
+        check_decoder_files(config["decoders"][name], block.where)
+    used = {b.args.get("decoder", "argmax") for b in parts["metrics"]}
+    undefined = used - {"argmax"} - set(parts["decoders"])
     if undefined:
         raise ConfigError(f"metrics use decoder(s) {sorted(undefined)} not defined under 'decoders'")
+    parts["wave_augs"] = _read_wave_augs(config)
 
-    for i, spec in enumerate(get_path(config, "augmentations.wave", [])):
-        _map_nested(spec, f"augmentations.wave.{i}", lambda block, where: block)  # checks every type
+    splits = {}
     for split, block in config["data"].items():
         cfg = DataSplitConfig.from_dict(block, f"data.{split}")
-        for i, spec in enumerate(cfg.datasets):
-            _check_types(spec, [datasets], f"data.{split}.datasets.{i}")
-            manifest = (spec.get("args") or {}).get("manifest_path")
+        blocks = _read_datasets(config, split)
+        for i, b in enumerate(blocks):
+            manifest = b.args.get("manifest_path")
             for m in [manifest] if isinstance(manifest, str) else manifest or []:
                 if not Path(m).is_file():
                     raise ConfigError(f"data.{split}.datasets.{i}.args.manifest_path: file not found: {m}")
-        if cfg.batch_sampler is not None:
-            _check_types(cfg.batch_sampler, [batch_sampler], f"data.{split}.batch_sampler")
+        sampler = (
+            Block.of(cfg.batch_sampler, batch_sampler, f"data.{split}.batch_sampler") if cfg.batch_sampler else None
+        )
+        splits[split] = SplitSpec(split, cfg, blocks, sampler)
     tcfg = TrainerConfig.from_dict(config["trainer"])
-    if get_path(config, "trainer.compile", None):
-        compile_options(config["trainer"]["compile"])
+    if tcfg.compile:
+        compile_options(tcfg.compile)
     for key in ("tf32", "sync_batchnorm"):  # keep_freed_memory: host_memory.configure, train.py's first step
-        if not isinstance(get_path(config, f"trainer.{key}", None), (bool, type(None))):
+        if not isinstance(getattr(tcfg, key), (bool, type(None))):
             raise ConfigError(f"trainer.{key} must be true, false or null, got {config['trainer'][key]!r}")
-    init = get_path(config, "trainer.init_weights", None)
-    if init and not Path(init).is_file():
-        raise ConfigError(f"trainer.init_weights: checkpoint not found: {init}")
-    return tcfg
+    if tcfg.init_weights and not Path(tcfg.init_weights).is_file():
+        raise ConfigError(f"trainer.init_weights: checkpoint not found: {tcfg.init_weights}")
+    return RunSpec(
+        config_json=json.dumps(config),
+        name=config.get("name", "run"),
+        seed=config_seed(config),
+        sample_rate=config_sample_rate(config),
+        trainer=tcfg,
+        splits=MappingProxyType(splits),
+        **{k: MappingProxyType(v) if isinstance(v, dict) else v for k, v in parts.items()},
+    )

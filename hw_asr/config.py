@@ -10,7 +10,11 @@ import difflib
 import importlib
 import inspect
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from hw_asr.files import write_json
 
@@ -217,40 +221,105 @@ def check_argument_names(target, args, where, type_name):
             )
 
 
-def resolve(spec, modules, where, *args, **extra):
-    """Build the object a ``{"type", "args"}`` block describes.
+@dataclass(frozen=True)
+class Block:
+    """A checked ``{"type": name, "args": {...}}`` block: the class (or function) its type names in a
+    registry, its arguments, and where it is in the config (``where``, for messages). Nested blocks in the
+    arguments (an augmentation's ``augmentation``, ``Sequential``'s list) are Blocks too when the block was
+    read with ``nested=True``; :meth:`build` builds them first."""
+
+    where: str
+    type_name: str
+    cls: Callable
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: Any, modules: Any, where: str, nested: bool = False) -> "Block":
+        """Look ``spec``'s type up in ``modules`` (a registry module or a list of them) and check the names of
+        its arguments: a type that does not exist or an argument it does not take is a ConfigError naming
+        ``where``."""
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise ConfigError(f'{where}: expected a block {{"type": ..., "args": {{...}}}}, got {spec!r}')
+        unknown_keys = set(spec) - {"type", "args"}
+        if unknown_keys:
+            raise ConfigError(f"{where}: unexpected keys {sorted(unknown_keys)} (only 'type' and 'args')")
+        args = spec.get("args") or {}
+        if not isinstance(args, dict):
+            raise ConfigError(f"{where}.args must be an object")
+        target = lookup(spec["type"], modules if isinstance(modules, (list, tuple)) else [modules], f"{where}.type")
+        check_argument_names(target, args, f"{where}.args", spec["type"])
+        args = copy.deepcopy(args)
+        if nested:
+            args = {key: _nested(value, modules, f"{where}.args.{key}") for key, value in args.items()}
+        return cls(where, spec["type"], target, MappingProxyType(args))
+
+    def without(self, *keys: str) -> "Block":
+        """The same block without the arguments ``keys`` (the framework builds and passes them itself)."""
+        return Block(
+            self.where,
+            self.type_name,
+            self.cls,
+            MappingProxyType({k: v for k, v in self.args.items() if k not in keys}),
+        )
+
+    def with_args(self, **args: Any) -> "Block":
+        """The same block with ``args`` set (the framework's own values for some of its arguments)."""
+        return Block(self.where, self.type_name, self.cls, MappingProxyType({**self.args, **args}))
+
+    def build(self, *args: Any, **extra: Any) -> Any:
+        """The object: ``cls(*args, **block args, **extra)``. ``extra`` are arguments the framework supplies
+        (the text encoder of a dataset, ...); the config may not set them too."""
+        clash = set(self.args) & set(extra)
+        if clash:
+            raise ConfigError(f"{self.where}.args: {sorted(clash)} are set by the framework, remove them")
+        check_argument_names(self.cls, extra, f"{self.where}.args", self.type_name)
+        kwargs = {key: _built(value) for key, value in self.args.items()}
+        kwargs.update(extra)
+        try:
+            signature = inspect.signature(self.cls)
+        except (TypeError, ValueError):
+            signature = None
+        if signature is not None:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as e:
+                accepted = accepted_arguments(self.cls) or []
+                raise ConfigError(
+                    f"{self.where}.args: {e} for {self.type_name} (accepts: {', '.join(accepted)})"
+                ) from None
+        return self.cls(*args, **kwargs)
+
+
+def _is_block(value: Any) -> bool:
+    return isinstance(value, dict) and "type" in value
+
+
+def _nested(value: Any, modules: Any, where: str) -> Any:
+    """An argument that is a block, or a non-empty list of blocks, read as Block(s)."""
+    if _is_block(value):
+        return Block.of(value, modules, where, nested=True)
+    if isinstance(value, list) and value and all(_is_block(v) for v in value):
+        return [Block.of(v, modules, f"{where}.{i}", nested=True) for i, v in enumerate(value)]
+    return value
+
+
+def _built(value: Any) -> Any:
+    """An argument as the object receives it: nested blocks built, anything else a copy of its own."""
+    if isinstance(value, Block):
+        return value.build()
+    if isinstance(value, list) and value and all(isinstance(v, Block) for v in value):
+        return [v.build() for v in value]
+    return copy.deepcopy(value)
+
+
+def resolve(spec: Any, modules: Any, where: str, *args: Any, **extra: Any) -> Any:
+    """Build the object a ``{"type", "args"}`` block describes (:meth:`Block.of`, then :meth:`Block.build`).
 
     ``extra`` keyword arguments are supplied by the framework (e.g. the text
     encoder for datasets); ``args`` from the config override nothing of them.
     Argument mistakes are reported against the config path ``where``.
     """
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ConfigError(f'{where}: expected a block {{"type": ..., "args": {{...}}}}, got {spec!r}')
-    unknown_keys = set(spec) - {"type", "args"}
-    if unknown_keys:
-        raise ConfigError(f"{where}: unexpected keys {sorted(unknown_keys)} (only 'type' and 'args')")
-    if not isinstance(modules, (list, tuple)):
-        modules = [modules]
-    cls = lookup(spec["type"], modules, f"{where}.type")
-    kwargs = dict(spec.get("args") or {})
-    if not isinstance(kwargs, dict):
-        raise ConfigError(f"{where}.args must be an object")
-    clash = set(kwargs) & set(extra)
-    if clash:
-        raise ConfigError(f"{where}.args: {sorted(clash)} are set by the framework, remove them")
-    kwargs.update(extra)
-    check_argument_names(cls, kwargs, f"{where}.args", spec["type"])
-    try:
-        signature = inspect.signature(cls)
-    except (TypeError, ValueError):
-        signature = None
-    if signature is not None:
-        try:
-            signature.bind(*args, **kwargs)
-        except TypeError as e:
-            accepted = accepted_arguments(cls) or []
-            raise ConfigError(f"{where}.args: {e} for {spec['type']} (accepts: {', '.join(accepted)})") from None
-    return cls(*args, **kwargs)
+    return Block.of(spec, modules, where).build(*args, **extra)
 
 
 def write_config(cfg, path):

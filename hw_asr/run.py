@@ -1,8 +1,9 @@
 """Assembling a training run from a checked config: the package function that ``train.py`` calls.
 
-``build_training(config, tcfg, dist_info, resume_path, resume_state)`` builds the text encoder, model, data,
-optimiser, schedule, writer and :class:`~hw_asr.trainer.trainer.Trainer`, in the order that keeps every error
-on the config, the checkpoint or the data before the run folder exists; ``Training.run()`` trains and closes
+``build_training(spec, dist_info, resume_path, resume_state)`` builds the text encoder, model, data,
+optimiser, schedule, writer and :class:`~hw_asr.trainer.trainer.Trainer` from a
+:class:`~hw_asr.schema.RunSpec` (the config resolved once by ``validate_config``), in the order that keeps
+every error on the config, the checkpoint or the data before the run folder exists; ``Training.run()`` trains and closes
 the writer. ``train.py`` only parses its arguments, reads the checkpoint it resumes and sets up processes.
 """
 
@@ -27,13 +28,11 @@ from hw_asr.builder import (
     build_text_encoder,
     check_batches,
     compile_options,
-    eval_splits,
 )
 from hw_asr.checkpoint import check_weights_fit
 from hw_asr.config import ConfigError, get_path, write_config
 from hw_asr.inference import allow_tf32
 from hw_asr.logger import Writer, attach_log_file, setup_logging
-from hw_asr.schema import seed
 from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.distributed import broadcast_object, sync_batchnorm
 from hw_asr.trainer.host_memory import configure as configure_host_memory
@@ -48,9 +47,9 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def new_run_dir(config, tcfg):
+def new_run_dir(spec):
     """``<save_dir>/<name>_<MMDD_HHMMSS>``, or ``<save_dir>/<trainer.run_name>`` when that is set."""
-    save_dir, run_name = Path(tcfg.save_dir), tcfg.run_name
+    save_dir, run_name = Path(spec.trainer.save_dir), spec.trainer.run_name
     if run_name:
         run_dir = save_dir / run_name
         if list(run_dir.glob("*.pth")):
@@ -59,7 +58,7 @@ def new_run_dir(config, tcfg):
                 f"-r {run_dir}/<checkpoint>.pth or choose another trainer.run_name"
             )
         return run_dir
-    name = config.get("name", "run")
+    name = spec.name
     run_dir = save_dir / f"{name}_{datetime.now():%m%d_%H%M%S}"
     suffix = 1
     while run_dir.exists():
@@ -97,26 +96,27 @@ class Training:
         return self.run_dir
 
 
-def build_training(config, tcfg, dist_info, resume_path=None, resume_state=None, callbacks=()):
-    """The run of a checked ``config`` (``tcfg``: its parsed ``trainer`` block) on ``dist_info``'s device,
-    new or resumed from ``resume_path`` (``resume_state``: that checkpoint, already read); ``callbacks`` go
+def build_training(spec, dist_info, resume_path=None, resume_state=None, callbacks=()):
+    """The run of ``spec`` (a config checked by ``validate_config``) on ``dist_info``'s device, new or
+    resumed from ``resume_path`` (``resume_state``: that checkpoint, already read); ``callbacks`` go
     to the Trainer. Logging starts here; the run folder is created once nothing is left to refuse."""
-    device = dist_info.device
+    device, tcfg = dist_info.device, spec.trainer
     configure_host_memory(tcfg.keep_freed_memory, device)  # before any big allocation
     # the same seed on every rank would give every rank the same augmentation draws;
     # model weights are the same anyway (DDP copies rank 0's at start)
-    seed_everything(seed(config) + dist_info.rank)
+    seed_everything(spec.seed + dist_info.rank)
     # Everything that can fail on the config, the checkpoint or the data happens before the run folder
     # exists (or, on resume, before its config.json is rewritten); the log is held until then.
     setup_logging(None, level=logging.INFO if dist_info.is_main else logging.WARNING, hold=dist_info.is_main)
     run_dir = resume_path.parent if resume_path else None
     if run_dir is None:  # its name only: the folder is made once the run can start
-        run_dir = broadcast_object(new_run_dir(config, tcfg) if dist_info.is_main else None)
-    encoder = text_encoder_from_state(resume_state["text_encoder"]) if resume_state else build_text_encoder(config)
-    # the model before the data (neither draws from the global random streams while it is built)
-    model = build_model(config, n_tokens=len(encoder))
+        run_dir = broadcast_object(new_run_dir(spec) if dist_info.is_main else None)
+    encoder = text_encoder_from_state(resume_state["text_encoder"]) if resume_state else build_text_encoder(spec)
+    # the model before the data (neither draws from the global random streams while it is built); an
+    # argument value the model refuses is a ConfigError here, before any data is read
+    model = build_model(spec, n_tokens=len(encoder))
     if resume_state:
-        trained_as, here = (get_path(c, "arch.type", "?") for c in (resume_state["config"], config))
+        trained_as, here = get_path(resume_state["config"], "arch.type", "?"), spec.arch.type_name
         check_weights_fit(
             model,
             resume_state["model"],
@@ -126,26 +126,26 @@ def build_training(config, tcfg, dist_info, resume_path=None, resume_state=None,
             f"trainer.init_weights={resume_path}",
         )
 
-    train_set = build_dataset(config, "train", encoder)
-    train_loader = build_dataloader(config, "train", train_set, seed=seed(config))
-    check_batches(config, "train", train_loader, dist_info.world_size)
-    eval_loaders = {s: build_dataloader(config, s, build_dataset(config, s, encoder)) for s in eval_splits(config)}
+    train_set = build_dataset(spec, "train", encoder)
+    train_loader = build_dataloader(spec, "train", train_set, seed=spec.seed)
+    check_batches(spec, "train", train_loader, dist_info.world_size)
+    eval_loaders = {s: build_dataloader(spec, s, build_dataset(spec, s, encoder)) for s in spec.eval_splits()}
     total_steps = tcfg.total_steps(len(train_loader))
     model = model.to(device)
     if tcfg.sync_batchnorm:
         model = sync_batchnorm(model, dist_info)  # before the optimiser is built
-    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
-    lr_scheduler = build_lr_scheduler(config, optimizer, total_steps)
+    optimizer = build_optimizer(spec, [p for p in model.parameters() if p.requires_grad])
+    lr_scheduler = build_lr_scheduler(spec, optimizer, total_steps)
     check_schedule_length(lr_scheduler, total_steps)
 
     if dist_info.is_main:
         attach_log_file(run_dir)
-        write_config(config, run_dir / "config.json")
+        write_config(spec.config, run_dir / "config.json")
     logger.info("run folder: %s (%d process%s)", run_dir, dist_info.world_size, "es" * (dist_info.world_size > 1))
 
     logger.info("%s", model)
     if tcfg.init_weights and not resume_state:
-        load_matching_weights(model, tcfg.init_weights, arch=get_path(config, "arch.type", None))
+        load_matching_weights(model, tcfg.init_weights, arch=spec.arch.type_name)
     if tcfg.tf32 is not None:  # null: torch's default (TF32 convolutions, fp32 matrix products)
         if device.type == "cuda":
             allow_tf32(tcfg.tf32)
@@ -159,29 +159,28 @@ def build_training(config, tcfg, dist_info, resume_path=None, resume_state=None,
         )
     writer = Writer(
         run_dir,
-        config,
+        spec.config,
         visualize=tcfg.visualize,
         project_name=tcfg.project_name,
         enabled=dist_info.is_main,
     )
-    metrics = build_metrics(config)
+    metrics = build_metrics(spec)
     trainer = Trainer(
         model,
-        build_loss(config),
+        build_loss(spec),
         metrics,
         optimizer,
         lr_scheduler,
         encoder,
-        config,
+        spec,
         device,
         train_loader,
         eval_loaders,
         run_dir,
         writer,
         dist_info,
-        decoders=build_decoders(config, encoder, {m.decoder for m in metrics}),
+        decoders=build_decoders(spec, encoder, {m.decoder for m in metrics}),
         callbacks=callbacks,
-        trainer_config=tcfg,
     )
     if resume_path:
         trainer.resume(resume_path)

@@ -4,13 +4,20 @@ The top level (:data:`TOP_KEYS`, :func:`seed`, :func:`sample_rate`), each data s
 (:class:`DataSplitConfig`) and the ``trainer`` block (:class:`TrainerConfig`). Validation, the
 builder, ``train.py`` and the Trainer all read a config through these, so a default is written once.
 The blocks that name a type (``arch``, ``optimizer``, datasets, ...) are checked against the
-arguments of the class they name instead (``hw_asr.config.resolve``).
+arguments of the class they name instead (:class:`hw_asr.config.Block`).
+
+A training config resolved once is a :class:`RunSpec` (``hw_asr.builder.validate_config`` makes it):
+the parsed trainer block, one :class:`SplitSpec` per split and every block as a checked
+:class:`~hw_asr.config.Block`. The training run is assembled from it, never from the dict.
 """
 
 import dataclasses
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from hw_asr.config import ConfigError, check_known_keys
+from hw_asr.config import Block, ConfigError, check_known_keys
 
 DEFAULT_SEED = 42
 DEFAULT_SAMPLE_RATE = 16000
@@ -188,3 +195,46 @@ def parse_monitor(monitor):
     if mode not in ("min", "max") or not key:
         raise ConfigError(f"trainer.monitor must be 'off' or 'min|max <split>_<metric>', got {monitor!r}")
     return mode, key
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """A checked split: its loader settings, its dataset blocks and its batch sampler (None: batches of
+    ``loader.batch_size``, shuffled in training)."""
+
+    name: str
+    loader: DataSplitConfig
+    datasets: tuple[Block, ...]
+    batch_sampler: Block | None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A training config, checked and resolved once: what the run is built from.
+
+    ``config`` gives the config itself (a fresh dict each time: the one written to ``config.json`` and into
+    every checkpoint); everything else is typed. Made by :func:`hw_asr.builder.validate_config`."""
+
+    config_json: str
+    name: str
+    seed: int
+    sample_rate: int
+    trainer: TrainerConfig
+    text_encoder: Block
+    arch: Block
+    loss: Block
+    optimizer: Block
+    lr_scheduler: Block | None
+    metrics: tuple[Block, ...]
+    decoders: Mapping[str, Block]
+    wave_augs: tuple[Block, ...]
+    splits: Mapping[str, SplitSpec]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config as JSON data (a copy: changing it changes nothing of the spec)."""
+        return json.loads(self.config_json)
+
+    def eval_splits(self) -> list[str]:
+        """The splits evaluated after every epoch: all but ``train``."""
+        return [s for s in self.splits if s != "train"]

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -88,7 +89,7 @@ def test_length_buckets_too_few_for_the_ranks_are_refused(tmp_path):
 
 def test_the_stream_never_spins_on_an_empty_loader(tmp_path):
     trainer = Trainer.__new__(Trainer)
-    trainer.config, trainer.data_epoch, trainer.data_batch = {}, 0, 0
+    trainer.spec, trainer.data_epoch, trainer.data_batch = SimpleNamespace(seed=42), 0, 0
 
     class Empty:
         def set_epoch(self, epoch, start):

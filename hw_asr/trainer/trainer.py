@@ -20,7 +20,7 @@ from hw_asr.config import ConfigError
 from hw_asr.inference import batch_samples, move_batch, predict
 from hw_asr.loss import ctc_infeasible
 from hw_asr.metric import calc_cer, calc_wer
-from hw_asr.schema import TrainerConfig, parse_monitor, sample_rate, seed
+from hw_asr.schema import parse_monitor
 from hw_asr.trainer.checkpoints import BEST, INTERRUPTED, CheckpointManager
 from hw_asr.trainer.distributed import DistInfo, all_reduce_sum, any_rank
 from hw_asr.trainer.step import StepRunner
@@ -152,17 +152,15 @@ class TrainWindow:
 
 
 class Trainer:
-    """Trains ``model`` as ``config["trainer"]`` says and writes into ``run_dir``.
+    """Trains ``model`` as ``spec.trainer`` says and writes into ``run_dir``.
 
-    The ``trainer`` block's keys, defaults and checks: :class:`hw_asr.schema.TrainerConfig`.
+    ``spec``: the run's :class:`hw_asr.schema.RunSpec` (``hw_asr.builder.validate_config`` makes it); the
+    ``trainer`` block's keys, defaults and checks: :class:`hw_asr.schema.TrainerConfig`.
 
     ``callbacks``: objects with any of ``on_batch(trainer, batch, fetch_seconds)`` (a batch arrived from
     the loader, before its forward), ``on_step_end(trainer)`` (after each optimiser step, before any
     logging) and ``on_log(trainer, media)`` (a logging step was written; ``media``: media (spectrogram, audio,
     predictions) went to comet or TensorBoard too). Benchmarks time and record steps through them.
-
-    ``trainer_config``: the parsed ``trainer`` block (:func:`hw_asr.builder.validate_config` returns it; parsed
-    from ``config`` when not given).
 
     Under torchrun ``model`` is wrapped in DistributedDataParallel: every rank trains
     on its shard, metrics are summed over ranks, and only rank 0 writes files.
@@ -176,7 +174,7 @@ class Trainer:
         optimizer,
         lr_scheduler,
         text_encoder,
-        config,
+        spec,
         device,
         train_loader,
         eval_loaders,
@@ -185,16 +183,15 @@ class Trainer:
         dist_info=None,
         decoders=None,
         callbacks=(),
-        trainer_config=None,
     ):
         self.model, self.criterion, self.metrics = model, criterion, metrics
         self.raw_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.dist = dist_info or DistInfo(device=device)
         self.optimizer, self.lr_scheduler, self.text_encoder = optimizer, lr_scheduler, text_encoder
-        self.config, self.device, self.run_dir, self.writer = config, device, Path(run_dir), writer
+        self.spec, self.device, self.run_dir, self.writer = spec, device, Path(run_dir), writer
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
-        self.sample_rate = sample_rate(config)
-        cfg = trainer_config or TrainerConfig.from_dict(config["trainer"])  # parsed by the builder, or here
+        self.sample_rate = spec.sample_rate
+        cfg = spec.trainer
         self.epochs = cfg.epochs
         self.len_epoch = cfg.steps_per_epoch(len(train_loader))
         self.log_step, self.media_step = cfg.log_step, cfg.media_step
@@ -252,7 +249,7 @@ class Trainer:
             "data_batch": self.data_batch,
             "monitor_best": self.best,
             "not_improved": self.not_improved,
-            "config": self.config,
+            "config": self.spec.config,
             "text_encoder": self.text_encoder.state(),
             "rng": rng_states[0],
             "rng_per_rank": rng_states,
@@ -308,7 +305,7 @@ class Trainer:
     def _train_stream(self):
         """Endless batches; (data_epoch, data_batch) says where, so a resume continues exactly."""
         sampler = epoch_sampler(self.train_loader)
-        base_seed = seed(self.config)
+        base_seed = self.spec.seed
         while True:
             sampler.set_epoch(self.data_epoch, self.data_batch)
             self.train_loader.generator.manual_seed(base_seed + self.data_epoch)  # worker seeds per data epoch
