@@ -489,14 +489,13 @@ def validate_config(config):
         get_path(config, key)
     check_known_keys(config, TOP_KEYS, "config")
     check_known_keys(config.get("augmentations") or {}, {"wave"}, "augmentations")
-    parts = {name: read(config) for name, read in _READERS.items() if name != "wave_augs"}
+    parts = {name: read(config) for name, read in _READERS.items()}
     for name, block in parts["decoders"].items():
         check_decoder_files(config["decoders"][name], block.where)
     used = {b.args.get("decoder", "argmax") for b in parts["metrics"]}
     undefined = used - {"argmax"} - set(parts["decoders"])
     if undefined:
         raise ConfigError(f"metrics use decoder(s) {sorted(undefined)} not defined under 'decoders'")
-    parts["wave_augs"] = _read_wave_augs(config)
 
     splits = {}
     for split, block in config["data"].items():

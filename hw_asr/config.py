@@ -6,12 +6,13 @@ Nothing in a config is ever evaluated as code.
 """
 
 import copy
+import dataclasses
 import difflib
 import importlib
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -226,12 +227,12 @@ class Block:
     """A checked ``{"type": name, "args": {...}}`` block: the class (or function) its type names in a
     registry, its arguments, and where it is in the config (``where``, for messages). Nested blocks in the
     arguments (an augmentation's ``augmentation``, ``Sequential``'s list) are Blocks too when the block was
-    read with ``nested=True``; :meth:`build` builds them first."""
+    read with ``nested=True``; the caller builds those and passes them in (``builder.build_wave_augs``)."""
 
     where: str
     type_name: str
     cls: Callable
-    args: Mapping[str, Any] = field(default_factory=dict)
+    args: Mapping[str, Any]
 
     @classmethod
     def of(cls, spec: Any, modules: Any, where: str, nested: bool = False) -> "Block":
@@ -255,16 +256,11 @@ class Block:
 
     def without(self, *keys: str) -> "Block":
         """The same block without the arguments ``keys`` (the framework builds and passes them itself)."""
-        return Block(
-            self.where,
-            self.type_name,
-            self.cls,
-            MappingProxyType({k: v for k, v in self.args.items() if k not in keys}),
-        )
+        return dataclasses.replace(self, args=MappingProxyType({k: v for k, v in self.args.items() if k not in keys}))
 
     def with_args(self, **args: Any) -> "Block":
         """The same block with ``args`` set (the framework's own values for some of its arguments)."""
-        return Block(self.where, self.type_name, self.cls, MappingProxyType({**self.args, **args}))
+        return dataclasses.replace(self, args=MappingProxyType({**self.args, **args}))
 
     def build(self, *args: Any, **extra: Any) -> Any:
         """The object: ``cls(*args, **block args, **extra)``. ``extra`` are arguments the framework supplies
@@ -273,8 +269,7 @@ class Block:
         if clash:
             raise ConfigError(f"{self.where}.args: {sorted(clash)} are set by the framework, remove them")
         check_argument_names(self.cls, extra, f"{self.where}.args", self.type_name)
-        kwargs = {key: _built(value) for key, value in self.args.items()}
-        kwargs.update(extra)
+        kwargs = {**copy.deepcopy(dict(self.args)), **extra}
         try:
             signature = inspect.signature(self.cls)
         except (TypeError, ValueError):
@@ -301,15 +296,6 @@ def _nested(value: Any, modules: Any, where: str) -> Any:
     if isinstance(value, list) and value and all(_is_block(v) for v in value):
         return [Block.of(v, modules, f"{where}.{i}", nested=True) for i, v in enumerate(value)]
     return value
-
-
-def _built(value: Any) -> Any:
-    """An argument as the object receives it: nested blocks built, anything else a copy of its own."""
-    if isinstance(value, Block):
-        return value.build()
-    if isinstance(value, list) and value and all(isinstance(v, Block) for v in value):
-        return [v.build() for v in value]
-    return copy.deepcopy(value)
 
 
 def resolve(spec: Any, modules: Any, where: str, *args: Any, **extra: Any) -> Any:

@@ -219,7 +219,6 @@ class Trainer:
             amp=cfg.amp,
             sample_rate=self.sample_rate,
         )
-        self.amp, self.scaler = self.runner.amp, self.runner.scaler
         self.decoders = decoders or {"argmax": None}  # name -> decoder (builder.build_decoders)
         self.beam_subset = cfg.beam_subset
 
@@ -241,7 +240,7 @@ class Trainer:
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.runner.scaler.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
             "epoch_batches": self.epoch_batches,
@@ -269,7 +268,7 @@ class Trainer:
         state = load_checkpoint(path)
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.runner.scaler.load_state_dict(state["scaler"])
         for key in ("step", "epoch", "epoch_batches", "data_epoch", "data_batch", "not_improved"):
             setattr(self, key, state[key])
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
@@ -571,7 +570,7 @@ class Trainer:
             self.text_encoder,
             self.decoders,
             self.device,
-            self.amp,
+            self.runner.amp,
             self.criterion,
             desc=f"eval {split}",
             beam_subset=self.beam_subset,
