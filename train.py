@@ -7,18 +7,22 @@ torchrun --nproc_per_node=N train.py -c ...
 
 import argparse
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from hw_asr.builder import validate_config
 from hw_asr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from hw_asr.config import ConfigError, apply_overrides, load_config
 from hw_asr.datasets.download import DownloadError
 from hw_asr.run import build_training
+from hw_asr.schema import RunSpec
 from hw_asr.trainer.distributed import barrier, init_distributed
 from hw_asr.trainer.distributed import cleanup as cleanup_distributed
 from hw_asr.trainer.trainer import NonFiniteLossError
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", help="config JSON (with -r: replaces the checkpoint's config)")
     parser.add_argument(
@@ -34,7 +38,7 @@ def parse_args(argv=None):
     return args
 
 
-def check_resume(resume_path, resume_state, spec):
+def check_resume(resume_path: Path, resume_state: dict[str, Any], spec: RunSpec) -> None:
     """A finished run resumes only with more epochs; an averaged checkpoint (no optimiser state) does not
     resume at all. Said before anything is written."""
     if "averaged_from" in resume_state:
@@ -51,7 +55,7 @@ def check_resume(resume_path, resume_state, spec):
         )
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
     resume_path = find_checkpoint(args.resume) if args.resume else None
     resume_state = load_checkpoint(resume_path) if resume_path else None

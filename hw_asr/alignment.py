@@ -13,13 +13,16 @@ along its frames, and ``min_confidence`` the lowest of those.
 """
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 
-from hw_asr.text_encoder.base import BLANK_INDEX
+from hw_asr.text_encoder.base import BLANK_INDEX, BaseTextEncoder
 
 
-def viterbi_align(log_probs, targets, blank=BLANK_INDEX):
+def viterbi_align(
+    log_probs: torch.Tensor, targets: Sequence[int], blank: int = BLANK_INDEX
+) -> tuple[list[int] | None, float]:
     """Best CTC alignment of ``targets`` (token ids, no blanks) to ``log_probs [T, V]``.
 
     Returns ``(token_of_frame [T], score)``: for each frame the index into ``targets`` of the token it
@@ -63,7 +66,7 @@ def viterbi_align(log_probs, targets, blank=BLANK_INDEX):
     return token_of_frame, float(score)
 
 
-def token_spans(token_of_frame, n_tokens):
+def token_spans(token_of_frame: Sequence[int], n_tokens: int) -> list[tuple[int | None, int | None]]:
     """``[(first_frame, last_frame), ...]`` of each target token along an alignment."""
     spans = [[None, None] for _ in range(n_tokens)]
     for t, u in enumerate(token_of_frame.tolist()):
@@ -74,7 +77,9 @@ def token_spans(token_of_frame, n_tokens):
     return [tuple(s) for s in spans]
 
 
-def output_frame_seconds(model, audio_length, output_length, sample_rate):
+def output_frame_seconds(
+    model: torch.nn.Module, audio_length: torch.Tensor, output_length: torch.Tensor, sample_rate: int
+) -> float:
     """Seconds between output frames: the frontend's hop times the model's time reduction (the ratio of
     frontend frames to output frames of the longest utterance, rounded)."""
     i = int(torch.argmax(audio_length))
@@ -83,7 +88,14 @@ def output_frame_seconds(model, audio_length, output_length, sample_rate):
     return model.frontend.hop_length * reduction / sample_rate
 
 
-def align_batch(model, audio_length, outputs, texts, encoder, sample_rate):
+def align_batch(
+    model: torch.nn.Module,
+    audio_length: torch.Tensor,
+    outputs: Mapping[str, torch.Tensor],
+    texts: Sequence[str],
+    encoder: BaseTextEncoder,
+    sample_rate: int,
+) -> list[list[dict] | None]:
     """The words of ``texts[i]`` aligned to utterance ``i`` of a batch's model ``outputs`` (``log_probs``,
     ``log_probs_length``), for the first ``len(texts)`` utterances: a list of :func:`align_words` results,
     None where the text is None or cannot be aligned. Frame times as :func:`output_frame_seconds` gives
@@ -97,7 +109,9 @@ def align_batch(model, audio_length, outputs, texts, encoder, sample_rate):
     ]
 
 
-def align_words(log_probs, text, encoder, frame_seconds):
+def align_words(
+    log_probs: torch.Tensor, text: str, encoder: BaseTextEncoder, frame_seconds: float
+) -> list[dict] | None:
     """Words of ``text`` (e.g. the decoded hypothesis) with times and confidences from ``log_probs [T, V]``:
     ``[{"word", "start", "end", "confidence", "min_confidence"}, ...]``; ``[]`` for an empty text, None
     when ``text`` cannot be aligned to these frames."""

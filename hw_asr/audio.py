@@ -1,6 +1,8 @@
 """Audio input: soundfile reads, mono downmix, soxr resampling."""
 
+import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -9,13 +11,13 @@ import soxr
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 
-def resample(audio, in_rate, out_rate):
+def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     """``audio`` (numpy, 1-D) from ``in_rate`` to ``out_rate`` Hz with soxr, as contiguous float32."""
     out = audio if in_rate == out_rate else soxr.resample(audio, in_rate, out_rate, quality="HQ")
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def find_audio_files(folder):
+def find_audio_files(folder: str | os.PathLike) -> list[Path]:
     """Audio files under ``folder`` (recursively), sorted."""
     return sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
 
@@ -24,7 +26,7 @@ class AudioError(RuntimeError):
     """An audio file that cannot be used; the message names the file: ``"<path>: <reason>"``."""
 
     @property
-    def reason(self):
+    def reason(self) -> str:
         """The message without the file's name."""
         return str(self).split(": ", 1)[-1]
 
@@ -33,7 +35,7 @@ class UndecodableAudio(AudioError):
     """The file is not audio that soundfile can decode (as opposed to decodable but empty or non-finite)."""
 
 
-def audio_duration(path):
+def audio_duration(path: str | os.PathLike) -> float:
     """Duration in seconds from the file header (no decoding)."""
     try:
         info = sf.info(str(path))
@@ -44,7 +46,7 @@ def audio_duration(path):
     return info.frames / info.samplerate
 
 
-def decode_audio(source, name=None):
+def decode_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) -> tuple[np.ndarray, int]:
     """``(float32 mono samples, sample rate)`` of a path or a file object, at the file's own rate.
 
     Raises :class:`UndecodableAudio` for what is not decodable audio and AudioError for empty or
@@ -63,7 +65,7 @@ def decode_audio(source, name=None):
     return audio, sr
 
 
-def load_audio(path, sample_rate=16000):
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     """Read a file as float32 mono at ``sample_rate``.
 
     Raises AudioError naming the file for unreadable, empty or non-finite audio.

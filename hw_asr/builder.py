@@ -6,11 +6,13 @@ import json
 import logging
 import os
 import types
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from hw_asr import augmentations, batch_sampler, datasets, loss, lr_schedulers, metric, model, text_encoder
 from hw_asr.checkpoint import check_checkpoint, load_checkpoint
@@ -31,13 +33,17 @@ from hw_asr.schema import TOP_KEYS, DataSplitConfig, RunSpec, SplitSpec, Trainer
 from hw_asr.schema import sample_rate as config_sample_rate
 from hw_asr.schema import seed as config_seed
 from hw_asr.text_encoder import decoders as decoder_registry
+from hw_asr.text_encoder.base import BaseTextEncoder
 
 logger = logging.getLogger(__name__)
 
 TRAIN_SPLIT = "train"
 
+# what a builder takes: the checked RunSpec (training) or a config dict (tools, tests, a checkpoint's config)
+Config = RunSpec | Mapping[str, Any]
 
-def _class_registry(name, modules, base):
+
+def _class_registry(name: str, modules: Iterable[types.ModuleType], base: type) -> types.ModuleType:
     """A registry of the public subclasses of ``base`` in ``modules`` (``base`` itself left out), so that an
     unknown name lists optimisers only, not torch.optim's submodules and base classes."""
     registry = types.ModuleType(name)
@@ -68,46 +74,46 @@ DEFAULT_METRICS = [{"type": "WERMetric", "args": {}}, {"type": "CERMetric", "arg
 # dict (tools, tests, a checkpoint's config), whose part it needs is then read here, with the same checks.
 
 
-def _read_text_encoder(config):
+def _read_text_encoder(config: Mapping[str, Any]) -> Block:
     return Block.of(config.get("text_encoder", DEFAULT_TEXT_ENCODER), text_encoder, "text_encoder")
 
 
-def _read_arch(config):
+def _read_arch(config: Mapping[str, Any]) -> Block:
     block = Block.of(get_path(config, "arch"), model, "arch")
     check_model_parts(block.args, "arch.args")
     return block
 
 
-def _read_loss(config):
+def _read_loss(config: Mapping[str, Any]) -> Block:
     return Block.of(config.get("loss", DEFAULT_LOSS), loss, "loss")
 
 
-def _read_optimizer(config):
+def _read_optimizer(config: Mapping[str, Any]) -> Block:
     return Block.of(get_path(config, "optimizer"), OPTIMIZERS, "optimizer")
 
 
-def _read_lr_scheduler(config):
+def _read_lr_scheduler(config: Mapping[str, Any]) -> Block | None:
     spec = config.get("lr_scheduler")
     return Block.of(spec, [LR_SCHEDULERS], "lr_scheduler") if spec else None
 
 
-def _read_metrics(config):
+def _read_metrics(config: Mapping[str, Any]) -> tuple[Block, ...]:
     return tuple(Block.of(s, metric, f"metrics.{i}") for i, s in enumerate(config.get("metrics", DEFAULT_METRICS)))
 
 
-def _read_decoders(config):
+def _read_decoders(config: Mapping[str, Any]) -> dict[str, Block]:
     return {
         name: Block.of(spec, decoder_registry, f"decoders.{name}")
         for name, spec in (config.get("decoders") or {}).items()
     }
 
 
-def _read_wave_augs(config):
+def _read_wave_augs(config: Mapping[str, Any]) -> tuple[Block, ...]:
     specs = get_path(config, "augmentations.wave", [])
     return tuple(Block.of(s, augmentations, f"augmentations.wave.{i}", nested=True) for i, s in enumerate(specs))
 
 
-def _read_datasets(config, split):
+def _read_datasets(config: Mapping[str, Any], split: str) -> tuple[Block, ...]:
     specs = get_path(config, f"data.{split}.datasets")
     if not isinstance(specs, list) or not specs:
         raise ConfigError(f"data.{split}.datasets must be a non-empty list of dataset blocks")
@@ -126,20 +132,20 @@ _READERS = {
 }
 
 
-def _part(config, name):
+def _part(config: Config, name: str) -> Any:
     """The ``name`` part of a run: the spec's, or read from a config dict now."""
     return getattr(config, name) if isinstance(config, RunSpec) else _READERS[name](config)
 
 
-def _sample_rate(config):
+def _sample_rate(config: Config) -> int:
     return config.sample_rate if isinstance(config, RunSpec) else config_sample_rate(config)
 
 
-def build_text_encoder(config):
+def build_text_encoder(config: Config) -> BaseTextEncoder:
     return _part(config, "text_encoder").build()
 
 
-def _build_augmentation(block, sample_rate):
+def _build_augmentation(block: Block, sample_rate: int) -> Callable:
     """An augmentation block, the blocks nested in its arguments built first (``RandomApply``'s
     ``augmentation``, ``Sequential``'s list); ``sample_rate`` goes to those that take one."""
     nested = {}
@@ -152,7 +158,7 @@ def _build_augmentation(block, sample_rate):
     return block.without(*nested).build(**nested, **({"sample_rate": sample_rate} if needs_rate else {}))
 
 
-def build_wave_augs(config):
+def build_wave_augs(config: Config) -> Callable | None:
     blocks = _part(config, "wave_augs")
     if not blocks:
         return None
@@ -160,7 +166,7 @@ def build_wave_augs(config):
     return augs[0] if len(augs) == 1 else augmentations.Sequential(augs)
 
 
-def build_dataset(config, split, encoder, train=None):
+def build_dataset(config: Config, split: str, encoder: BaseTextEncoder | None, train: bool | None = None) -> Dataset:
     """All datasets of a split, concatenated. ``train`` (default: whether ``split`` is the train split)
     gives the wave augmentations, and a file that fails to decode is replaced by the next one (an
     epoch never dies on one file); otherwise such a file is left out and reported, never substituted."""
@@ -186,7 +192,7 @@ def build_dataset(config, split, encoder, train=None):
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
-def resolve_num_workers(value, where):
+def resolve_num_workers(value: int | str, where: str) -> int:
     """``num_workers``: a count, or ``"auto"``: none when this process has 4 CPU cores or fewer
     (a worker then takes cycles from the compute threads: 14-27% of a Conformer step on
     2 cores, BENCHMARKS.md), otherwise half of the process's cores, at most 8. Cores are those
@@ -200,7 +206,9 @@ def resolve_num_workers(value, where):
     return value
 
 
-def build_dataloader(config, split, dataset, seed=0, train=None):
+def build_dataloader(
+    config: Config, split: str, dataset: Dataset, seed: int = 0, train: bool | None = None
+) -> DataLoader:
     """``train`` (default: whether ``split`` is the train split) shuffles the batches."""
     if isinstance(config, RunSpec):
         cfg, block = config.splits[split].loader, config.splits[split].batch_sampler
@@ -248,7 +256,9 @@ def build_dataloader(config, split, dataset, seed=0, train=None):
     return loader
 
 
-def stream_loader(config, split, sampler, num_workers, seed, cfg):
+def stream_loader(
+    config: Config, split: str, sampler: Any, num_workers: int, seed: int, cfg: DataSplitConfig
+) -> DataLoader:
     """The loader of a streamed split: the sampler yields whole batches (lists of items), read by
     ``num_workers`` workers each from shards of its own; persistent workers would not see ``set_epoch``."""
     shards, need = len(sampler.dataset.shards), sampler.world_size * max(num_workers, 1)
@@ -271,7 +281,7 @@ def stream_loader(config, split, sampler, num_workers, seed, cfg):
     )
 
 
-def check_batches(config, split, loader, world_size=1):
+def check_batches(config: Config, split: str, loader: DataLoader, world_size: int = 1) -> None:
     """Refuse a split that gives this process no batch: an epoch of it would never end. Under torchrun
     every rank needs a batch of its own, and training drops an incomplete global batch."""
     if len(loader) > 0:
@@ -306,7 +316,9 @@ def check_batches(config, split, loader, world_size=1):
     raise ConfigError(f"data.{split} gives no batch to this process ({n} utterances, {procs})")
 
 
-def frontend_class_and_args(args, where="arch.args.frontend"):
+def frontend_class_and_args(
+    args: Mapping[str, Any], where: str = "arch.args.frontend"
+) -> tuple[type, Mapping[str, Any], str]:
     """The model's ``frontend`` setting: a block ``{"type": "SpectrogramFrontend", "args": {...}}``, or the
     arguments of a ``LogMelFrontend`` alone (``{"n_mels": 80}``, the short form). Returns the class, its
     arguments and where they are in the config; unknown types and argument names are errors."""
@@ -325,7 +337,7 @@ def frontend_class_and_args(args, where="arch.args.frontend"):
     return cls, frontend_args, at
 
 
-def spec_augment_args(args, where="arch.args.spec_augment"):
+def spec_augment_args(args: Mapping[str, Any], where: str = "arch.args.spec_augment") -> dict[str, Any] | None:
     """The model's ``spec_augment`` arguments, checked against SpecAugment's (None or {}: none)."""
     augment = args.get("spec_augment")
     if isinstance(augment, dict):
@@ -333,14 +345,14 @@ def spec_augment_args(args, where="arch.args.spec_augment"):
     return augment
 
 
-def check_model_parts(args, where="arch.args"):
+def check_model_parts(args: Mapping[str, Any], where: str = "arch.args") -> None:
     """The frontend and SpecAugment settings name only arguments those take: a config check, before
     anything is built."""
     frontend_class_and_args(args, f"{where}.frontend")
     spec_augment_args(args, f"{where}.spec_augment")
 
 
-def build_model(config, n_tokens):
+def build_model(config: Config, n_tokens: int) -> torch.nn.Module:
     """The model of ``arch``, assembled: the builder builds the frontend (at the config's ``sample_rate``
     unless the frontend names its own) and SpecAugment and passes them in; the model knows no config."""
     block = _part(config, "arch")
@@ -357,7 +369,9 @@ def build_model(config, n_tokens):
         raise ConfigError(f"arch.args ({block.type_name}): {e}") from None
 
 
-def load_model(checkpoint_path, device="cpu", state=None):
+def load_model(
+    checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu", state: dict[str, Any] | None = None
+) -> tuple[torch.nn.Module, BaseTextEncoder, dict[str, Any]]:
     """Model (in eval mode, on ``device``), text encoder and config from a checkpoint, or from its
     already loaded ``state``."""
     state = load_checkpoint(checkpoint_path) if state is None else check_checkpoint(state, checkpoint_path)
@@ -367,15 +381,15 @@ def load_model(checkpoint_path, device="cpu", state=None):
     return net.to(device).eval(), encoder, state["config"]
 
 
-def build_loss(config):
+def build_loss(config: Config) -> torch.nn.Module:
     return _part(config, "loss").build()
 
 
-def build_metrics(config):
+def build_metrics(config: Config) -> list:
     return [b.build() for b in _part(config, "metrics")]
 
 
-def build_decoders(config, encoder, names=None):
+def build_decoders(config: Config, encoder: BaseTextEncoder, names: Iterable[str] | None = None) -> dict[str, Any]:
     """``{"argmax": None, name: decoder, ...}`` from the config's ``decoders`` block
     (only ``names`` when given; ``argmax`` is always there)."""
     blocks = _part(config, "decoders")
@@ -394,7 +408,7 @@ def build_decoders(config, encoder, names=None):
     return out
 
 
-def lm_hint(path):
+def lm_hint(path: str | os.PathLike) -> str:
     """How to get a missing language-model file: the command that builds or downloads it."""
     name = Path(path).name
     if name.startswith("librispeech_"):
@@ -405,7 +419,7 @@ def lm_hint(path):
     )
 
 
-def check_decoder_files(spec, where):
+def check_decoder_files(spec: Any, where: str) -> None:
     """The files a decoder block names exist: the KenLM model (``lm_path``, or ``lm`` of the prefix beam
     search), the unigram list, and the word list a lexicon decoder reads beside a binary LM. A missing one
     is named with the command that makes it, before any model runs (not a kenlm traceback mid-test)."""
@@ -442,7 +456,7 @@ def check_decoder_files(spec, where):
 FUSED_BY_DEFAULT = ("Adam", "AdamW", "SGD")
 
 
-def build_optimizer(config, params):
+def build_optimizer(config: Config, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The ``optimizer`` block; Adam, AdamW and SGD are fused unless the block sets ``fused`` or ``foreach``."""
     block = _part(config, "optimizer")
     if block.type_name in FUSED_BY_DEFAULT and not {"fused", "foreach"} & set(block.args):
@@ -450,7 +464,9 @@ def build_optimizer(config, params):
     return block.build(params)
 
 
-def build_lr_scheduler(config, optimizer, total_steps):
+def build_lr_scheduler(
+    config: Config, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     block = _part(config, "lr_scheduler")
     if block is None:
         return None
@@ -461,13 +477,13 @@ def build_lr_scheduler(config, optimizer, total_steps):
     return block.build(optimizer)
 
 
-def eval_splits(config):
+def eval_splits(config: Config) -> list[str]:
     if isinstance(config, RunSpec):
         return config.eval_splits()
     return [s for s in get_path(config, "data") if s != TRAIN_SPLIT]
 
 
-def compile_options(value):
+def compile_options(value: bool | str | Mapping[str, Any]) -> dict[str, Any]:
     """``trainer.compile``: ``true`` (inductor), a backend name (``"aot_eager"``, ``"eager"``, ...)
     or a dict of ``torch.compile`` arguments; shapes are dynamic unless the dict says otherwise."""
     if value is True:
@@ -481,7 +497,7 @@ def compile_options(value):
     )
 
 
-def validate_config(config):
+def validate_config(config: Mapping[str, Any]) -> RunSpec:
     """Check a training config and resolve it, once, into the :class:`~hw_asr.schema.RunSpec` the run is built
     from: every ``type`` resolves to its class and takes the arguments named, the required keys exist, splits
     list datasets and the files it names exist. Nothing is built and nothing is read but file names."""

@@ -3,7 +3,9 @@
 import os
 import pickle
 import random
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +15,7 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def save_checkpoint(state, path):
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``.
 
     A crash at any moment leaves either the old file or the new one, never half of one.
@@ -36,7 +38,7 @@ def save_checkpoint(state, path):
         os.close(dir_fd)
 
 
-def epoch_checkpoints(run_dir):
+def epoch_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """``{epoch: path}`` of a run folder's periodic ``checkpoint-epoch<K>.pth`` files."""
     found = {}
     for path in Path(run_dir).glob("checkpoint-epoch*.pth"):
@@ -46,7 +48,7 @@ def epoch_checkpoints(run_dir):
     return found
 
 
-def find_checkpoint(path, prefer_best=False):
+def find_checkpoint(path: str | os.PathLike, prefer_best: bool = False) -> Path:
     """``path`` itself, or for a run folder the checkpoint in it: its newest complete
     ``checkpoint-*.pth`` (to resume), or with ``prefer_best`` its ``model_best.pth`` when there
     is one (to evaluate). Temporary files left by a process killed while writing are removed."""
@@ -63,7 +65,7 @@ def find_checkpoint(path, prefer_best=False):
     return max(candidates, key=lambda p: p.stat().st_mtime_ns)
 
 
-def safe_torch_load(path, map_location="cpu"):
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(weights_only=True)``: tensors and plain containers only; anything that
     would run code is refused with a :class:`CheckpointError`."""
     path = Path(path)
@@ -94,12 +96,12 @@ def safe_torch_load(path, map_location="cpu"):
 ENSEMBLE_FORMAT = "hw_asr.confidence_ensemble"
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a training checkpoint safely (see :func:`safe_torch_load`)."""
     return check_checkpoint(safe_torch_load(path, map_location), path)
 
 
-def check_checkpoint(state, path):
+def check_checkpoint(state: Any, path: str | os.PathLike) -> dict[str, Any]:
     """``state`` if it is a single-model checkpoint; a clear error otherwise."""
     if isinstance(state, dict) and state.get("format") == ENSEMBLE_FORMAT:
         raise CheckpointError(
@@ -111,7 +113,9 @@ def check_checkpoint(state, path):
     return state
 
 
-def compare_weights(own, weights):
+def compare_weights(
+    own: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
     """Two state dicts by tensor name and shape: ``(missing, unexpected, reshaped)`` names --
     in ``own`` only, in ``weights`` only, in both with other shapes."""
     missing = [k for k in own if k not in weights]
@@ -120,7 +124,9 @@ def compare_weights(own, weights):
     return missing, unexpected, reshaped
 
 
-def check_weights_fit(model, weights, path, hint=""):
+def check_weights_fit(
+    model: torch.nn.Module, weights: Mapping[str, torch.Tensor], path: str | os.PathLike, hint: str = ""
+) -> None:
     """Refuse ``weights`` (a state dict) that do not fit ``model``, in one short account of what
     differs rather than torch's list of every tensor."""
     own = model.state_dict()
@@ -141,7 +147,7 @@ def check_weights_fit(model, weights, path, hint=""):
     raise CheckpointError(f"{path}: its weights do not fit the model this config builds: {'; '.join(parts)}. {hint}")
 
 
-def rng_state():
+def rng_state() -> dict[str, Any]:
     """RNG states of python, numpy and torch as plain data (safe to load)."""
     np_state = np.random.get_state()
     state = {
@@ -154,7 +160,7 @@ def rng_state():
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(_to_tuple(state["python"]))
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
@@ -163,5 +169,5 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _to_tuple(x):
+def _to_tuple(x: Any) -> Any:
     return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x

@@ -1,13 +1,15 @@
 """Batching items into the batch contract of docs/architecture.md."""
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from hw_asr.batch_sampler import grid_length
 
 
-def collate_fn(items, length_grid=None, sample_rate=16000):
+def collate_fn(items: Sequence[dict], length_grid: float | None = None, sample_rate: int = 16000) -> dict[str, Any]:
     """``audio [B, T_max]``, ``audio_length [B]``, ``text_encoded [B, L_max]``,
     ``text_encoded_length [B]``, ``text``, ``audio_path`` (and ``duration``).
     Padding is zeros; lengths say what is real. Items that failed to load (``load_error``) are

@@ -11,10 +11,11 @@ import difflib
 import importlib
 import inspect
 import json
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Any
 
 from hw_asr.files import write_json
@@ -24,7 +25,7 @@ class ConfigError(ValueError):
     """A config that cannot be used, with a message that says where and why."""
 
 
-def check_known_keys(block, known, where):
+def check_known_keys(block: Mapping[str, Any], known: Iterable[str], where: str) -> None:
     """Refuse a key of ``block`` that nothing reads (a typo would otherwise be ignored in silence),
     suggesting the nearest known key."""
     for key in block:
@@ -36,7 +37,7 @@ def check_known_keys(block, known, where):
             )
 
 
-def deep_merge(base, override):
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """``override`` on top of ``base``: dicts merge key by key, anything else replaces.
 
     A block whose ``type`` differs from the base's replaces it whole (its ``args``
@@ -55,7 +56,7 @@ def deep_merge(base, override):
     return out
 
 
-def load_config(path, _seen=()):
+def load_config(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a JSON config; a syntax error names the file, line and column.
 
     ``"base": "other.json"`` (or a list, merged in order) inherits from other
@@ -76,7 +77,7 @@ def load_config(path, _seen=()):
     return deep_merge(merged, cfg)
 
 
-def _read_json(path):
+def _read_json(path: Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -93,14 +94,14 @@ def _read_json(path):
     return cfg
 
 
-def _parse_value(raw):
+def _parse_value(raw: str) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
         return raw
 
 
-def _step(node, key, dotted):
+def _step(node: Any, key: str, dotted: str) -> str | int:
     """One step of a dotted path: dict key, or list index."""
     if isinstance(node, list):
         try:
@@ -112,7 +113,7 @@ def _step(node, key, dotted):
     raise ConfigError(f"override {dotted!r}: cannot descend into a {type(node).__name__} at {key!r}")
 
 
-def apply_overrides(cfg, overrides):
+def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` strings; values parse as JSON, else stay strings.
 
     Numeric path parts index lists (``data.train.datasets.0.args.limit=8``).
@@ -145,7 +146,7 @@ def apply_overrides(cfg, overrides):
 _MISSING = object()
 
 
-def get_path(cfg, dotted, default=_MISSING):
+def get_path(cfg: Any, dotted: str, default: Any = _MISSING) -> Any:
     """Value at a dotted path; a missing required key is an error naming the path."""
     node = cfg
     for key in dotted.split("."):
@@ -160,7 +161,7 @@ def get_path(cfg, dotted, default=_MISSING):
     return node
 
 
-def registry_names(module):
+def registry_names(module: ModuleType) -> list[str]:
     """Public classes and functions a registry module exports."""
     names = getattr(module, "__all__", None)
     if names is None:
@@ -172,7 +173,7 @@ def registry_names(module):
     return sorted(names)
 
 
-def lookup(type_name, modules, where):
+def lookup(type_name: str, modules: Any, where: str) -> Any:
     """Find ``type_name`` in the first registry module that has it."""
     modules = [importlib.import_module(m) if isinstance(m, str) else m for m in modules]
     for module in modules:
@@ -185,7 +186,7 @@ def lookup(type_name, modules, where):
     )
 
 
-def accepted_arguments(target):
+def accepted_arguments(target: Callable) -> list[str] | None:
     """The keyword arguments a class or function takes, following ``**kwargs`` up the base
     classes' ``__init__`` (a dataset passes ``limit`` on to ``BaseDataset``); None when it
     takes any keyword (a ``**kwargs`` that reaches no base class that names its arguments)."""
@@ -208,7 +209,7 @@ def accepted_arguments(target):
     return None
 
 
-def check_argument_names(target, args, where, type_name):
+def check_argument_names(target: Callable, args: Mapping[str, Any], where: str, type_name: str) -> None:
     """Refuse an argument ``target`` does not take, naming the nearest it does: before anything is built."""
     accepted = accepted_arguments(target)
     if accepted is None:
@@ -308,6 +309,6 @@ def resolve(spec: Any, modules: Any, where: str, *args: Any, **extra: Any) -> An
     return Block.of(spec, modules, where).build(*args, **extra)
 
 
-def write_config(cfg, path):
+def write_config(cfg: Mapping[str, Any], path: str | os.PathLike) -> None:
     """The config as JSON, written atomically (a run folder never holds half a config.json)."""
     write_json(path, cfg)

@@ -5,7 +5,7 @@ import torch
 from hw_asr.config import ConfigError
 
 
-def pick_device(name, local_rank=0):
+def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
     """``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda`` (this rank's GPU) or
     ``cuda:N``; a device that torch cannot use here is a ConfigError before anything is built."""
     if name in (None, "auto"):

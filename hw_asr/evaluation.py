@@ -8,9 +8,14 @@ left out, listed under ``skipped`` with the reason, and counted in the printed s
 
 import argparse
 import logging
+import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from hw_asr.alignment import align_batch
@@ -31,10 +36,11 @@ from hw_asr.ensemble.ensemble import FORMAT as ENSEMBLE_FORMAT
 from hw_asr.ensemble.ensemble import check_ensemble_state
 from hw_asr.export import OnnxCTCModel
 from hw_asr.files import write_json
-from hw_asr.inference import predict
+from hw_asr.inference import score_split
 from hw_asr.logger import setup_logging
 from hw_asr.metric import CERMetric, WERMetric, calc_cer, calc_wer
 from hw_asr.schema import sample_rate as config_sample_rate
+from hw_asr.text_encoder.base import BaseTextEncoder
 from hw_asr.trainer.host_memory import configure as configure_host_memory
 
 logger = logging.getLogger("test")
@@ -60,7 +66,9 @@ transcripts, or a folder holding ``audio/`` and ``transcriptions/``.
 CLI_ERRORS = (ConfigError, CheckpointError, DownloadError, FileNotFoundError)
 
 
-def folder_dataset(folder, encoder, sample_rate):
+def folder_dataset(
+    folder: str | os.PathLike, encoder: BaseTextEncoder | None, sample_rate: int
+) -> CustomDirAudioDataset:
     folder = Path(folder)
     if (folder / "audio").is_dir():
         trans = folder / "transcriptions"
@@ -70,7 +78,7 @@ def folder_dataset(folder, encoder, sample_rate):
     return CustomDirAudioDataset(folder, text_encoder=encoder, sample_rate=sample_rate)
 
 
-def index_skips(dataset, split):
+def index_skips(dataset: Dataset, split: str) -> list[dict[str, str]]:
     """Rows left out while the index was built (bad headers, missing files, ...), as skipped rows."""
     rows = []
     for part in dataset_parts(dataset):
@@ -87,25 +95,32 @@ class Scores:
     """Per-utterance rows and corpus WER/CER per decoder, per split and over all splits, and the files
     that were left out (``skipped``) with the reason."""
 
-    def __init__(self, decoders):
+    def __init__(self, decoders: Iterable[str]) -> None:
         self.decoders, self.rows, self.per_split = list(decoders), [], {}
         self.totals = self._metrics()
         self.skipped = []
 
-    def skip(self, split, items):
+    def skip(self, split: str, items: Iterable[tuple[str, str] | dict]) -> None:
         """``items``: ``(path, reason)`` of files that could not be read, or ready rows."""
         self.skipped += [
             it if isinstance(it, dict) else {"split": split, "audio_path": it[0], "reason": it[1]} for it in items
         ]
 
-    def _metrics(self):
+    def _metrics(self) -> dict[str, tuple[WERMetric, CERMetric]]:
         return {d: (WERMetric(decoder=d), CERMetric(decoder=d)) for d in self.decoders}
 
     @staticmethod
-    def _summary(metrics):
+    def _summary(metrics: Mapping[str, tuple[WERMetric, CERMetric]]) -> dict[str, dict[str, float]]:
         return {d: {"WER": w.result(), "CER": c.result()} for d, (w, c) in metrics.items()}
 
-    def add(self, split, paths, refs, hyps, extra=None):
+    def add(
+        self,
+        split: str,
+        paths: Sequence[str],
+        refs: Sequence[str],
+        hyps: Mapping[str, Sequence[str | None]],
+        extra: Sequence[dict] | None = None,
+    ) -> None:
         """``hyps``: decoder -> hypotheses; ``extra``: more fields per row (or None)."""
         split_metrics = self.per_split.setdefault(split, self._metrics())
         for d in self.decoders:
@@ -120,7 +135,7 @@ class Scores:
                     row[f"cer_{d}"] = calc_cer(refs[i], hyps[d][i])
             self.rows.append(row)
 
-    def result(self):
+    def result(self) -> dict[str, Any]:
         """WER/CER are null where no utterance has a transcript (standard JSON has no NaN)."""
         return {
             "decoders": self._summary(self.totals),
@@ -135,28 +150,52 @@ class Scores:
         }
 
 
-def evaluate(model, encoder, loaders, decoders, device, timestamps_of=None, sample_rate=16000):
+def evaluate(
+    model: torch.nn.Module,
+    encoder: BaseTextEncoder,
+    loaders: Mapping[str, DataLoader],
+    decoders: Mapping[str, Any],
+    device: torch.device,
+    timestamps_of: str | None = None,
+    sample_rate: int = 16000,
+) -> dict[str, Any]:
     """Rows per utterance and aggregate WER/CER per decoder, per split and over all splits. With
     ``timestamps_of`` (a decoder name), each row also has ``words``: that decoder's hypothesis aligned to
     the frames (:func:`hw_asr.alignment.align_words`; null where it cannot be aligned)."""
     scores = Scores(decoders)
     for split, loader in loaders.items():
         scores.skip(split, index_skips(loader.dataset, split))
-        for batch, outputs, hyps, _ in predict(model, loader, encoder, decoders, device, desc=f"test {split}"):
-            scores.skip(split, batch["skipped"])
+
+        def add_rows(batch: dict, outputs: dict | None, hyps: dict[str, list], split: str = split) -> None:
             extra = None
             if timestamps_of and outputs is not None:
                 extra = word_rows(model, batch, outputs, hyps[timestamps_of], encoder, sample_rate)
             scores.add(split, batch["audio_path"], batch["text"], hyps, extra)
+
+        tally = score_split(model, loader, encoder, decoders, device, desc=f"test {split}", on_batch=add_rows)
+        scores.skip(split, tally.skipped)
     return scores.result()
 
 
-def word_rows(model, batch, outputs, texts, encoder, sample_rate):
+def word_rows(
+    model: torch.nn.Module,
+    batch: Mapping[str, Any],
+    outputs: Mapping[str, torch.Tensor],
+    texts: Sequence[str],
+    encoder: BaseTextEncoder,
+    sample_rate: int,
+) -> list[dict[str, Any]]:
     """``[{"words": [...]}, ...]`` for a batch: each text aligned to its utterance's log-probs."""
     return [{"words": w} for w in align_batch(model, batch["audio_length"], outputs, texts, encoder, sample_rate)]
 
 
-def evaluate_ensemble(ensemble, datasets, decoders, batch_size=8, chunk=64):
+def evaluate_ensemble(
+    ensemble: ConfidenceEnsemble,
+    datasets: Mapping[str, Dataset],
+    decoders: Sequence[str],
+    batch_size: int = 8,
+    chunk: int = 64,
+) -> dict[str, Any]:
     """As :func:`evaluate` for a confidence ensemble: each utterance is transcribed by the
     member the selector picks; rows also name that member and hold all confidences."""
     scores = Scores(decoders)
@@ -195,7 +234,7 @@ def evaluate_ensemble(ensemble, datasets, decoders, batch_size=8, chunk=64):
     return {"ensemble": info, **scores.result()}
 
 
-def run_ensemble(args, device, state):
+def run_ensemble(args: argparse.Namespace, device: torch.device, state: dict[str, Any]) -> dict[str, Any]:
     ensemble = ConfidenceEnsemble.from_state(check_ensemble_state(state, args.resume), device, args.resume)
     sample_rate = ensemble.members[0].sample_rate
     if args.test_data_folder:
@@ -214,7 +253,7 @@ def run_ensemble(args, device, state):
     return {"checkpoint": str(args.resume), **evaluate_ensemble(ensemble, datasets, names, args.batch_size)}
 
 
-def run_checkpoint(args, device, state):
+def run_checkpoint(args: argparse.Namespace, device: torch.device, state: dict[str, Any]) -> dict[str, Any]:
     model, encoder, config = load_model(args.resume, device, state)
     if args.runtime == "onnx":
         model = onnx_model(args, model, encoder)
@@ -248,7 +287,7 @@ def run_checkpoint(args, device, state):
     return {"checkpoint": str(args.resume), **result}
 
 
-def onnx_model(args, model, encoder):
+def onnx_model(args: argparse.Namespace, model: torch.nn.Module, encoder: BaseTextEncoder) -> OnnxCTCModel:
     """The exported graph (``--onnx``, else the checkpoint's path with ``.onnx``) in place of ``model``."""
     path = Path(args.onnx) if args.onnx else Path(args.resume).with_suffix(".onnx")
     if not path.is_file():
@@ -266,7 +305,7 @@ def onnx_model(args, model, encoder):
     return exported
 
 
-def pick_splits(config, wanted=None):
+def pick_splits(config: Mapping[str, Any], wanted: str | None = None) -> list[str]:
     """The splits to evaluate: ``wanted`` (comma-separated names), else every split but ``train``."""
     available = list(config.get("data") or {})
     if wanted:
@@ -281,7 +320,7 @@ def pick_splits(config, wanted=None):
     return splits
 
 
-def summary_line(result):
+def summary_line(result: Mapping[str, Any]) -> str:
     counts = result["counts"]
     return (
         f"{counts['decoded']} utterances decoded, {counts['scored']} scored against a transcript, "
@@ -289,7 +328,7 @@ def summary_line(result):
     )
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="test.py", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -370,5 +409,5 @@ def main(argv=None):
     return result
 
 
-def fmt(value):
+def fmt(value: float | None) -> str:
     return "  n/a " if value is None or value != value else f"{value:.4f}"

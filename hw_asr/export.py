@@ -9,10 +9,12 @@ answers like the PyTorch model (``{"log_probs", "log_probs_length"}`` as torch t
 import copy
 import json
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 INPUTS = ("audio", "audio_length")
 OUTPUTS = ("log_probs", "log_probs_length")
@@ -23,11 +25,11 @@ class LogProbsOnly(nn.Module):
     """``(audio [B, T], audio_length [B]) -> (log_probs [B, T', V], log_probs_length [B])`` in eval mode:
     the model's forward as a function of two tensors, the form an exporter traces."""
 
-    def __init__(self, model):
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, audio, audio_length):
+    def forward(self, audio: Tensor, audio_length: Tensor) -> tuple[Tensor, Tensor]:
         out = self.model(audio, audio_length)
         return out["log_probs"], out["log_probs_length"]
 
@@ -56,24 +58,24 @@ def rnn_layer(
 
 
 @rnn_layer.register_fake
-def _rnn_layer_shape(x, w_ih, w_hh, b_ih, b_hh, kind):
+def _rnn_layer_shape(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor, kind: str) -> Tensor:
     return x.new_empty(x.shape[0], x.shape[1], w_hh.shape[1])
 
 
 class _ExportableRNN(nn.Module):
     """Stands in for a one-layer, one-direction, batch-first ``nn.GRU``/``nn.LSTM`` (same parameters)."""
 
-    def __init__(self, rnn):
+    def __init__(self, rnn: nn.Module) -> None:
         super().__init__()
         self.rnn = rnn
         self.kind = "gru" if isinstance(rnn, nn.GRU) else "lstm"
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> tuple[Tensor, None]:
         r = self.rnn
         return rnn_layer(x, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, self.kind), None
 
 
-def exportable_rnns(model):
+def exportable_rnns(model: nn.Module) -> nn.Module:
     """``model`` itself when it has no GRU/LSTM; else a copy whose GRU/LSTM layers run through
     :func:`rnn_layer` (same weights, same outputs). Raises NotImplementedError, naming the layer, for a
     recurrent layer of another form (several layers, bidirectional, not batch-first, no biases,
@@ -96,7 +98,7 @@ def exportable_rnns(model):
     return model
 
 
-def _gates(w, hidden, order):
+def _gates(w: Any, hidden: Any, order: Sequence[int]) -> Any:
     """Rows of a PyTorch gate-stacked weight [n*H, ...] (or bias [n*H]) re-stacked in ``order``."""
     from onnxscript import opset18 as op
 
@@ -104,7 +106,7 @@ def _gates(w, hidden, order):
     return op.Concat(*[parts[g] for g in order], axis=0)
 
 
-def _onnx_rnn_layer(x, w_ih, w_hh, b_ih, b_hh, kind):
+def _onnx_rnn_layer(x: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, kind: str) -> Any:
     """ONNX for :func:`rnn_layer`: one GRU/LSTM node on ``[T, B, C]``. Gate order: PyTorch's GRU is
     r, z, n and ONNX's z, r, h (with ``linear_before_reset=1``, PyTorch's formula); PyTorch's LSTM is
     i, f, g, o and ONNX's i, o, f, c."""
@@ -127,7 +129,14 @@ def _onnx_rnn_layer(x, w_ih, w_hh, b_ih, b_hh, kind):
 RNN_TRANSLATIONS = {torch.ops.hw_asr.rnn_layer.default: _onnx_rnn_layer}
 
 
-def export_onnx(model, path, sample_rate=16000, metadata=None, example_seconds=(2.0, 1.3), opset=OPSET):
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    sample_rate: int = 16000,
+    metadata: Mapping[str, Any] | None = None,
+    example_seconds: Sequence[float] = (2.0, 1.3),
+    opset: int = OPSET,
+) -> str | os.PathLike:
     """Write ``model`` (a CTCModel) to ``path`` as ONNX with dynamic batch and sample axes.
 
     The graph is traced on a batch of ``example_seconds`` of random audio through torch's
@@ -158,7 +167,7 @@ def export_onnx(model, path, sample_rate=16000, metadata=None, example_seconds=(
     return path
 
 
-def random_batch(lengths, seed=0):
+def random_batch(lengths: Sequence[float], seed: int = 0) -> tuple[Tensor, Tensor]:
     """A batch for parity checks: ``(audio [B, max(lengths)], lengths [B])``, noise of std 0.1 on each
     utterance's first ``lengths[b]`` samples and zeros after."""
     g = torch.Generator().manual_seed(seed)
@@ -177,7 +186,7 @@ class OnnxCTCModel:
             (word timestamps read ``frontend.hop_length`` and ``frontend.output_lengths``); not run.
     """
 
-    def __init__(self, path, threads=None, frontend=None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, frontend: nn.Module | None = None) -> None:
         import onnxruntime as ort
 
         if not os.path.isfile(path):
@@ -198,10 +207,10 @@ class OnnxCTCModel:
         self.n_tokens = self.metadata.get("n_tokens")
         self.frontend = frontend
 
-    def eval(self):
+    def eval(self) -> "OnnxCTCModel":
         return self
 
-    def __call__(self, audio, audio_length, **batch):
+    def __call__(self, audio: Tensor, audio_length: Tensor, **batch: Any) -> dict[str, Tensor]:
         log_probs, lengths = self.session.run(
             list(OUTPUTS),
             {

@@ -4,9 +4,10 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 
-def atomic_write_text(path, text, encoding="utf-8"):
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader
     (or a crash) sees the old file or the new one, never half of one. Creates the parent folder."""
     path = Path(path)
@@ -19,7 +20,7 @@ def atomic_write_text(path, text, encoding="utf-8"):
         tmp.unlink(missing_ok=True)
 
 
-def json_safe(value):
+def json_safe(value: Any) -> Any:
     """``value`` with every NaN or infinity replaced by None: standard JSON has no NaN
     (``JSON.parse`` and most parsers other than Python's reject it)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -31,6 +32,6 @@ def json_safe(value):
     return value
 
 
-def write_json(path, obj):
+def write_json(path: str | os.PathLike, obj: Any) -> None:
     """``obj`` as indented standard JSON (non-finite numbers as null), written atomically."""
     atomic_write_text(path, json.dumps(json_safe(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n")

@@ -2,6 +2,7 @@
 
 import math
 
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = ["WarmupLR"]
@@ -16,7 +17,15 @@ class WarmupLR(LambdaLR):
 
     needs_total_steps = True
 
-    def __init__(self, optimizer, warmup_steps=1000, total_steps=None, decay="cosine", min_lr_ratio=0.0, last_epoch=-1):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int = 1000,
+        total_steps: int | None = None,
+        decay: str = "cosine",
+        min_lr_ratio: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
         if decay not in ("cosine", "linear", "constant", "inverse_sqrt"):
             raise ValueError(f"decay must be cosine, linear, constant or inverse_sqrt, got {decay!r}")
         if decay in ("cosine", "linear") and not total_steps:
@@ -25,7 +34,7 @@ class WarmupLR(LambdaLR):
         self.decay, self.min_lr_ratio = decay, min_lr_ratio
         super().__init__(optimizer, self._factor, last_epoch)
 
-    def _factor(self, step):
+    def _factor(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         if self.decay == "constant":

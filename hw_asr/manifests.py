@@ -3,6 +3,8 @@
 
 import json
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from hw_asr.audio import AudioError, audio_duration
@@ -12,7 +14,7 @@ logger = logging.getLogger(__name__)
 MAX_DETAILED_WARNINGS = 20
 
 
-def report_skipped(source, skipped):
+def report_skipped(source: str | os.PathLike, skipped: Sequence[tuple[str, str]]) -> None:
     """One warning per skipped row (the first few) and a count."""
     for path, reason in skipped[:MAX_DETAILED_WARNINGS]:
         logger.warning("%s: skipped %s: %s", source, path, reason)
@@ -25,7 +27,9 @@ def report_skipped(source, skipped):
         )
 
 
-def probe_row(path, text, duration=None, where=None):
+def probe_row(
+    path: str | os.PathLike, text: str, duration: float | None = None, where: str | None = None
+) -> tuple[dict | None, str | None]:
     """Check that a file exists and has a readable header; fill the duration.
 
     ``where`` (e.g. ``manifest.jsonl:12``) is kept in the row so that later
@@ -47,7 +51,7 @@ def probe_row(path, text, duration=None, where=None):
     return row, None
 
 
-def read_manifest(manifest_path):
+def read_manifest(manifest_path: str | os.PathLike) -> tuple[list[dict], list[tuple[str, str]]]:
     """Parse a manifest; returns ``(rows, skipped)``. Paths resolve relative to the manifest.
 
     Lines that are not UTF-8, not JSON, or lack ``audio_filepath``/``text`` are

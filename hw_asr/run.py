@@ -9,9 +9,11 @@ the writer. ``train.py`` only parses its arguments, reads the checkpoint it resu
 
 import logging
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,21 +35,22 @@ from hw_asr.checkpoint import check_weights_fit
 from hw_asr.config import ConfigError, get_path, write_config
 from hw_asr.inference import allow_tf32
 from hw_asr.logger import Writer, attach_log_file, setup_logging
+from hw_asr.schema import RunSpec
 from hw_asr.text_encoder import text_encoder_from_state
-from hw_asr.trainer.distributed import broadcast_object, sync_batchnorm
+from hw_asr.trainer.distributed import DistInfo, broadcast_object, sync_batchnorm
 from hw_asr.trainer.host_memory import configure as configure_host_memory
 from hw_asr.trainer.trainer import Trainer, load_matching_weights
 
 logger = logging.getLogger("train")
 
 
-def seed_everything(seed):
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def new_run_dir(spec):
+def new_run_dir(spec: RunSpec) -> Path:
     """``<save_dir>/<name>_<MMDD_HHMMSS>``, or ``<save_dir>/<trainer.run_name>`` when that is set."""
     save_dir, run_name = Path(spec.trainer.save_dir), spec.trainer.run_name
     if run_name:
@@ -67,7 +70,7 @@ def new_run_dir(spec):
     return run_dir
 
 
-def check_schedule_length(lr_scheduler, total_steps):
+def check_schedule_length(lr_scheduler: object | None, total_steps: int) -> None:
     """OneCycleLR stops the run with an error one step past its ``total_steps``: a schedule given a
     total shorter than the run is refused at start-up instead of hours into it."""
     planned = getattr(lr_scheduler, "total_steps", None)
@@ -87,7 +90,7 @@ class Training:
     writer: Writer
     run_dir: Path
 
-    def run(self):
+    def run(self) -> Path:
         """Train (from the resumed state, if any) and close the writer; returns the run folder."""
         try:
             self.trainer.train()
@@ -96,7 +99,13 @@ class Training:
         return self.run_dir
 
 
-def build_training(spec, dist_info, resume_path=None, resume_state=None, callbacks=()):
+def build_training(
+    spec: RunSpec,
+    dist_info: DistInfo,
+    resume_path: Path | None = None,
+    resume_state: dict | None = None,
+    callbacks: Iterable[Any] = (),
+) -> Training:
     """The run of ``spec`` (a config checked by ``validate_config``) on ``dist_info``'s device, new or
     resumed from ``resume_path`` (``resume_state``: that checkpoint, already read); ``callbacks`` go
     to the Trainer. Logging starts here; the run folder is created once nothing is left to refuse."""

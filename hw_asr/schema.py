@@ -45,22 +45,22 @@ TOP_KEYS = frozenset(
 )
 
 
-def seed(config):
+def seed(config: Mapping[str, Any]) -> int:
     """The run's seed (``seed``; default 42)."""
     return config.get("seed", DEFAULT_SEED)
 
 
-def sample_rate(config):
+def sample_rate(config: Mapping[str, Any]) -> int:
     """The rate every wave is resampled to (``sample_rate``; default 16 kHz)."""
     return config.get("sample_rate", DEFAULT_SAMPLE_RATE)
 
 
-def _count(least, nullable=False):
+def _count(least: int, nullable: bool = False) -> dict[str, Any]:
     """Metadata of a whole-number key: its least value, and whether null is allowed."""
     return {"least": least, "nullable": nullable}
 
 
-def _check_counts(cls, values, where):
+def _check_counts(cls: type, values: Mapping[str, Any], where: str) -> None:
     for f in dataclasses.fields(cls):
         if "least" not in f.metadata or f.name not in values:
             continue
@@ -91,7 +91,7 @@ class DataSplitConfig:
     prefetch_factor: int = field(default=2, metadata=_count(1))
 
     @classmethod
-    def from_dict(cls, block, where, need_datasets=True):
+    def from_dict(cls, block: Any, where: str, need_datasets: bool = True) -> "DataSplitConfig":
         """``need_datasets=False``: only the loader's settings are wanted (the dataset is built already)."""
         if not isinstance(block, dict):
             raise ConfigError(f"{where} must be an object")
@@ -151,7 +151,7 @@ class TrainerConfig:
     keep_freed_memory: bool | None = None
 
     @classmethod
-    def from_dict(cls, block, where="trainer"):
+    def from_dict(cls, block: Any, where: str = "trainer") -> "TrainerConfig":
         """Refuse a block whose keys, counts, clipping, precision or monitor cannot work, naming the key:
         at start-up, not at the first logging step or the end of an epoch."""
         if not isinstance(block, dict):
@@ -176,16 +176,16 @@ class TrainerConfig:
             values["media_step"] = 10 * values.get("log_step", cls.log_step)
         return cls(**values)
 
-    def steps_per_epoch(self, loader_batches):
+    def steps_per_epoch(self, loader_batches: int) -> int:
         """Batches in an epoch: ``len_epoch``, or one pass over a loader of ``loader_batches``."""
         return self.len_epoch or loader_batches
 
-    def total_steps(self, loader_batches):
+    def total_steps(self, loader_batches: int) -> int:
         """Optimiser steps in the whole run (what a schedule planned over the run is built for)."""
         return self.epochs * self.steps_per_epoch(loader_batches) // self.grad_accum_steps
 
 
-def parse_monitor(monitor):
+def parse_monitor(monitor: str | None) -> tuple[str, str | None]:
     """``"min val_WER (argmax)"`` -> ``("min", "val_WER (argmax)")``; ``"off"`` -> ``("off", None)``."""
     if monitor in (None, "off"):
         return "off", None

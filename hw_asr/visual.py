@@ -6,10 +6,15 @@ utterances of a ``test.py`` result) draw the same picture. Matplotlib renders of
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from hw_asr.model.frontend import LogMelFrontend
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def log_mel(audio: torch.Tensor | np.ndarray, sample_rate: int, n_mels: int = 80) -> np.ndarray:
@@ -27,7 +32,7 @@ def alignment_figure(
     words: list[dict] | None = None,
     title: str | None = None,
     reference: str | None = None,
-):
+) -> Figure:
     """A matplotlib figure: the spectrogram over time in seconds, and for each aligned word (``{"word",
     "start", "end", "confidence"}``, as :func:`hw_asr.alignment.align_words` gives) a span coloured by
     its confidence (red low, green high) with the word written on it. ``reference``: the ground truth,

@@ -2,10 +2,13 @@
 
 import logging
 import math
+import os
 import random
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from hw_asr.audio import AudioError, find_audio_files, load_audio, resample
 from hw_asr.manifests import read_manifest, report_skipped
@@ -20,22 +23,22 @@ class WaveAugmentation:
     p = 1.0
     skip_empty = False
 
-    def __call__(self, audio):
+    def __call__(self, audio: Tensor) -> Tensor:
         if random.random() >= self.p or (self.skip_empty and audio.numel() == 0):
             return audio
         return self.apply(audio)
 
-    def apply(self, audio):
+    def apply(self, audio: Tensor) -> Tensor:
         raise NotImplementedError
 
 
 class Sequential:
     """Apply augmentations one after another, each on the previous output."""
 
-    def __init__(self, augmentations):
+    def __init__(self, augmentations: Iterable[Callable[[Tensor], Tensor]]) -> None:
         self.augmentations = list(augmentations)
 
-    def __call__(self, audio):
+    def __call__(self, audio: Tensor) -> Tensor:
         for aug in self.augmentations:
             audio = aug(audio)
         return audio
@@ -44,27 +47,27 @@ class Sequential:
 class RandomApply(WaveAugmentation):
     """Apply ``augmentation`` with probability ``p``."""
 
-    def __init__(self, augmentation, p=0.5):
+    def __init__(self, augmentation: Callable[[Tensor], Tensor], p: float = 0.5) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
         self.augmentation, self.p = augmentation, p
 
-    def apply(self, audio):
+    def apply(self, audio: Tensor) -> Tensor:
         return self.augmentation(audio)
 
 
 class Gain(WaveAugmentation):
     """Scale by a random gain in ``[min_gain_db, max_gain_db]`` decibels, with probability ``p``."""
 
-    def __init__(self, min_gain_db=-6.0, max_gain_db=6.0, p=1.0):
+    def __init__(self, min_gain_db: float = -6.0, max_gain_db: float = 6.0, p: float = 1.0) -> None:
         self.min_gain_db, self.max_gain_db, self.p = min_gain_db, max_gain_db, p
 
-    def apply(self, audio):
+    def apply(self, audio: Tensor) -> Tensor:
         gain_db = random.uniform(self.min_gain_db, self.max_gain_db)
         return audio * (10.0 ** (gain_db / 20.0))
 
 
-def _mix_at_snr(audio, noise, snr_db):
+def _mix_at_snr(audio: Tensor, noise: Tensor, snr_db: float) -> Tensor:
     """``audio + noise`` scaled so that the signal-to-noise ratio is ``snr_db`` decibels."""
     signal_power = audio.pow(2).mean().clamp_min(1e-10)
     noise_power = noise.pow(2).mean().clamp_min(1e-10)
@@ -72,7 +75,7 @@ def _mix_at_snr(audio, noise, snr_db):
     return audio + noise * scale
 
 
-def colored_noise(n, exponent, generator=None):
+def colored_noise(n: int, exponent: float, generator: torch.Generator | None = None) -> Tensor:
     """``n`` samples of noise whose power spectrum falls as ``1 / f**exponent``
     (0 white, 1 pink, 2 brown, -1 blue, -2 violet), unit variance."""
     white = torch.randn(n, generator=generator)
@@ -93,7 +96,13 @@ class ColoredNoise(WaveAugmentation):
     probability ``p``. ``colors`` lists the noise colours drawn from (white, pink, brown,
     blue, violet) or spectral exponents (power ~ 1/f**exponent)."""
 
-    def __init__(self, min_snr_db=10.0, max_snr_db=40.0, colors=("white", "pink", "brown"), p=1.0):
+    def __init__(
+        self,
+        min_snr_db: float = 10.0,
+        max_snr_db: float = 40.0,
+        colors: Sequence[str | float] = ("white", "pink", "brown"),
+        p: float = 1.0,
+    ) -> None:
         self.exponents = []
         for c in colors:
             if isinstance(c, str) and c not in NOISE_COLORS:
@@ -101,7 +110,7 @@ class ColoredNoise(WaveAugmentation):
             self.exponents.append(NOISE_COLORS[c] if isinstance(c, str) else float(c))
         self.min_snr_db, self.max_snr_db, self.p = min_snr_db, max_snr_db, p
 
-    def apply(self, audio):
+    def apply(self, audio: Tensor) -> Tensor:
         noise = colored_noise(audio.numel(), random.choice(self.exponents)).to(audio.dtype)
         return _mix_at_snr(audio, noise, random.uniform(self.min_snr_db, self.max_snr_db))
 
@@ -110,7 +119,7 @@ class GaussianNoise(ColoredNoise):
     """Add white noise at a random SNR in ``[min_snr_db, max_snr_db]``, with probability ``p``:
     ``ColoredNoise`` with ``colors=["white"]``, under the name the course templates use."""
 
-    def __init__(self, min_snr_db=10.0, max_snr_db=40.0, p=1.0):
+    def __init__(self, min_snr_db: float = 10.0, max_snr_db: float = 40.0, p: float = 1.0) -> None:
         super().__init__(min_snr_db, max_snr_db, colors=("white",), p=p)
 
 
@@ -124,7 +133,14 @@ class NoiseFromFiles(WaveAugmentation):
     shorter than the utterance is looped. Unreadable files are skipped with a warning.
     """
 
-    def __init__(self, noise, min_snr_db=5.0, max_snr_db=30.0, p=1.0, sample_rate=16000):
+    def __init__(
+        self,
+        noise: str | os.PathLike | Sequence[str | os.PathLike],
+        min_snr_db: float = 5.0,
+        max_snr_db: float = 30.0,
+        p: float = 1.0,
+        sample_rate: int = 16000,
+    ) -> None:
         paths = []
         for item in [noise] if isinstance(noise, str) else list(noise):
             item = Path(item)
@@ -144,7 +160,7 @@ class NoiseFromFiles(WaveAugmentation):
         self.min_snr_db, self.max_snr_db, self.p = min_snr_db, max_snr_db, p
         self._cache = None
 
-    def _noises(self):
+    def _noises(self) -> list[Tensor]:
         if self._cache is None:
             self._cache = []
             for path in self.paths:
@@ -161,7 +177,7 @@ class NoiseFromFiles(WaveAugmentation):
 
     skip_empty = True
 
-    def apply(self, audio):
+    def apply(self, audio: Tensor) -> Tensor:
         noise = random.choice(self._noises())
         n = audio.numel()
         if noise.numel() < n:
@@ -178,19 +194,19 @@ class SpeedPerturb(WaveAugmentation):
     ``factor`` drawn from ``factors``; tempo and pitch change together and the
     length becomes ``round(T / factor)``. Applied with probability ``p``."""
 
-    def __init__(self, factors=(0.9, 1.0, 1.1), p=1.0, sample_rate=16000):
+    def __init__(self, factors: Sequence[float] = (0.9, 1.0, 1.1), p: float = 1.0, sample_rate: int = 16000) -> None:
         if not factors or any(f <= 0 for f in factors):
             raise ValueError(f"factors must be positive, got {factors}")
         self.factors, self.p, self.sample_rate = list(factors), p, sample_rate
 
-    def apply(self, audio):
+    def apply(self, audio: Tensor) -> Tensor:
         factor = random.choice(self.factors)
         if factor == 1.0 or audio.numel() == 0:
             return audio
         return torch.from_numpy(resample(audio.numpy(), self.sample_rate, self.sample_rate / factor))
 
 
-def time_stretch(audio, rate, n_fft=512, hop=128):
+def time_stretch(audio: Tensor, rate: float, n_fft: int = 512, hop: int = 128) -> Tensor:
     """Phase-vocoder time stretch: ``rate`` > 1 plays faster (length ``T / rate``), pitch kept."""
     window = torch.hann_window(n_fft, dtype=audio.dtype)
     spec = torch.stft(audio, n_fft, hop, window=window, return_complex=True)  # [F, N]
@@ -210,7 +226,7 @@ def time_stretch(audio, rate, n_fft=512, hop=128):
     return torch.istft(out, n_fft, hop, window=window, length=int(round(audio.numel() / rate)))
 
 
-def pitch_shift(audio, sample_rate, semitones, n_fft=512, hop=128):
+def pitch_shift(audio: Tensor, sample_rate: int, semitones: float, n_fft: int = 512, hop: int = 128) -> Tensor:
     """Shift pitch by ``semitones`` keeping the length: time-stretch by ``2**(-s/12)``,
     then resample back to ``T`` samples."""
     if semitones == 0 or audio.numel() < n_fft:
@@ -225,14 +241,18 @@ class PitchShift(WaveAugmentation):
     """Shift pitch by a random number of semitones in ``[min_semitones, max_semitones]``
     (phase vocoder + resampling; length and tempo unchanged), with probability ``p``."""
 
-    def __init__(self, min_semitones=-2.0, max_semitones=2.0, p=1.0, sample_rate=16000):
+    def __init__(
+        self, min_semitones: float = -2.0, max_semitones: float = 2.0, p: float = 1.0, sample_rate: int = 16000
+    ) -> None:
         self.min_semitones, self.max_semitones, self.p, self.sample_rate = min_semitones, max_semitones, p, sample_rate
 
-    def apply(self, audio):
+    def apply(self, audio: Tensor) -> Tensor:
         return pitch_shift(audio, self.sample_rate, random.uniform(self.min_semitones, self.max_semitones))
 
 
-def synthetic_rir(rt60, sample_rate, direct_ratio_db=0.0, generator=None):
+def synthetic_rir(
+    rt60: float, sample_rate: int, direct_ratio_db: float = 0.0, generator: torch.Generator | None = None
+) -> Tensor:
     """A synthetic room impulse response: a unit direct path, then Gaussian noise decaying by
     60 dB over ``rt60`` seconds, its energy ``direct_ratio_db`` below the direct path."""
     n = max(2, int(rt60 * sample_rate))
@@ -249,7 +269,15 @@ class Reverb(WaveAugmentation):
     ``[min_rt60, max_rt60]`` seconds and direct-to-reverberant ratio in
     ``[min_drr_db, max_drr_db]``; length and RMS level unchanged. Probability ``p``."""
 
-    def __init__(self, min_rt60=0.2, max_rt60=0.8, min_drr_db=-3.0, max_drr_db=10.0, p=1.0, sample_rate=16000):
+    def __init__(
+        self,
+        min_rt60: float = 0.2,
+        max_rt60: float = 0.8,
+        min_drr_db: float = -3.0,
+        max_drr_db: float = 10.0,
+        p: float = 1.0,
+        sample_rate: int = 16000,
+    ) -> None:
         if not 0 < min_rt60 <= max_rt60:
             raise ValueError(f"need 0 < min_rt60 <= max_rt60, got {min_rt60}, {max_rt60}")
         self.min_rt60, self.max_rt60, self.p, self.sample_rate = min_rt60, max_rt60, p, sample_rate
@@ -257,7 +285,7 @@ class Reverb(WaveAugmentation):
 
     skip_empty = True
 
-    def apply(self, audio):
+    def apply(self, audio: Tensor) -> Tensor:
         rir = synthetic_rir(
             random.uniform(self.min_rt60, self.max_rt60),
             self.sample_rate,

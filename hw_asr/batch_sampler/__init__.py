@@ -8,9 +8,10 @@ rank gets the same number of batches and no utterance goes to two ranks.
 
 import math
 import random
+from collections.abc import Iterable, Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 from hw_asr.batch_sampler.common import grid_length, world
 from hw_asr.batch_sampler.stream import StreamBucketSampler
@@ -19,28 +20,28 @@ from hw_asr.datasets.base_dataset import dataset_parts
 __all__ = ["RandomBatchSampler", "LengthBucketSampler", "StreamBucketSampler"]
 
 
-def dataset_durations(dataset):
+def dataset_durations(dataset: Dataset) -> list[float]:
     """Durations (seconds) of every item, from the datasets' indexes (no audio is read)."""
     return [row["duration"] for part in dataset_parts(dataset) for row in part.index]
 
 
 class _EpochSampler(Sampler):
-    def __init__(self, seed, rank, world_size):
+    def __init__(self, seed: int, rank: int | None, world_size: int | None) -> None:
         self.seed = seed
         self.rank, self.world_size = world(rank, world_size)
         self.epoch, self.start_batch = 0, 0
 
-    def set_epoch(self, epoch, start_batch=0):
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    def rank_batches(self):
+    def rank_batches(self) -> list[list[int]]:
         """This rank's batches of the current epoch."""
         raise NotImplementedError
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[int]]:
         yield from self.rank_batches()[self.start_batch :]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rank_batches())
 
 
@@ -54,7 +55,16 @@ class RandomBatchSampler(_EpochSampler):
     evaluation it is split as evenly as the ranks allow, so every item is seen once.
     """
 
-    def __init__(self, dataset, batch_size, shuffle=True, drop_last=False, seed=0, rank=None, world_size=None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         super().__init__(seed, rank, world_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -64,7 +74,7 @@ class RandomBatchSampler(_EpochSampler):
         self.batch_size, self.shuffle = batch_size, shuffle
         self.drop_last = drop_last or (shuffle and self.world_size > 1)  # equal batch counts for training
 
-    def rank_batches(self):
+    def rank_batches(self) -> list[list[int]]:
         if self.shuffle:
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         else:
@@ -103,16 +113,16 @@ class LengthBucketSampler(_EpochSampler):
 
     def __init__(
         self,
-        dataset,
-        max_batch_seconds=None,
-        batch_size=None,
-        num_buckets=60,
-        shuffle=True,
-        seed=0,
-        rank=None,
-        world_size=None,
-        length_grid=None,
-    ):
+        dataset: Dataset,
+        max_batch_seconds: float | None = None,
+        batch_size: int | None = None,
+        num_buckets: int = 60,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        length_grid: float | None = None,
+    ) -> None:
         super().__init__(seed, rank, world_size)
         if (max_batch_seconds is None) == (batch_size is None):
             raise ValueError("give exactly one of max_batch_seconds or batch_size")
@@ -135,11 +145,11 @@ class LengthBucketSampler(_EpochSampler):
         edges = [round(k * n / self.num_buckets) for k in range(self.num_buckets + 1)]
         self.buckets = [by_length[a:b] for a, b in zip(edges, edges[1:]) if b > a]
 
-    def padded(self, seconds):
+    def padded(self, seconds: float) -> float:
         """The length a batch whose longest utterance lasts ``seconds`` is padded to."""
         return grid_length(seconds, self.length_grid) if self.length_grid else seconds
 
-    def _fill(self, indices):
+    def _fill(self, indices: Iterable[int]) -> list[list[int]]:
         batches, batch, longest = [], [], 0.0
         for i in indices:
             d = self.durations[i]
@@ -156,7 +166,7 @@ class LengthBucketSampler(_EpochSampler):
             batches.append(batch)
         return batches
 
-    def all_batches(self):
+    def all_batches(self) -> list[list[int]]:
         """Every batch of the epoch, before sharding."""
         rng = random.Random(self.seed + self.epoch)
         order = []
@@ -170,7 +180,7 @@ class LengthBucketSampler(_EpochSampler):
             rng.shuffle(batches)
         return batches
 
-    def rank_batches(self):
+    def rank_batches(self) -> list[list[int]]:
         batches = self.all_batches()
         usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
         return batches[self.rank : usable : self.world_size]

@@ -5,7 +5,7 @@ import math
 import torch
 
 
-def grid_length(seconds, ratio):
+def grid_length(seconds: float, ratio: float) -> float:
     """The smallest point of the geometric grid ``ratio ** k`` (k any integer) at or above ``seconds``:
     a batch padded to it is at most ``ratio - 1`` longer than its longest utterance, and the lengths a
     whole corpus pads to are few (``log(longest / shortest) / log(ratio)``)."""
@@ -13,7 +13,7 @@ def grid_length(seconds, ratio):
     return ratio**k
 
 
-def world(rank, world_size):
+def world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if world_size is None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             return torch.distributed.get_rank(), torch.distributed.get_world_size()

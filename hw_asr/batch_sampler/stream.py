@@ -28,11 +28,13 @@ Exact resume: everything above is a function of the seed, the data epoch, the ra
 import itertools
 import logging
 import random
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hw_asr.batch_sampler.common import grid_length, world
-from hw_asr.datasets.shar_dataset import ShardError
+from hw_asr.datasets.shar_dataset import SharDataset, ShardError
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +52,17 @@ class StreamBucketSampler(IterableDataset):
 
     def __init__(
         self,
-        dataset,
-        max_batch_seconds=None,
-        batch_size=None,
-        length_grid=None,
-        buffer_size=1000,
-        fill=0.9,
-        shuffle=True,
-        seed=0,
-        rank=None,
-        world_size=None,
-    ):
+        dataset: SharDataset,
+        max_batch_seconds: float | None = None,
+        batch_size: int | None = None,
+        length_grid: float | None = None,
+        buffer_size: int = 1000,
+        fill: float = 0.9,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         if not getattr(dataset, "streaming", False):
             raise ValueError(
                 f"StreamBucketSampler batches a streamed dataset such as SharDataset, not {type(dataset).__name__}; "
@@ -101,14 +103,14 @@ class StreamBucketSampler(IterableDataset):
         self.planned = self._plan()
 
     # ---- the plan (every rank computes the same, from the index) ------------------------
-    def padded(self, seconds):
+    def padded(self, seconds: float) -> float:
         return grid_length(seconds, self.length_grid) if self.length_grid else seconds
 
-    def rank_shards(self, rank):
+    def rank_shards(self, rank: int) -> list[int]:
         """The shards of ``rank`` for the whole run (indices into the dataset's shards)."""
         return self.shard_order[rank :: self.world_size]
 
-    def _plan(self):
+    def _plan(self) -> int:
         """``N``: the batches every rank gives per data epoch."""
         limit = self.dataset.max_audio_length
         counts = []
@@ -121,13 +123,13 @@ class StreamBucketSampler(IterableDataset):
                 counts.append(int(seconds // (self.max_batch_seconds * self.fill)))
         return min(counts)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.planned
 
-    def set_epoch(self, epoch, start_batch=0):
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """What the batches depend on besides the epoch and position; a resume checks it."""
         return {
             "seed": self.seed,
@@ -136,7 +138,7 @@ class StreamBucketSampler(IterableDataset):
             "shards": [s.name for s in self.dataset.shards],
         }
 
-    def check_resume(self, saved):
+    def check_resume(self, saved: Mapping[str, Any]) -> None:
         """Warn when a resumed run's stream cannot give the batches the interrupted run would have seen."""
         now = self.state_dict()
         changed = [k for k in now if k in saved and saved[k] != now[k]]
@@ -151,13 +153,13 @@ class StreamBucketSampler(IterableDataset):
             )
 
     @staticmethod
-    def worker_share(total, worker, workers):
+    def worker_share(total: int, worker: int, workers: int) -> int:
         """How many of the first ``total`` batches of a rank come from ``worker`` (the loader takes batch
         ``k`` from worker ``k % workers``)."""
         return total // workers + (worker < total % workers)
 
     # ---- the stream -------------------------------------------------------------------
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         # Global batch k of the epoch comes from stream k % workers. A resumed loader takes its j-th batch
@@ -201,7 +203,7 @@ class StreamBucketSampler(IterableDataset):
                     f"{len(order)} shard(s) and found no usable utterance"
                 )
 
-    def _batches(self, order, failures, rng):
+    def _batches(self, order: Iterable[int], failures: list[str], rng: random.Random) -> Iterator[list]:
         """Batches (lists of entries) from the shards ``order`` (indices), a sorted buffer at a time."""
         buffer = []
         for index in order:
@@ -222,7 +224,7 @@ class StreamBucketSampler(IterableDataset):
         if buffer:
             yield from self._cut(buffer, rng)
 
-    def _cut(self, entries, rng):
+    def _cut(self, entries: list, rng: random.Random) -> list[list]:
         """The buffer sorted by duration, cut into batches in order, the batches in a shuffled order."""
         batches, batch, longest = [], [], 0.0
         for entry in sorted(entries, key=lambda e: (e.duration, e.id)):
@@ -237,13 +239,13 @@ class StreamBucketSampler(IterableDataset):
             rng.shuffle(batches)
         return batches
 
-    def _full(self, bucket, longest, seconds):
+    def _full(self, bucket: list, longest: float, seconds: float) -> bool:
         if self.batch_size is not None:
             return len(bucket) >= self.batch_size
         return (len(bucket) + 1) * self.padded(max(longest, seconds)) > self.max_batch_seconds
 
 
-def epoch_sampler(loader):
+def epoch_sampler(loader: DataLoader) -> Any:
     """What ``set_epoch`` is called on for a loader: its batch sampler, or a stream sampler it iterates."""
     if loader.batch_sampler is not None:
         return loader.batch_sampler

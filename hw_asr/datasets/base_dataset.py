@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset
@@ -18,23 +20,23 @@ from torch.utils.data import ConcatDataset, Dataset
 from hw_asr.audio import AudioError, load_audio
 from hw_asr.files import atomic_write_text
 from hw_asr.manifests import report_skipped
-from hw_asr.text_encoder.base import normalize_text
+from hw_asr.text_encoder.base import BaseTextEncoder, normalize_text
 
 logger = logging.getLogger(__name__)
 
 MAX_LOAD_RETRIES = 10
 
 
-def cache_dir():
+def cache_dir() -> Path:
     return Path(os.environ.get("HW_ASR_CACHE", Path.home() / ".cache" / "hw_asr")).expanduser()
 
 
-def file_signature(path):
+def file_signature(path: str | os.PathLike) -> list:
     st = os.stat(path)
     return [str(path), st.st_mtime_ns, st.st_size]
 
 
-def dataset_parts(dataset):
+def dataset_parts(dataset: Dataset) -> list[Dataset]:
     """The datasets inside ``dataset`` (a ConcatDataset, nested or not), or ``[dataset]``."""
     if isinstance(dataset, ConcatDataset):
         return [part for d in dataset.datasets for part in dataset_parts(d)]
@@ -58,15 +60,15 @@ class BaseDataset(Dataset):
 
     def __init__(
         self,
-        text_encoder=None,
-        sample_rate=16000,
-        limit=None,
-        max_audio_length=None,
-        max_text_length=None,
-        wave_augs=None,
-        seed=42,
-        use_cache=True,
-    ):
+        text_encoder: BaseTextEncoder | None = None,
+        sample_rate: int = 16000,
+        limit: int | None = None,
+        max_audio_length: float | None = None,
+        max_text_length: int | None = None,
+        wave_augs: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        seed: int = 42,
+        use_cache: bool = True,
+    ) -> None:
         self.text_encoder = text_encoder
         self.sample_rate = sample_rate
         self.wave_augs = wave_augs
@@ -85,19 +87,19 @@ class BaseDataset(Dataset):
         logger.info("%s: %d utterances, %.1f h", self.describe(), len(rows), sum(r["duration"] for r in rows) / 3600)
 
     # ---- to be provided by subclasses -------------------------------------------------
-    def describe(self):
+    def describe(self) -> str:
         return self.name
 
-    def _index_signature(self):
+    def _index_signature(self) -> list | None:
         """JSON-able value that changes whenever the listed corpus changes; None: no cache."""
         return None
 
-    def _build_index(self):
+    def _build_index(self) -> tuple[list[dict], list[tuple[str, str]]]:
         """Return ``(rows, skipped)``; ``skipped`` is a list of ``(path_or_line, reason)``."""
         raise NotImplementedError
 
     # ---- index ------------------------------------------------------------------------
-    def _load_index(self, use_cache):
+    def _load_index(self, use_cache: bool) -> tuple[list[dict], list[tuple[str, str]]]:
         signature = self._index_signature() if use_cache else None
         if signature is None:
             return self._build_index()
@@ -116,7 +118,7 @@ class BaseDataset(Dataset):
             logger.warning("could not write index cache %s: %s", path, e)
         return rows, skipped
 
-    def _validate_texts(self, rows):
+    def _validate_texts(self, rows: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
         kept, skipped, seen = [], [], {}
         normalize = normalize_text if self.text_encoder is None else self.text_encoder.normalize
         for row in rows:
@@ -143,7 +145,7 @@ class BaseDataset(Dataset):
             kept.append({**row, "text": text})
         return kept, skipped
 
-    def _filter(self, rows, max_audio_length, max_text_length):
+    def _filter(self, rows: list[dict], max_audio_length: float | None, max_text_length: int | None) -> list[dict]:
         out = rows
         if max_audio_length is not None:
             out = [r for r in out if r["duration"] <= max_audio_length]
@@ -167,10 +169,10 @@ class BaseDataset(Dataset):
         return out
 
     # ---- items ------------------------------------------------------------------------
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.index)
 
-    def load_item(self, i):
+    def load_item(self, i: int) -> dict[str, Any]:
         row = self.index[i]
         audio = torch.from_numpy(load_audio(row["path"], self.sample_rate))
         if self.wave_augs is not None:
@@ -180,7 +182,7 @@ class BaseDataset(Dataset):
             item["text_encoded"] = self.text_encoder.encode_tensor(row["text"])
         return item
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> dict[str, Any]:
         """A file that fails to decode is reported and, with ``replace_failed_files``, replaced by the
         next one (the item's ``load_failures`` lists the files it replaced; the trainer counts them);
         otherwise the item is ``{"load_error": (path, reason)}``."""

@@ -1,6 +1,8 @@
 """A folder of audio files with optional same-named ``.txt`` transcripts (``test.py -t``)."""
 
+import os
 from pathlib import Path
+from typing import Any
 
 from hw_asr.audio import AUDIO_EXTENSIONS
 from hw_asr.datasets.base_dataset import BaseDataset
@@ -14,7 +16,9 @@ class CustomDirAudioDataset(BaseDataset):
 
     allow_empty_text = True
 
-    def __init__(self, audio_dir, transcription_dir=None, **kwargs):
+    def __init__(
+        self, audio_dir: str | os.PathLike, transcription_dir: str | os.PathLike | None = None, **kwargs: Any
+    ) -> None:
         self.audio_dir = Path(audio_dir)
         if not self.audio_dir.is_dir():
             raise FileNotFoundError(f"audio folder not found: {self.audio_dir}")
@@ -22,10 +26,10 @@ class CustomDirAudioDataset(BaseDataset):
         kwargs.setdefault("use_cache", False)
         super().__init__(**kwargs)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.name}({self.audio_dir})"
 
-    def _build_index(self):
+    def _build_index(self) -> tuple[list[dict], list[tuple[str, str]]]:
         rows, skipped = [], []
         for path in sorted(p for p in self.audio_dir.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS):
             txt = self.transcription_dir / f"{path.stem}.txt"

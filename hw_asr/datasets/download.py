@@ -18,7 +18,7 @@ class DownloadError(RuntimeError):
     pass
 
 
-def download_file(url, dest, sha256=None, manual_hint=""):
+def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, manual_hint: str = "") -> Path:
     """Download ``url`` to ``dest`` through ``dest.part``; renamed only when complete and verified."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def download_file(url, dest, sha256=None, manual_hint=""):
     return dest
 
 
-def download_and_extract(url, target_dir, manual_hint=""):
+def download_and_extract(url: str, target_dir: str | os.PathLike, manual_hint: str = "") -> None:
     """Fetch an archive into ``target_dir`` and unpack it there; the archive is removed after."""
     target_dir = Path(target_dir)
     archive = target_dir / url.rsplit("/", 1)[-1]

@@ -1,7 +1,10 @@
 """Golos (Russian): ``<subset>/manifest.jsonl`` + ``<subset>/files/*.wav`` for crowd and farfield."""
 
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hw_asr.datasets.manifest_dataset import ManifestDataset
 
@@ -14,7 +17,13 @@ class GolosDataset(ManifestDataset):
     Use it with the Russian alphabet: ``{"type": "CTCCharTextEncoder", "args": {"alphabet": "ru"}}``.
     """
 
-    def __init__(self, data_dir, split=None, subsets=("crowd", "farfield"), **kwargs):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        split: str | None = None,
+        subsets: Sequence[str] = ("crowd", "farfield"),
+        **kwargs: Any,
+    ) -> None:
         root = Path(data_dir) / split if split else Path(data_dir)
         manifests = []
         for subset in subsets:

@@ -1,7 +1,9 @@
 """LibriSpeech in its original layout: ``<part>/<speaker>/<chapter>/<id>.flac`` + ``*.trans.txt``."""
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -39,17 +41,19 @@ class LibrispeechDataset(BaseDataset):
     part is downloaded from OpenSLR when ``download`` is true.
     """
 
-    def __init__(self, part, data_dir="data/datasets/librispeech", download=True, **kwargs):
+    def __init__(
+        self, part: str, data_dir: str | os.PathLike = "data/datasets/librispeech", download: bool = True, **kwargs: Any
+    ) -> None:
         self.data_dir = Path(data_dir)
         names = ALIASES.get(part, [part.replace("_", "-")])
         self.part = part
         self.roots = [self._find_or_fetch(name, download) for name in names]
         super().__init__(**kwargs)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.name}({self.part})"
 
-    def _find_or_fetch(self, name, download):
+    def _find_or_fetch(self, name: str, download: bool) -> Path:
         candidates = [self.data_dir / name, self.data_dir / "LibriSpeech" / name]
         for c in candidates:
             if c.is_dir():
@@ -70,13 +74,13 @@ class LibrispeechDataset(BaseDataset):
             raise FileNotFoundError(f"download of {name} did not produce {candidates[1]}. {hint}")
         return candidates[1]
 
-    def _transcripts(self):
+    def _transcripts(self) -> list[Path]:
         return sorted(p for root in self.roots for p in root.glob("*/*/*.trans.txt"))
 
-    def _index_signature(self):
+    def _index_signature(self) -> list:
         return [file_signature(p.resolve()) for p in self._transcripts()]
 
-    def _build_index(self):
+    def _build_index(self) -> tuple[list[dict], list[tuple[str, str]]]:
         rows, skipped = [], []
         transcripts = self._transcripts()
         if not transcripts:

@@ -1,7 +1,9 @@
 """LJSpeech-1.1 layout: ``wavs/<id>.wav`` + ``metadata.csv`` (``id|raw text|normalised text``)."""
 
+import os
 import zlib
 from pathlib import Path
+from typing import Any
 
 from hw_asr.datasets.base_dataset import BaseDataset, file_signature
 from hw_asr.datasets.download import download_and_extract
@@ -10,7 +12,7 @@ from hw_asr.manifests import probe_row
 URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
 
 
-def is_test_id(utt_id, test_percent):
+def is_test_id(utt_id: str, test_percent: float) -> bool:
     """Deterministic split by a hash of the id: stable for any subset of the corpus."""
     return zlib.crc32(utt_id.encode()) % 100 < test_percent
 
@@ -18,7 +20,14 @@ def is_test_id(utt_id, test_percent):
 class LJSpeechDataset(BaseDataset):
     """``part``: ``train``, ``test`` (``test_percent`` of the ids, by hash) or ``all``."""
 
-    def __init__(self, part="train", data_dir="data/datasets/ljspeech", test_percent=5, download=True, **kwargs):
+    def __init__(
+        self,
+        part: str = "train",
+        data_dir: str | os.PathLike = "data/datasets/ljspeech",
+        test_percent: float = 5,
+        download: bool = True,
+        **kwargs: Any,
+    ) -> None:
         if part not in ("train", "test", "all"):
             raise ValueError(f"LJSpeechDataset part must be train, test or all, got {part!r}")
         self.part, self.test_percent = part, test_percent
@@ -33,13 +42,13 @@ class LJSpeechDataset(BaseDataset):
         self.root = root
         super().__init__(**kwargs)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.name}({self.part})"
 
-    def _index_signature(self):
+    def _index_signature(self) -> list:
         return [file_signature((self.root / "metadata.csv").resolve()), self.part, self.test_percent]
 
-    def _build_index(self):
+    def _build_index(self) -> tuple[list[dict], list[tuple[str, str]]]:
         rows, skipped = [], []
         meta = self.root / "metadata.csv"
         for lineno, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):

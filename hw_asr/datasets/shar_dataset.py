@@ -17,14 +17,17 @@ Which shards a process and a data-loader worker read, and how utterances form ba
 import io
 import json
 import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import IterableDataset
 
 from hw_asr.audio import AudioError, decode_audio, resample
-from hw_asr.text_encoder.base import normalize_text
+from hw_asr.text_encoder.base import BaseTextEncoder, normalize_text
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class Shard:
     max_seconds: float
 
     @property
-    def name(self):
+    def name(self) -> str:
         return str(self.recording)
 
 
@@ -60,7 +63,7 @@ class Entry:
     where: str  # "<recording tar>:<utterance id>", how messages name it
 
 
-def read_index(folder):
+def read_index(folder: str | os.PathLike) -> tuple[list[Shard], dict[str, Any]]:
     """The shards listed in ``<folder>/shar_index.json``; every shard's two files must exist."""
     folder = Path(folder)
     path = folder / INDEX_NAME
@@ -111,13 +114,13 @@ class SharDataset(IterableDataset):
 
     def __init__(
         self,
-        shar_dir,
-        text_encoder=None,
-        sample_rate=16000,
-        max_audio_length=None,
-        max_text_length=None,
-        wave_augs=None,
-    ):
+        shar_dir: str | os.PathLike | Sequence[str | os.PathLike],
+        text_encoder: BaseTextEncoder | None = None,
+        sample_rate: int = 16000,
+        max_audio_length: float | None = None,
+        max_text_length: int | None = None,
+        wave_augs: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.folders = [Path(p) for p in (shar_dir if isinstance(shar_dir, (list, tuple)) else [shar_dir])]
         if not self.folders:
             raise ValueError("shar_dir names no folder")
@@ -137,25 +140,25 @@ class SharDataset(IterableDataset):
             self.seconds / 3600,
         )
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.name}({', '.join(map(str, self.folders))})"
 
     @property
-    def utterances(self):
+    def utterances(self) -> int:
         return sum(s.utterances for s in self.shards)
 
     @property
-    def seconds(self):
+    def seconds(self) -> float:
         return sum(s.seconds for s in self.shards)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.utterances
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict]:
         raise TypeError(f"{self.describe()} is read through a StreamBucketSampler (data.<split>.batch_sampler)")
 
     # ---- streaming --------------------------------------------------------------------
-    def _usable(self, cut, where, skipped):
+    def _usable(self, cut: Any, where: str, skipped: list[tuple[str, str]]) -> str | None:
         """The entry's text, or None (with the reason in ``skipped``) when filters or checks leave it out."""
         text = cut.supervisions[0].text if cut.supervisions else None
         if not isinstance(text, str):
@@ -179,7 +182,7 @@ class SharDataset(IterableDataset):
             return None
         return text
 
-    def entries(self, shard, skipped):
+    def entries(self, shard: Shard, skipped: list[tuple[str, str]]) -> Iterator[Entry]:
         """The usable entries of one shard, in order. Utterances left out by a check (not by a filter) are
         appended to ``skipped`` as ``(where, reason)``. A shard that cannot be read to its end raises
         :class:`ShardError` naming it, after the entries read before the fault."""
@@ -204,7 +207,7 @@ class SharDataset(IterableDataset):
                 continue
             yield Entry(cut.id, text, float(cut.duration), source.source, where)
 
-    def load_entry(self, entry):
+    def load_entry(self, entry: Entry) -> dict[str, Any]:
         """The dataset item (docs/architecture.md) of an entry; raises AudioError naming it."""
         audio, sr = decode_audio(io.BytesIO(entry.data), name=entry.where)
         audio = torch.from_numpy(resample(audio, sr, self.sample_rate))
@@ -215,7 +218,7 @@ class SharDataset(IterableDataset):
             item["text_encoded"] = self.text_encoder.encode_tensor(entry.text)
         return item
 
-    def load_entries(self, entries, failures):
+    def load_entries(self, entries: Iterable[Entry], failures: list[str]) -> list[dict[str, Any]]:
         """Items of a batch's entries. A file that fails to decode is left out with a warning (training:
         its name goes to ``failures``, which the next item carries as ``load_failures``) or becomes
         ``{"load_error": (where, reason)}`` outside training, as loose files do."""

@@ -94,7 +94,7 @@ BUILD_KEYS = {
 MEMBER_KEYS = {"model", "training_manifest", "dev_manifest", "name", "decoders"}
 
 
-def validate(cfg):
+def validate(cfg) -> None:
     check_known_keys(cfg, BUILD_KEYS, "config")
     members = cfg.get("ensemble")
     if not isinstance(members, list) or len(members) < 2:

@@ -36,7 +36,7 @@ VERSION = 1
 class Member:
     """One trained model with its text encoder and optional beam/LM decoders."""
 
-    def __init__(self, name, model_state, config, encoder_state, decoders_cfg=None, device="cpu"):
+    def __init__(self, name, model_state, config, encoder_state, decoders_cfg=None, device="cpu") -> None:
         self.name, self.config, self.device = name, config, torch.device(device)
         self.encoder_state, self.decoders_cfg = encoder_state, decoders_cfg or {}
         self.encoder = text_encoder_from_state(encoder_state)
@@ -107,7 +107,7 @@ class Member:
 class Selector:
     """Standard scaling + logistic regression, evaluated with numpy from stored arrays."""
 
-    def __init__(self, mean, scale, coef, intercept, classes, mode="multinomial", params=None):
+    def __init__(self, mean, scale, coef, intercept, classes, mode="multinomial", params=None) -> None:
         self.mean, self.scale = np.asarray(mean, float), np.asarray(scale, float)
         self.coef, self.intercept = np.atleast_2d(np.asarray(coef, float)), np.atleast_1d(np.asarray(intercept, float))
         self.classes = np.asarray(classes, int)
@@ -260,13 +260,13 @@ def members_log_probs(members, items, batch_size=8):
 
 # ---------------------------------------------------------------------------------------
 class ConfidenceEnsemble:
-    def __init__(self, members, selector, confidence, temperature=1.0, info=None):
+    def __init__(self, members, selector, confidence, temperature=1.0, info=None) -> None:
         self.members, self.selector = members, selector
         self.confidence, self.temperature = confidence_settings(confidence), float(temperature)
         self.info = info or {}
 
     # ---- persistence ----
-    def save(self, path):
+    def save(self, path) -> None:
         save_checkpoint(
             {
                 "format": FORMAT,

@@ -7,8 +7,10 @@
 
 import argparse
 import json
+import os
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hw_asr.checkpoint import CheckpointError, save_checkpoint
@@ -17,13 +19,13 @@ from hw_asr.ensemble.ensemble import load_ensemble_state
 from hw_asr.files import write_json
 
 
-def back_up_and_write(path, write):
+def back_up_and_write(path: Path, write: Callable[[Path], object]) -> None:
     """Keep the original as ``<file>.bak``, then ``write(path)`` the migrated content."""
     shutil.copy2(path, path.with_name(path.name + ".bak"))
     write(path)
 
 
-def migrate_json(path):
+def migrate_json(path: Path) -> bool:
     cfg = json.loads(path.read_text(encoding="utf-8"))
     changed = False
     for key in ("confidence", "confidence_cfg"):
@@ -38,7 +40,7 @@ def migrate_json(path):
     return changed
 
 
-def migrate_ensemble_file(path):
+def migrate_ensemble_file(path: Path) -> bool:
     state = load_ensemble_state(path)
     state["confidence"], changed = migrate_confidence(state["confidence"])
     if changed:
@@ -46,7 +48,7 @@ def migrate_ensemble_file(path):
     return changed
 
 
-def migrate(path):
+def migrate(path: str | os.PathLike) -> bool:
     """True when ``path`` was rewritten, False when it was already current."""
     path = Path(path)
     if not path.is_file():
@@ -54,7 +56,7 @@ def migrate(path):
     return migrate_json(path) if path.suffix == ".json" else migrate_ensemble_file(path)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+")
     args = parser.parse_args(argv)

@@ -7,6 +7,8 @@ run never waits on the network. TensorBoard writes event files into
 scalars, spectrograms, audio and prediction tables.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import logging.handlers
@@ -14,9 +16,15 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hw_asr.schema import VISUALIZE
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +32,7 @@ logger = logging.getLogger(__name__)
 LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def setup_logging(run_dir=None, level=logging.INFO, hold=False):
+def setup_logging(run_dir: str | os.PathLike | None = None, level: int = logging.INFO, hold: bool = False) -> None:
     """Log to stderr and, with ``run_dir``, to ``<run_dir>/train.log``. With ``hold`` the records are
     also kept in memory until :func:`attach_log_file` writes them into the run folder, which then need
     not exist yet (nothing is created for a run that fails while it starts)."""
@@ -38,7 +46,7 @@ def setup_logging(run_dir=None, level=logging.INFO, hold=False):
         attach_log_file(run_dir)
 
 
-def attach_log_file(run_dir):
+def attach_log_file(run_dir: str | os.PathLike) -> None:
     """Log into ``<run_dir>/train.log`` from now on, beginning with the records held since start-up."""
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8")
@@ -53,7 +61,7 @@ def attach_log_file(run_dir):
     root.addHandler(file_handler)
 
 
-def _make_comet(run_dir, project_name, run_name, config):
+def _make_comet(run_dir: str | os.PathLike, project_name: str, run_name: str, config: Mapping[str, Any]) -> Any:
     os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")  # we log explicitly; no import-order hooks
     try:
         import comet_ml
@@ -89,7 +97,7 @@ def _make_comet(run_dir, project_name, run_name, config):
         return None
 
 
-def _make_tensorboard(run_dir):
+def _make_tensorboard(run_dir: str | os.PathLike) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -98,7 +106,7 @@ def _make_tensorboard(run_dir):
     return SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
 
-def markdown_table(headers, rows):
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table of ``rows`` (sequences in the order of ``headers``); floats to 3 decimals, ``|``
     escaped. TensorBoard's text tab and the error report render it."""
     cell = lambda v: (f"{v:.3f}" if isinstance(v, float) else str(v)).replace("|", "\\|")  # noqa: E731
@@ -106,7 +114,7 @@ def markdown_table(headers, rows):
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
-def spectrogram_image(feats):
+def spectrogram_image(feats: torch.Tensor) -> np.ndarray:
     """``feats [F, T]`` as an 8-bit grey image array ``[F, T]``, low frequencies at the bottom."""
     import numpy as np
 
@@ -115,7 +123,7 @@ def spectrogram_image(feats):
     return (np.flipud(img) * 255).astype(np.uint8)
 
 
-def _flatten(d, prefix=""):
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
@@ -129,7 +137,14 @@ def _flatten(d, prefix=""):
 class Writer:
     """One object the trainer talks to. ``enabled=False`` (non-zero ranks) makes every call a no-op."""
 
-    def __init__(self, run_dir, config, visualize="comet", project_name="hw_asr", enabled=True):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        config: Mapping[str, Any],
+        visualize: str | None = "comet",
+        project_name: str = "hw_asr",
+        enabled: bool = True,
+    ) -> None:
         self.enabled = enabled
         self.comet = None
         self.tensorboard = None
@@ -148,11 +163,11 @@ class Writer:
                 self.tensorboard.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
 
     @property
-    def media(self):
+    def media(self) -> bool:
         """Whether spectrograms, audio and prediction tables go anywhere (comet or TensorBoard)."""
         return self.comet is not None or self.tensorboard is not None
 
-    def log_scalars(self, step, split, values):
+    def log_scalars(self, step: int, split: str, values: Mapping[str, float]) -> None:
         if not self.enabled:
             return
         row = {"step": step, "split": split, "time": round(time.time(), 3), **values}
@@ -166,7 +181,7 @@ class Writer:
                     self.tensorboard.add_scalar(f"{split}/{key}", value, step)
             self.tensorboard.flush()
 
-    def log_spectrogram(self, step, split, feats):
+    def log_spectrogram(self, step: int, split: str, feats: torch.Tensor) -> None:
         if self.comet is not None:
             from PIL import Image
 
@@ -174,7 +189,7 @@ class Writer:
         if self.tensorboard is not None:
             self.tensorboard.add_image(f"{split}/spectrogram", spectrogram_image(feats), step, dataformats="HW")
 
-    def log_figure(self, step, split, name, figure):
+    def log_figure(self, step: int, split: str, name: str, figure: Any) -> None:
         """A matplotlib figure (e.g. the alignment picture of one utterance); closed afterwards."""
         if self.comet is not None:
             self.comet.log_figure(figure_name=f"{split}_{name}", figure=figure, step=step)
@@ -184,7 +199,7 @@ class Writer:
 
         plt.close(figure)
 
-    def log_audio(self, step, split, audio, sample_rate, name):
+    def log_audio(self, step: int, split: str, audio: Any, sample_rate: int, name: str) -> None:
         if self.tensorboard is not None:
             wave = audio.detach().float().cpu().reshape(1, -1).clamp(-1, 1)
             self.tensorboard.add_audio(f"{split}/audio", wave, step, sample_rate=sample_rate)
@@ -198,7 +213,7 @@ class Writer:
                     step=step,
                 )
 
-    def log_predictions(self, step, split, rows):
+    def log_predictions(self, step: int, split: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """``rows``: dicts with target, prediction(s), WER, CER."""
         if self.comet is not None and rows:
             headers = list(rows[0])
@@ -213,7 +228,7 @@ class Writer:
             )
             self.tensorboard.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self.jsonl is not None:
             self.jsonl.close()
             self.jsonl = None

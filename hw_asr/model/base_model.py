@@ -1,5 +1,7 @@
 """What every CTC model shares: frontend -> SpecAugment -> encoder -> head -> log-probs."""
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -19,7 +21,7 @@ class CTCModel(nn.Module):
     ``{"log_probs": [B, T', V] float32, "log_probs_length": [B]}``.
     """
 
-    def __init__(self, n_tokens, frontend=None, spec_augment=None):
+    def __init__(self, n_tokens: int, frontend: nn.Module | None = None, spec_augment: nn.Module | None = None) -> None:
         super().__init__()
         for name, part in (("frontend", frontend), ("spec_augment", spec_augment)):
             if part is not None and not isinstance(part, nn.Module):
@@ -31,17 +33,17 @@ class CTCModel(nn.Module):
         self.frontend = frontend if frontend is not None else LogMelFrontend()
         self.spec_augment = spec_augment
 
-    def encode(self, feats, lengths):
+    def encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple:
         """``feats [B, n_features, F]`` -> ``(logits [B, T', V], lengths [B])``, or with a third item, the
         logits of intermediate layers (intermediate CTC; a list of ``[B, T', V]``)."""
         raise NotImplementedError
 
-    def features(self, audio, audio_length):
+    def features(self, audio: torch.Tensor, audio_length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``audio [B, T]``, ``audio_length [B]`` -> the frontend's ``(features [B, n_features, F], frames [B])``,
         before SpecAugment."""
         return self.frontend(audio, audio_length)
 
-    def forward(self, audio, audio_length, **batch):
+    def forward(self, audio: torch.Tensor, audio_length: torch.Tensor, **batch: Any) -> dict[str, Any]:
         feats, lengths = self.features(audio, audio_length)
         if self.spec_augment is not None:
             feats = self.spec_augment(feats, lengths)
@@ -51,7 +53,7 @@ class CTCModel(nn.Module):
             out["inter_log_probs"] = [x.float().log_softmax(-1) for x in inter[0]]
         return out
 
-    def compile_blocks(self, **options):
+    def compile_blocks(self, **options: Any) -> list[nn.Module]:
         """``torch.compile`` every block after the frontend, in place; returns the blocks.
 
         The blocks are the model's children other than the frontend and SpecAugment, with
@@ -75,13 +77,13 @@ class CTCModel(nn.Module):
             block.compile(**options)
         return blocks
 
-    def __str__(self):
+    def __str__(self) -> str:
         n_all = sum(p.numel() for p in self.parameters())
         n_train = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return super().__str__() + f"\nAll parameters: {n_all:,}\nTrainable parameters: {n_train:,}"
 
 
-def allow_rnn_capture(model):
+def allow_rnn_capture(model: nn.Module) -> None:
     """If ``model`` has a GRU or LSTM, let torch.compile trace it into its graph (dynamo's ``allow_rnn``,
     off by default: every RNN would otherwise break the graph in two). A process-wide switch."""
     if any(isinstance(m, nn.RNNBase) for m in model.modules()):
@@ -90,7 +92,7 @@ def allow_rnn_capture(model):
         torch._dynamo.config.allow_rnn = True
 
 
-def masked_apply(module, x, mask):
+def masked_apply(module: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Apply a per-frame module to the real frames of ``x [B, T, C]`` (``mask [B, T]``, True on real
     frames), zeros on padding. Batch norm in training takes its statistics over the real frames alone.
 
@@ -109,7 +111,7 @@ def masked_apply(module, x, mask):
     return module(x).to(x.dtype) * keep
 
 
-def masked_batch_norm(bn, x, keep):
+def masked_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """``bn`` (a BatchNorm1d over the last dimension) in training mode with statistics over the frames
     where ``keep [..., 1]`` is 1: the same result and running statistics as ``bn(x[mask])``
     (unbiased variance in the running estimate, as torch keeps it), computed with sums over the whole

@@ -12,9 +12,11 @@ Swish -> pointwise. Presets S/M/L (configs/arch) follow NeMo's Conformer-CTC siz
 """
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hw_asr.model.base_model import CTCModel, lengths_to_mask
 from hw_asr.model.transformer_parts import (
@@ -45,7 +47,9 @@ class ConvSubsampling(nn.Module):
     ``forward(feats [B, F, T], lengths [B])`` -> ``([B, T', dim], lengths')``, ``T' = ceil(T / factor)``.
     """
 
-    def __init__(self, in_features, dim, channels, factor=4, depthwise=False, scale=1.0):
+    def __init__(
+        self, in_features: int, dim: int, channels: int, factor: int = 4, depthwise: bool = False, scale: float = 1.0
+    ) -> None:
         super().__init__()
         self.scale = scale
         if factor not in (4, 8):
@@ -67,7 +71,7 @@ class ConvSubsampling(nn.Module):
             freq = (freq + 1) // 2
         self.proj = nn.Linear(channels * freq, dim)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         # checkpoints written before the stages were a list name them conv1, conv2
         for i, old in enumerate(("conv1", "conv2")):
             for name in ("weight", "bias"):
@@ -75,7 +79,7 @@ class ConvSubsampling(nn.Module):
                     state_dict[f"{prefix}stages.{i}.{name}"] = state_dict.pop(f"{prefix}{old}.{name}")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, feats, lengths):
+    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x = feats.transpose(1, 2).unsqueeze(1).contiguous()  # [B, 1, T, F]
         for stage in self.stages:
             lengths = (lengths - 1) // 2 + 1
@@ -89,7 +93,7 @@ class ConvSubsampling(nn.Module):
 class RelPositionMultiHeadAttention(nn.Module):
     """Self-attention whose scores are content (q + u) . k plus position (q + v) . W p(i - j)."""
 
-    def __init__(self, dim, heads, dropout=0.0):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
@@ -102,7 +106,7 @@ class RelPositionMultiHeadAttention(nn.Module):
         nn.init.xavier_uniform_(self.pos_bias_v)
         self.dropout_p = dropout
 
-    def forward(self, x, mask, rel=None):
+    def forward(self, x: Tensor, mask: Tensor, rel: Tensor | None = None) -> Tensor:
         """``x [B, T, D]``, ``mask [B, T]`` (True on real frames) -> ``[B, T, D]``. ``rel``: the
         :func:`relative_sinusoids` of ``T`` (the same for every layer; computed here when not given)."""
         b, t, _ = x.shape
@@ -132,13 +136,13 @@ class RelPositionMultiHeadAttention(nn.Module):
         return self.out(out.reshape(b, t, -1))
 
 
-def relative_sinusoids(t, dim, device=None):
+def relative_sinusoids(t: int, dim: int, device: torch.device | None = None) -> Tensor:
     """Sinusoids ``[2t-1, dim]`` of the relative distances t-1, ..., -(t-1): column c of the position
     scores is distance t-1-c."""
     return sinusoids(torch.arange(t - 1, -t, -1, device=device), dim)
 
 
-def relative_shift(position):
+def relative_shift(position: Tensor) -> Tensor:
     """[..., T, 2T-1] scores by distance (column c: distance T-1-c) -> [..., T, T] with entry (i, j) at distance i-j.
 
     Row i needs columns T-1-i ... 2T-2-i; in the flattened rows that run starts at i * (2T-2) + T-1, so
@@ -154,11 +158,11 @@ def relative_shift(position):
 class AbsPositionMultiHeadAttention(nn.Module):
     """Plain multi-head self-attention (positions were added to the input)."""
 
-    def __init__(self, dim, heads, dropout=0.0):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
 
-    def forward(self, x, mask, rel=None):
+    def forward(self, x: Tensor, mask: Tensor, rel: Tensor | None = None) -> Tensor:
         return self.attn(x, x, x, key_padding_mask=~mask, need_weights=False)[0]
 
 
@@ -176,7 +180,7 @@ class ConvolutionModule(nn.Module):
     convolution, so they do not leak into real ones.
     """
 
-    def __init__(self, dim, kernel, norm="batch", dropout=0.0):
+    def __init__(self, dim: int, kernel: int, norm: str = "batch", dropout: float = 0.0) -> None:
         super().__init__()
         if norm not in ("batch", "layer"):
             raise ValueError(f"conv_norm must be 'batch' or 'layer', got {norm!r}")
@@ -187,7 +191,7 @@ class ConvolutionModule(nn.Module):
         self.pointwise2 = nn.Conv1d(dim, dim, 1)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, mask):
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         y = nn.functional.glu(self.pointwise1(self.pre_norm(x).transpose(1, 2)), dim=1)
         y = self.depthwise(y * mask[:, None, :].to(y.dtype))
         y = self.norm(y) if isinstance(self.norm, nn.BatchNorm1d) else self.norm(y.transpose(1, 2)).transpose(1, 2)
@@ -208,7 +212,17 @@ class ConformerLayer(nn.Module):
     ``rel``: the batch's relative-position sinusoids (:meth:`Conformer.shared_inputs`).
     """
 
-    def __init__(self, dim, heads, ffn_units, conv_kernel, pos_encoding, conv_norm, dropout, branch_init=1.0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn_units: int | None,
+        conv_kernel: int,
+        pos_encoding: str,
+        conv_norm: str,
+        dropout: float,
+        branch_init: float = 1.0,
+    ) -> None:
         super().__init__()
         self.ff1 = FeedForward(dim, ffn_units, dropout)
         self.attn_norm = nn.LayerNorm(dim)
@@ -222,12 +236,12 @@ class ConformerLayer(nn.Module):
             for out in self.branch_outputs():
                 scale_init_(out, branch_init)
 
-    def branch_outputs(self):
+    def branch_outputs(self) -> list[nn.Module]:
         """The last layer of each residual branch (feed-forward, attention, convolution, feed-forward)."""
         attn_out = self.attn.out if isinstance(self.attn, RelPositionMultiHeadAttention) else self.attn.attn.out_proj
         return [self.ff1.net[4], attn_out, self.conv.pointwise2, self.ff2.net[4]]
 
-    def forward(self, x, mask, rel=None):
+    def forward(self, x: Tensor, mask: Tensor, rel: Tensor | None = None) -> Tensor:
         x = x + 0.5 * self.ff1(x)
         x = x + self.dropout(self.attn(self.attn_norm(x), mask, rel))
         x = x + self.conv(x, mask)
@@ -235,7 +249,7 @@ class ConformerLayer(nn.Module):
         return zero_padding(self.final_norm(x), mask)
 
 
-def scale_init_(layer, factor):
+def scale_init_(layer: nn.Module, factor: float) -> None:
     """Scale a freshly initialised layer's weight by ``factor`` and zero its bias."""
     with torch.no_grad():
         layer.weight.mul_(factor)
@@ -287,26 +301,26 @@ class Conformer(CTCModel):
 
     def __init__(
         self,
-        n_tokens,
-        dim=176,
-        layers=16,
-        heads=4,
-        ffn_units=None,
-        conv_kernel=31,
-        subsampling_channels=None,
-        subsampling_factor=4,
-        subsampling="striding",
-        pos_encoding="rel",
-        conv_norm="batch",
-        xscaling=True,
-        inter_ctc_layers=(),
-        dropout=0.1,
-        branch_init=0.1,
-        frontend=None,
-        spec_augment=None,
-        ff_mult=None,
-        kernel=None,
-    ):
+        n_tokens: int,
+        dim: int = 176,
+        layers: int = 16,
+        heads: int = 4,
+        ffn_units: int | None = None,
+        conv_kernel: int = 31,
+        subsampling_channels: int | None = None,
+        subsampling_factor: int = 4,
+        subsampling: str = "striding",
+        pos_encoding: str = "rel",
+        conv_norm: str = "batch",
+        xscaling: bool = True,
+        inter_ctc_layers: Sequence[int] = (),
+        dropout: float = 0.1,
+        branch_init: float = 0.1,
+        frontend: nn.Module | None = None,
+        spec_augment: nn.Module | None = None,
+        ff_mult: float | None = None,
+        kernel: int | None = None,
+    ) -> None:
         super().__init__(n_tokens, frontend, spec_augment)
         if ff_mult is not None:
             if ffn_units is not None:
@@ -340,14 +354,14 @@ class Conformer(CTCModel):
         self.pos_encoding, self.dim = pos_encoding, dim
         self.inter_ctc_layers = check_taps(inter_ctc_layers, layers)
 
-    def shared_inputs(self, x):
+    def shared_inputs(self, x: Tensor) -> dict[str, Tensor]:
         """What every layer needs that depends on the batch's length alone: the relative-position
         sinusoids, computed and cast once per batch rather than in each of the layers."""
         if self.pos_encoding != "rel":
             return {}
         return {"rel": relative_sinusoids(x.shape[1], self.dim, x.device).to(x.dtype)}
 
-    def encode(self, feats, lengths):
+    def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         taps = self.inter_ctc_layers if self.training else ()
         x, lengths, inter = run_encoder(
             self.subsampling, self.positions, self.layers, feats, lengths, self.shared_inputs, taps
@@ -372,13 +386,13 @@ class FastConformer(Conformer):
 
     def __init__(
         self,
-        n_tokens,
-        conv_kernel=9,
-        subsampling_factor=8,
-        subsampling="dw_striding",
-        subsampling_channels=256,
-        **kwargs,
-    ):
+        n_tokens: int,
+        conv_kernel: int = 9,
+        subsampling_factor: int = 8,
+        subsampling: str = "dw_striding",
+        subsampling_channels: int | None = 256,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(
             n_tokens,
             conv_kernel=conv_kernel,

@@ -9,20 +9,30 @@ left out of every normalisation, so an utterance's output does not depend on its
 batch neighbours in eval mode.
 """
 
-from torch import nn
+from torch import Tensor, nn
 
 from hw_asr.model.base_model import CTCModel, lengths_to_mask, masked_apply
 from hw_asr.model.rnn import MaskedBiRNN
 
 
-def _conv_out(size, kernel, stride, padding):
+def _conv_out(size: Tensor, kernel: int, stride: int, padding: int) -> Tensor:
     return (size + 2 * padding - kernel) // stride + 1
 
 
 class RecurrentLayer(nn.Module):
     """[norm] -> bidirectional RNN (directions summed or concatenated) -> [residual]."""
 
-    def __init__(self, input_size, hidden, rnn_type, bidirectional, sum_directions, norm, residual, dropout):
+    def __init__(
+        self,
+        input_size: int,
+        hidden: int,
+        rnn_type: str,
+        bidirectional: bool,
+        sum_directions: bool,
+        norm: str | None,
+        residual: bool,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.norm = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm, None: None}[norm]
         self.norm = self.norm(input_size) if self.norm else None
@@ -31,7 +41,7 @@ class RecurrentLayer(nn.Module):
         self.residual = residual and self.output_size == input_size
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, lengths, mask):
+    def forward(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         inp = x
         if self.norm is not None:
             x = masked_apply(self.norm, x, mask)
@@ -49,20 +59,20 @@ class DeepSpeech2(CTCModel):
 
     def __init__(
         self,
-        n_tokens,
-        frontend=None,
-        spec_augment=None,
-        conv_channels=32,
-        rnn_type="gru",
-        rnn_hidden=512,
-        rnn_layers=5,
-        bidirectional=True,
-        sum_directions=False,
-        rnn_norm="batch",
-        residual=False,
-        dropout=0.0,
-        conv_bias=False,
-    ):
+        n_tokens: int,
+        frontend: nn.Module | None = None,
+        spec_augment: nn.Module | None = None,
+        conv_channels: int = 32,
+        rnn_type: str = "gru",
+        rnn_hidden: int = 512,
+        rnn_layers: int = 5,
+        bidirectional: bool = True,
+        sum_directions: bool = False,
+        rnn_norm: str | None = "batch",
+        residual: bool = False,
+        dropout: float = 0.0,
+        conv_bias: bool = False,
+    ) -> None:
         super().__init__(n_tokens, frontend, spec_augment)
         c = conv_channels
         self.convs = nn.ModuleList(
@@ -99,7 +109,7 @@ class DeepSpeech2(CTCModel):
         self.head_norm = nn.LayerNorm(size) if rnn_norm == "layer" else nn.BatchNorm1d(size)
         self.head = nn.Linear(size, n_tokens, bias=False)
 
-    def encode(self, feats, lengths):
+    def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x = feats.unsqueeze(1)  # [B, 1, F, T]
         lengths = _conv_out(lengths, 11, 2, 5)  # time stride 2, then 1
         for conv in self.convs:

@@ -16,7 +16,7 @@ per frame (not per batch index).
 """
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hw_asr.model.base_model import CTCModel
 from hw_asr.model.transformer_parts import FeedForward, SinusoidalPositions, run_encoder, zero_padding
@@ -25,12 +25,12 @@ from hw_asr.model.transformer_parts import FeedForward, SinusoidalPositions, run
 class StackingSubsampling(nn.Module):
     """Concatenate ``factor`` consecutive frames and project: ``[B, F, T] -> [B, ceil(T/f), dim]``."""
 
-    def __init__(self, in_features, dim, factor=4):
+    def __init__(self, in_features: int, dim: int, factor: int = 4) -> None:
         super().__init__()
         self.factor = factor
         self.proj = nn.Linear(in_features * factor, dim)
 
-    def forward(self, feats, lengths):
+    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x = feats.transpose(1, 2)  # [B, T, F]
         steps = (x.shape[1] + self.factor - 1) // self.factor  # no negative modulo: exporters trace it
         x = nn.functional.pad(x, (0, 0, 0, steps * self.factor - x.shape[1]))
@@ -41,7 +41,7 @@ class StackingSubsampling(nn.Module):
 class ConvolutionalSpatialGatingUnit(nn.Module):
     """Split channels in two halves: one passes, the other (normalised, depthwise-convolved) gates it."""
 
-    def __init__(self, channels, kernel, linear_after_conv=False, dropout=0.0):
+    def __init__(self, channels: int, kernel: int, linear_after_conv: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         half = channels // 2
         self.norm = nn.LayerNorm(half)
@@ -49,7 +49,7 @@ class ConvolutionalSpatialGatingUnit(nn.Module):
         self.linear = nn.Linear(half, half) if linear_after_conv else None
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, mask):
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x_r, x_g = x.chunk(2, dim=-1)
         x_g = zero_padding(self.norm(x_g), mask)
         x_g = self.conv(x_g.transpose(1, 2)).transpose(1, 2)
@@ -61,14 +61,16 @@ class ConvolutionalSpatialGatingUnit(nn.Module):
 class ConvolutionalGatingMLP(nn.Module):
     """cgMLP (Sakuma et al.): Linear up + GELU -> spatial gating unit -> Linear down."""
 
-    def __init__(self, dim, units, kernel, linear_after_conv=False, dropout=0.0):
+    def __init__(
+        self, dim: int, units: int, kernel: int, linear_after_conv: bool = False, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.up = nn.Sequential(nn.Linear(dim, units), nn.GELU())
         self.gate = ConvolutionalSpatialGatingUnit(units, kernel, linear_after_conv, dropout)
         self.down = nn.Linear(units // 2, dim)
 
-    def forward(self, x, mask):
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         return self.down(self.gate(self.up(self.norm(x)), mask))
 
 
@@ -76,7 +78,17 @@ class EBranchformerLayer(nn.Module):
     """x + FFN/2 -> x + merge(MHSA branch, cgMLP branch) -> x + FFN/2 -> LayerNorm; arguments as
     :class:`EBranchformer`. ``forward(x [B, T, dim], mask [B, T])`` -> ``[B, T, dim]``, padded frames 0."""
 
-    def __init__(self, dim, heads, ffn_units, cgmlp_units, cgmlp_kernel, merge_kernel, linear_after_conv, dropout):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn_units: int,
+        cgmlp_units: int,
+        cgmlp_kernel: int,
+        merge_kernel: int,
+        linear_after_conv: bool,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.ff1 = FeedForward(dim, ffn_units, dropout)
         self.attn_norm = nn.LayerNorm(dim)
@@ -88,7 +100,7 @@ class EBranchformerLayer(nn.Module):
         self.final_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, mask):
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x + 0.5 * self.ff1(x)
         h = self.attn_norm(x)
         global_branch = self.attn(h, h, h, key_padding_mask=~mask, need_weights=False)[0]
@@ -123,20 +135,20 @@ class EBranchformer(CTCModel):
 
     def __init__(
         self,
-        n_tokens,
-        dim=256,
-        layers=8,
-        heads=4,
-        ffn_units=512,
-        cgmlp_units=768,
-        cgmlp_kernel=7,
-        merge_kernel=31,
-        linear_after_conv=False,
-        subsampling_factor=4,
-        dropout=0.1,
-        frontend=None,
-        spec_augment=None,
-    ):
+        n_tokens: int,
+        dim: int = 256,
+        layers: int = 8,
+        heads: int = 4,
+        ffn_units: int = 512,
+        cgmlp_units: int = 768,
+        cgmlp_kernel: int = 7,
+        merge_kernel: int = 31,
+        linear_after_conv: bool = False,
+        subsampling_factor: int = 4,
+        dropout: float = 0.1,
+        frontend: nn.Module | None = None,
+        spec_augment: nn.Module | None = None,
+    ) -> None:
         super().__init__(n_tokens, frontend, spec_augment)
         self.subsampling = StackingSubsampling(self.frontend.n_features, dim, subsampling_factor)
         self.positions = SinusoidalPositions(dim, dropout)
@@ -150,6 +162,6 @@ class EBranchformer(CTCModel):
         )
         self.head = nn.Conv1d(dim, n_tokens, 1)
 
-    def encode(self, feats, lengths):
+    def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x, lengths, _ = run_encoder(self.subsampling, self.positions, self.layers, feats, lengths)
         return self.head(x.transpose(1, 2)).transpose(1, 2), lengths

@@ -3,10 +3,10 @@
 import math
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
-def hz_to_mel(freq, scale="htk"):
+def hz_to_mel(freq: float, scale: str = "htk") -> float:
     if scale == "htk":
         return 2595.0 * math.log10(1.0 + freq / 700.0)
     # Slaney: linear below 1 kHz, logarithmic above
@@ -15,7 +15,7 @@ def hz_to_mel(freq, scale="htk"):
     return freq / f_sp if freq < min_log_hz else min_log_mel + math.log(freq / min_log_hz) / logstep
 
 
-def mel_to_hz(mels, scale="htk"):
+def mel_to_hz(mels: Tensor, scale: str = "htk") -> Tensor:
     if scale == "htk":
         return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
     f_sp, min_log_hz = 200.0 / 3, 1000.0
@@ -23,7 +23,9 @@ def mel_to_hz(mels, scale="htk"):
     return torch.where(mels >= min_log_mel, min_log_hz * torch.exp(logstep * (mels - min_log_mel)), f_sp * mels)
 
 
-def mel_filterbank(n_freqs, f_min, f_max, n_mels, sample_rate, scale="htk", norm=None):
+def mel_filterbank(
+    n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int, scale: str = "htk", norm: str | None = None
+) -> Tensor:
     """Triangular filters ``[n_freqs, n_mels]`` over the STFT bins (same maths as torchaudio's)."""
     all_freqs = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)
     m_pts = torch.linspace(hz_to_mel(f_min, scale), hz_to_mel(f_max, scale), n_mels + 2, dtype=torch.float64)
@@ -40,12 +42,12 @@ def mel_filterbank(n_freqs, f_min, f_max, n_mels, sample_rate, scale="htk", norm
     return fb.float()
 
 
-def lengths_to_mask(lengths, max_len):
+def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
     """``[B, max_len]`` bool mask, True on real frames."""
     return torch.arange(max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
-def normalize_and_mask(feats, lengths, normalize):
+def normalize_and_mask(feats: Tensor, lengths: Tensor, normalize: str | None) -> tuple[Tensor, Tensor]:
     """Standardise each feature over an utterance's real frames (optional); zero padded frames."""
     mask = lengths_to_mask(lengths, feats.shape[-1]).unsqueeze(1)  # [B, 1, F]
     if normalize == "per_utterance":
@@ -74,7 +76,16 @@ class STFTFrontend(nn.Module):
             gets the same features alone and inside a padded batch) or ``"reflect"`` (torchaudio's default).
     """
 
-    def __init__(self, n_fft, win_length, hop_length, window, normalize, center, pad_mode):
+    def __init__(
+        self,
+        n_fft: int,
+        win_length: int,
+        hop_length: int,
+        window: str,
+        normalize: str | None,
+        center: bool,
+        pad_mode: str,
+    ) -> None:
         super().__init__()
         if normalize not in (None, "per_utterance"):
             raise ValueError(f"normalize must be None or 'per_utterance', got {normalize!r}")
@@ -84,15 +95,15 @@ class STFTFrontend(nn.Module):
         self.normalize, self.center, self.pad_mode = normalize, center, pad_mode
         self.register_buffer("window", WINDOWS[window](win_length), persistent=False)
 
-    def output_lengths(self, audio_length):
+    def output_lengths(self, audio_length: Tensor) -> Tensor:
         if self.center:
             return audio_length // self.hop_length + 1
         return (audio_length - self.n_fft) // self.hop_length + 1
 
-    def features(self, spec):
+    def features(self, spec: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, audio, audio_length):
+    def forward(self, audio: Tensor, audio_length: Tensor) -> tuple[Tensor, Tensor]:
         """``audio [B, T]``, ``audio_length [B]`` -> ``(features [B, n_features, F] float32, frames [B])``."""
         with torch.autocast(device_type=audio.device.type, enabled=False):
             spec = torch.stft(
@@ -115,20 +126,20 @@ class LogMelFrontend(STFTFrontend):
 
     def __init__(
         self,
-        sample_rate=16000,
-        n_fft=512,
-        win_length=400,
-        hop_length=160,
-        n_mels=80,
-        f_min=0.0,
-        f_max=None,
-        mel_scale="htk",
-        mel_norm=None,
-        log_eps=2**-24,
-        normalize="per_utterance",
-        center=True,
-        pad_mode="constant",
-    ):
+        sample_rate: int = 16000,
+        n_fft: int = 512,
+        win_length: int = 400,
+        hop_length: int = 160,
+        n_mels: int = 80,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        mel_scale: str = "htk",
+        mel_norm: str | None = None,
+        log_eps: float = 2**-24,
+        normalize: str | None = "per_utterance",
+        center: bool = True,
+        pad_mode: str = "constant",
+    ) -> None:
         super().__init__(n_fft, win_length, hop_length, "hann", normalize, center, pad_mode)
         if mel_scale not in ("htk", "slaney"):
             raise ValueError(f"mel_scale must be 'htk' or 'slaney', got {mel_scale!r}")
@@ -137,10 +148,10 @@ class LogMelFrontend(STFTFrontend):
         self.register_buffer("filterbank", fb, persistent=False)
 
     @property
-    def n_features(self):
+    def n_features(self) -> int:
         return self.n_mels
 
-    def features(self, spec):
+    def features(self, spec: Tensor) -> Tensor:
         power = spec.real.pow(2) + spec.imag.pow(2)  # [B, n_freqs, F]
         mel = torch.matmul(power.transpose(1, 2), self.filterbank).transpose(1, 2)
         return torch.log(mel + self.log_eps)
@@ -155,20 +166,20 @@ class SpectrogramFrontend(STFTFrontend):
 
     def __init__(
         self,
-        sample_rate=16000,
-        n_fft=320,
-        win_length=320,
-        hop_length=160,
-        window="hamming",
-        normalize="per_utterance",
-        center=True,
-        pad_mode="constant",
-    ):
+        sample_rate: int = 16000,
+        n_fft: int = 320,
+        win_length: int = 320,
+        hop_length: int = 160,
+        window: str | Tensor = "hamming",
+        normalize: str | None = "per_utterance",
+        center: bool = True,
+        pad_mode: str = "constant",
+    ) -> None:
         super().__init__(n_fft, win_length, hop_length, window, normalize, center, pad_mode)
 
     @property
-    def n_features(self):
+    def n_features(self) -> int:
         return self.n_fft // 2 + 1
 
-    def features(self, spec):
+    def features(self, spec: Tensor) -> Tensor:
         return torch.log1p(spec.abs())

@@ -13,7 +13,7 @@ Widths and kernels are the paper's (Table 1); ``conv_bias`` and the C1 stride
 """
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hw_asr.model.base_model import CTCModel, lengths_to_mask
 
@@ -21,7 +21,7 @@ from hw_asr.model.base_model import CTCModel, lengths_to_mask
 BLOCKS = [(256, 33), (256, 39), (512, 51), (512, 63), (512, 75)]
 
 
-def conv_out_lengths(lengths, kernel, stride, dilation):
+def conv_out_lengths(lengths: Tensor, kernel: int, stride: int, dilation: int) -> Tensor:
     padding = dilation * (kernel - 1) // 2
     return (lengths + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -29,7 +29,16 @@ def conv_out_lengths(lengths, kernel, stride, dilation):
 class MaskedConvBN(nn.Module):
     """[separable] Conv1d + BatchNorm; input frames past each length are zeroed first."""
 
-    def __init__(self, in_ch, out_ch, kernel, stride=1, dilation=1, separable=True, bias=False):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        stride: int = 1,
+        dilation: int = 1,
+        separable: bool = True,
+        bias: bool = False,
+    ) -> None:
         super().__init__()
         self.kernel, self.stride, self.dilation = kernel, stride, dilation
         padding = dilation * (kernel - 1) // 2
@@ -42,7 +51,7 @@ class MaskedConvBN(nn.Module):
             self.conv = nn.Conv1d(in_ch, out_ch, kernel, stride, padding, dilation, bias=bias)
         self.norm = nn.BatchNorm1d(out_ch)
 
-    def forward(self, x, lengths):
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x = x * lengths_to_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)
         lengths = conv_out_lengths(lengths, self.kernel, self.stride, self.dilation)
         return self.norm(self.conv(x)), lengths
@@ -51,7 +60,9 @@ class MaskedConvBN(nn.Module):
 class QuartzNetBlock(nn.Module):
     """R sub-blocks with ReLU (and dropout) between them; residual added before the last ReLU."""
 
-    def __init__(self, in_ch, out_ch, kernel, repeat, bias, dropout, branch_init=1.0):
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: int, repeat: int, bias: bool, dropout: float, branch_init: float = 1.0
+    ) -> None:
         super().__init__()
         self.sub_blocks = nn.ModuleList(
             [MaskedConvBN(in_ch if r == 0 else out_ch, out_ch, kernel, bias=bias) for r in range(repeat)]
@@ -62,7 +73,7 @@ class QuartzNetBlock(nn.Module):
             with torch.no_grad():
                 self.sub_blocks[-1].norm.weight.mul_(branch_init)
 
-    def forward(self, x, lengths):
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         out = x
         for i, sub in enumerate(self.sub_blocks):
             out, _ = sub(out, lengths)
@@ -84,16 +95,16 @@ class QuartzNet(CTCModel):
 
     def __init__(
         self,
-        n_tokens,
-        blocks=5,
-        repeat=5,
-        c1_stride=2,
-        conv_bias=False,
-        dropout=0.0,
-        branch_init=0.0,
-        frontend=None,
-        spec_augment=None,
-    ):
+        n_tokens: int,
+        blocks: int = 5,
+        repeat: int = 5,
+        c1_stride: int = 2,
+        conv_bias: bool = False,
+        dropout: float = 0.0,
+        branch_init: float = 0.0,
+        frontend: nn.Module | None = None,
+        spec_augment: nn.Module | None = None,
+    ) -> None:
         super().__init__(n_tokens, frontend, spec_augment)
         if blocks % len(BLOCKS):
             raise ValueError(f"blocks must be a multiple of {len(BLOCKS)}, got {blocks}")
@@ -110,7 +121,7 @@ class QuartzNet(CTCModel):
         self.act = act
         self.head = nn.Conv1d(1024, n_tokens, 1)
 
-    def encode(self, feats, lengths):
+    def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x, lengths = self.c1(feats, lengths)
         x = self.act(x)
         for block in self.blocks:

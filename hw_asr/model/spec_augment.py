@@ -1,10 +1,10 @@
 """SpecAugment (Park et al., 2019): time warp, frequency and time masks, per utterance, on the device."""
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
-def time_warp(feats, lengths, centre, shift):
+def time_warp(feats: Tensor, lengths: Tensor, centre: Tensor, shift: Tensor) -> Tensor:
     """Warp each utterance's time axis piecewise linearly so that frame ``centre`` moves to
     ``centre + shift``, the first and last real frames stay where they are, and padding
     (frames at or after ``lengths``) is untouched. Values between frames are interpolated
@@ -31,7 +31,15 @@ class SpecAugment(nn.Module):
     or that share of the utterance's real length (a float < 1). Masked values are set to
     ``fill`` (0 = the mean after per-utterance normalisation). Active only in training mode."""
 
-    def __init__(self, freq_masks=2, freq_width=27, time_masks=2, time_width=0.05, fill=0.0, time_warp=0):
+    def __init__(
+        self,
+        freq_masks: int = 2,
+        freq_width: int = 27,
+        time_masks: int = 2,
+        time_width: float = 0.05,
+        fill: float = 0.0,
+        time_warp: int = 0,
+    ) -> None:
         super().__init__()
         if time_warp < 0:
             raise ValueError(f"spec_augment.time_warp must be >= 0 frames, got {time_warp}")
@@ -40,7 +48,9 @@ class SpecAugment(nn.Module):
         self.time_warp = int(time_warp)
 
     @staticmethod
-    def _band_mask(n_masks, max_width, limit, size, batch, device):
+    def _band_mask(
+        n_masks: int, max_width: float, limit: Tensor, size: int, batch: int, device: torch.device
+    ) -> Tensor:
         """``[B, size]`` bool: union of ``n_masks`` random bands inside ``[0, limit)``."""
         positions = torch.arange(size, device=device).view(1, 1, size)
         width = (torch.rand(batch, n_masks, 1, device=device) * (max_width + 1)).floor()
@@ -48,7 +58,7 @@ class SpecAugment(nn.Module):
         start = (torch.rand(batch, n_masks, 1, device=device) * (limit.view(-1, 1, 1) - width + 1)).floor()
         return ((positions >= start) & (positions < start + width)).any(1)
 
-    def _warp(self, feats, lengths):
+    def _warp(self, feats: Tensor, lengths: Tensor) -> Tensor:
         """Centre uniform in [W, L-1-W], shift uniform in [-W, W] (integers), W = min(time_warp, L // 4)."""
         batch = feats.shape[0]
         w = torch.minimum(torch.full_like(lengths, self.time_warp), lengths // 4)
@@ -57,7 +67,7 @@ class SpecAugment(nn.Module):
         shift = (torch.rand(batch, device=feats.device) * (2 * w + 1)).floor().long() - w
         return time_warp(feats, lengths, centre, shift)
 
-    def forward(self, feats, lengths):
+    def forward(self, feats: Tensor, lengths: Tensor) -> Tensor:
         if not self.training or (self.freq_masks == 0 and self.time_masks == 0 and self.time_warp == 0):
             return feats
         if self.time_warp:

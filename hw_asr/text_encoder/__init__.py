@@ -1,5 +1,8 @@
 """Text encoders registry: ``{"type": "CTCCharTextEncoder", "args": {...}}``."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from hw_asr.text_encoder.base import BLANK_INDEX, BaseTextEncoder, normalize_text
 from hw_asr.text_encoder.ctc_char_text_encoder import CTCCharTextEncoder
 from hw_asr.text_encoder.sentencepiece_text_encoder import SentencePieceTextEncoder
@@ -7,7 +10,7 @@ from hw_asr.text_encoder.sentencepiece_text_encoder import SentencePieceTextEnco
 __all__ = ["CTCCharTextEncoder", "SentencePieceTextEncoder"]
 
 
-def text_encoder_from_state(state):
+def text_encoder_from_state(state: Mapping[str, Any]) -> BaseTextEncoder:
     """Rebuild an encoder from the dict a checkpoint stores (see ``BaseTextEncoder.state``)."""
     kinds = {"CTCCharTextEncoder": CTCCharTextEncoder, "SentencePieceTextEncoder": SentencePieceTextEncoder}
     if state.get("type") not in kinds:

@@ -2,6 +2,8 @@
 
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -11,7 +13,7 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u02bc": 
 _SPACE_LIKE = re.compile(r"[\s\-\u2010-\u2015_/]+")
 
 
-def normalize_text(text, keep="'"):
+def normalize_text(text: str, keep: str = "'") -> str:
     """Lower-case, unify apostrophes, drop punctuation, squeeze spaces.
 
     Characters in ``keep`` survive even though Unicode calls them punctuation.
@@ -29,23 +31,23 @@ class BaseTextEncoder:
 
     vocab: list
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.vocab)
 
-    def normalize(self, text):
+    def normalize(self, text: str) -> str:
         raise NotImplementedError
 
-    def encode(self, text):
+    def encode(self, text: str) -> list[int]:
         raise NotImplementedError
 
-    def decode(self, ids):
+    def decode(self, ids: Sequence[int]) -> str:
         raise NotImplementedError
 
-    def unknown_chars(self, text):
+    def unknown_chars(self, text: str) -> set[str]:
         """Characters of a normalised text the encoder cannot represent."""
         return set()
 
-    def ctc_collapse(self, ids):
+    def ctc_collapse(self, ids: Iterable[int]) -> list[int]:
         """Merge repeats, then drop blanks: the CTC many-to-one map."""
         out, prev = [], None
         for i in ids:
@@ -54,14 +56,14 @@ class BaseTextEncoder:
             prev = i
         return out
 
-    def ctc_greedy(self, log_probs, lengths):
+    def ctc_greedy(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Argmax decoding of a batch ``[B, T, V]`` into strings."""
         best = log_probs.argmax(-1).cpu()
         lengths = lengths.cpu().tolist()
         return [self.decode(self.ctc_collapse(best[b, : lengths[b]].tolist())) for b in range(len(lengths))]
 
-    def encode_tensor(self, text):
+    def encode_tensor(self, text: str) -> torch.Tensor:
         return torch.tensor(self.encode(text), dtype=torch.long)
 
-    def state(self):
+    def state(self) -> dict[str, Any]:
         raise NotImplementedError

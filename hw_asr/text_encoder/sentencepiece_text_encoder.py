@@ -1,6 +1,9 @@
 """Sub-word vocabulary (BPE or unigram) from sentencepiece; index 0 is the CTC blank."""
 
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 
@@ -14,7 +17,7 @@ class SentencePieceTextEncoder(BaseTextEncoder):
     ``python -m hw_asr.tools.train_sentencepiece`` (see README).
     """
 
-    def __init__(self, model_path=None, model_proto=None):
+    def __init__(self, model_path: str | os.PathLike | None = None, model_proto: bytes | None = None) -> None:
         if (model_path is None) == (model_proto is None):
             raise ValueError("give exactly one of model_path or model_proto")
         if model_path is not None:
@@ -30,7 +33,13 @@ class SentencePieceTextEncoder(BaseTextEncoder):
         self._unk = self.sp.unk_id()
 
     @staticmethod
-    def train(texts, model_prefix, vocab_size=256, model_type="bpe", character_coverage=1.0):
+    def train(
+        texts: Iterable[str],
+        model_prefix: str | os.PathLike,
+        vocab_size: int = 256,
+        model_type: str = "bpe",
+        character_coverage: float = 1.0,
+    ) -> Path:
         """Train on normalised ``texts``; writes ``<model_prefix>.model`` and returns its path."""
         texts = [normalize_text(t) for t in texts if t.strip()]
         if not texts:
@@ -50,21 +59,21 @@ class SentencePieceTextEncoder(BaseTextEncoder):
         )
         return Path(f"{model_prefix}.model")
 
-    def normalize(self, text):
+    def normalize(self, text: str) -> str:
         return normalize_text(text)
 
-    def unknown_chars(self, text):
+    def unknown_chars(self, text: str) -> set[str]:
         return {c for c in set(text) - {" "} if self.sp.piece_to_id(c) == self._unk and self._unk in self.sp.encode(c)}
 
-    def encode(self, text):
+    def encode(self, text: str) -> list[int]:
         return [i + 1 for i in self.sp.encode(text)]
 
-    def decode(self, ids):
+    def decode(self, ids: Sequence[int]) -> str:
         return self.sp.decode([i - 1 for i in ids if i != BLANK_INDEX]).strip()
 
-    def state(self):
+    def state(self) -> dict[str, Any]:
         return {"type": "SentencePieceTextEncoder", "model_proto": self.model_proto}
 
     @classmethod
-    def from_state(cls, state):
+    def from_state(cls, state: Mapping[str, Any]) -> "SentencePieceTextEncoder":
         return cls(model_proto=state["model_proto"])

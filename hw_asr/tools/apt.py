@@ -11,7 +11,7 @@ def missing_packages(packages):
     return [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
 
 
-def apt_install(packages, why):
+def apt_install(packages, why) -> None:
     """Make sure ``packages`` are installed; exit with the command to run when that is not possible."""
     missing = missing_packages(packages) if shutil.which("dpkg") else list(packages)
     if not missing:

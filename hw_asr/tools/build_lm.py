@@ -59,7 +59,7 @@ def find_tool(name):
     return cached if cached.is_file() else None
 
 
-def install_build_deps():
+def install_build_deps() -> None:
     if shutil.which("cmake") and Path("/usr/include/boost/program_options.hpp").is_file():
         return
     apt_install(APT_PACKAGES, "building KenLM")
@@ -151,7 +151,7 @@ def build_lm(texts, out, order=4, prune=(), normalize=True, memory="20%"):
     return arpa, binary, unigrams
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", nargs="*", default=[], help="text files, one sentence per line")
     parser.add_argument("--order", type=int, default=4, choices=range(2, 7))

@@ -93,7 +93,7 @@ def excluded_texts(manifests, encoder):
     return texts
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     from hw_asr.text_encoder import CTCCharTextEncoder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

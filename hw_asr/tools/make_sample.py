@@ -42,13 +42,13 @@ VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp"]
 SPEEDS = [150, 165, 140, 175]
 
 
-def synthesize(text, voice, speed, out_wav):
+def synthesize(text, voice, speed, out_wav) -> None:
     subprocess.run(
         ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out_wav), text], check=True, capture_output=True
     )
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data" / "sample"))
     args = parser.parse_args(argv)

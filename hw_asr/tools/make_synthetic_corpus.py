@@ -87,7 +87,7 @@ TEXT_SOURCES = ["bible", "fortunes", "fortunes-ru"]  # of make_lm_corpus's sourc
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
-def check_engines(voices, install=True):
+def check_engines(voices, install=True) -> None:
     """Make sure every engine the voices need is there; exit listing what is missing."""
     engines = sorted({parse_voice(v)[0] for v in voices})
     missing = [e for e in engines if shutil.which(ENGINES[e][0]) is None]

@@ -25,7 +25,7 @@ def read_series(path):
     return series
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", help="path to metrics.jsonl")
     parser.add_argument("-o", "--output", help="PNG path (default: curves.png beside the metrics)")

@@ -84,7 +84,7 @@ def prepare(src, out, binary=True, force=False):
     return arpa, unigrams, binary_path if binary else None
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("arpa", help="ARPA model, plain or .gz")
     parser.add_argument("--out", required=True, help="output prefix")

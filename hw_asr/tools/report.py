@@ -109,7 +109,7 @@ def wer_by_length(rows: list[dict], decoder: str, bins: int = 5) -> list[dict]:
     return out
 
 
-def _bar_chart(path, groups, series, title, ylabel):
+def _bar_chart(path, groups, series, title, ylabel) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +134,7 @@ def _bar_chart(path, groups, series, title, ylabel):
 class Aligner:
     """Aligns hypotheses to audio with a checkpoint's model (loaded once)."""
 
-    def __init__(self, checkpoint: str):
+    def __init__(self, checkpoint: str) -> None:
         from hw_asr.builder import config_sample_rate, load_model
 
         self.model, self.encoder, config = load_model(checkpoint)

@@ -47,7 +47,7 @@ MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 class BadAudio(Exception):
     """An upload the server refuses; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
@@ -63,7 +63,9 @@ class Transcriber:
             (default: the first).
     """
 
-    def __init__(self, model, encoder, decoders, sample_rate, max_seconds=60.0, name="model", timestamps_of=None):
+    def __init__(
+        self, model, encoder, decoders, sample_rate, max_seconds=60.0, name="model", timestamps_of=None
+    ) -> None:
         self.model, self.encoder, self.decoders = model, encoder, dict(decoders)
         self.sample_rate, self.max_seconds, self.name = sample_rate, max_seconds, name
         self.timestamps_of = timestamps_of or next(iter(self.decoders))
@@ -175,7 +177,7 @@ def create_app(transcriber: Transcriber):
     return app
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-r", "--resume", required=True, help="a checkpoint, a run folder or an .onnx export")
     parser.add_argument("--checkpoint", default=None, help="for an .onnx export: the checkpoint it came from")

@@ -2,7 +2,9 @@
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,15 +22,15 @@ class DistInfo:
     device: torch.device = torch.device("cpu")
 
     @property
-    def is_main(self):
+    def is_main(self) -> bool:
         return self.rank == 0
 
     @property
-    def enabled(self):
+    def enabled(self) -> bool:
         return self.world_size > 1
 
 
-def init_distributed(device_name=None):
+def init_distributed(device_name: str | None = None) -> DistInfo:
     """Read ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` (set by torchrun) and join the process group."""
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if world_size == 1:
@@ -44,7 +46,7 @@ def init_distributed(device_name=None):
     return DistInfo(rank, world_size, local_rank, device)
 
 
-def sync_batchnorm(model, dist_info):
+def sync_batchnorm(model: torch.nn.Module, dist_info: DistInfo) -> torch.nn.Module:
     """Batch norm with statistics over the global batch (``trainer.sync_batchnorm``), for a
     multi-process run on CUDA (torch's SyncBatchNorm has no CPU kernel: elsewhere each rank
     keeps its own statistics, with a warning). Parameter and buffer names do not change,
@@ -59,11 +61,11 @@ def sync_batchnorm(model, dist_info):
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def _active():
+def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def all_reduce_sum(values, device):
+def all_reduce_sum(values: Sequence[float], device: torch.device) -> list[float]:
     """Element-wise sum of a list of numbers over all ranks (the list itself on one process)."""
     if not _active():
         return list(values)
@@ -72,12 +74,12 @@ def all_reduce_sum(values, device):
     return t.tolist()
 
 
-def any_rank(flag, device):
+def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if ``flag`` is true on any rank."""
     return all_reduce_sum([float(bool(flag))], device)[0] > 0
 
 
-def all_gather_object(obj):
+def all_gather_object(obj: Any) -> list[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
     if not _active():
         return [obj]
@@ -86,7 +88,7 @@ def all_gather_object(obj):
     return out
 
 
-def broadcast_object(obj):
+def broadcast_object(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank."""
     if not _active():
         return obj
@@ -95,11 +97,11 @@ def broadcast_object(obj):
     return box[0]
 
 
-def barrier():
+def barrier() -> None:
     if _active():
         dist.barrier()
 
 
-def cleanup():
+def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -13,8 +13,12 @@ process for the next step, as jemalloc or tcmalloc (the usual advice, loaded thr
 import ctypes
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from hw_asr.config import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +27,7 @@ MMAP_THRESHOLDS = (1 << 30, 32 << 20)  # the first glibc accepts (some builds ca
 TRIM_THRESHOLD = 2**31 - 1  # the largest mallopt takes: freed memory stays unless 2 GiB sit unused at the top
 
 
-def keep_freed_memory():
+def keep_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed memory for reuse. True when both thresholds took
     effect; False on other C libraries and systems, whose allocators are left as they are."""
     if not sys.platform.startswith("linux"):
@@ -38,7 +42,7 @@ def keep_freed_memory():
     return mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
 
 
-def configure(setting, device):
+def configure(setting: bool | None, device: "torch.device") -> bool:
     """``trainer.keep_freed_memory``: true, false, or null (default: true on the CPU).
     Returns whether freed memory is now kept (False where the C library has no such setting)."""
     if not isinstance(setting, (bool, type(None))):

@@ -2,11 +2,16 @@
 
 import logging
 import math
+import os
 import signal
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from hw_asr.alignment import align_batch
@@ -17,10 +22,12 @@ from hw_asr.checkpoint import (
     set_rng_state,
 )
 from hw_asr.config import ConfigError
-from hw_asr.inference import batch_samples, move_batch, predict
+from hw_asr.inference import batch_samples, move_batch, score_split
+from hw_asr.logger import Writer
 from hw_asr.loss import ctc_infeasible
 from hw_asr.metric import calc_cer, calc_wer
-from hw_asr.schema import parse_monitor
+from hw_asr.schema import RunSpec, parse_monitor
+from hw_asr.text_encoder.base import BaseTextEncoder
 from hw_asr.trainer.checkpoints import BEST, INTERRUPTED, CheckpointManager
 from hw_asr.trainer.distributed import DistInfo, all_reduce_sum, any_rank
 from hw_asr.trainer.step import StepRunner
@@ -33,7 +40,7 @@ class NonFiniteLossError(RuntimeError):
     """Too many optimiser steps in a row had a non-finite loss or gradient."""
 
 
-def continue_schedule(scheduler, step):
+def continue_schedule(scheduler: LRScheduler, step: int) -> None:
     """Put a freshly built per-step schedule at ``step`` (steps already taken) and set the optimiser's
     learning rates to its value there. For schedules whose rate is a function of the step (OneCycleLR,
     LambdaLR and WarmupLR), not of the rate before it."""
@@ -42,12 +49,14 @@ def continue_schedule(scheduler, step):
     scheduler.step()
 
 
-def is_counter(name):
+def is_counter(name: str) -> bool:
     """Bookkeeping buffers (BatchNorm's step counter) that hold no learned value."""
     return name.endswith("num_batches_tracked")
 
 
-def load_matching_weights(model, path, arch=None):
+def load_matching_weights(
+    model: torch.nn.Module, path: str | os.PathLike, arch: str | None = None
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Copy every tensor of ``path``'s model whose name and shape match; report the rest.
 
     Counters (BatchNorm's ``num_batches_tracked``) are copied but not counted as weights. Loading
@@ -94,32 +103,32 @@ class TrainWindow:
     step, or the epoch). Losses and counts stay device tensors until :meth:`reduce` reads them, once per
     logging step; :meth:`reduce` sums over the ranks."""
 
-    def __init__(self, device):
+    def __init__(self, device: torch.device) -> None:
         self.device = device
         self.reset()
 
-    def reset(self):
+    def reset(self) -> None:
         zero = torch.zeros((), device=self.device)
         self.loss, self.losses, self.infeasible = zero.clone(), zero.clone(), zero.clone()
         self.audio, self.wait, self.batches, self.utterances = 0.0, 0.0, 0, 0
         self.start = time.perf_counter()
 
-    def add_batch(self, audio_seconds, wait_seconds):
+    def add_batch(self, audio_seconds: float, wait_seconds: float) -> None:
         self.audio += audio_seconds
         self.wait += wait_seconds
         self.batches += 1
 
-    def add_loss(self, loss, finite):
+    def add_loss(self, loss: torch.Tensor, finite: torch.Tensor) -> None:
         """A batch's loss (a device scalar); ``finite``: whether it counts (a device bool)."""
         self.loss = self.loss + torch.where(finite, loss, torch.zeros_like(loss))
         self.losses = self.losses + finite
 
-    def add_infeasible(self, infeasible):
+    def add_infeasible(self, infeasible: torch.Tensor) -> None:
         """Per utterance of a batch, whether CTC cannot align it (a device bool tensor; see ctc_infeasible)."""
         self.infeasible = self.infeasible + infeasible.sum()
         self.utterances += len(infeasible)
 
-    def reduce(self, world_size):
+    def reduce(self, world_size: int) -> dict[str, float]:
         """The window's train logs over all ranks: mean loss, speeds (``batches_per_s`` on each rank,
         audio over all ranks), the mean share of time waiting for data, the share of utterances CTC cannot
         align; plus the counts ``infeasible`` and ``utterances``."""
@@ -145,7 +154,7 @@ class TrainWindow:
             "utterances": utterances,
         }
 
-    def epoch_loss(self):
+    def epoch_loss(self) -> dict[str, float]:
         """``{"train_loss": mean}`` over this rank's finite losses (empty if none)."""
         n = int(self.losses)
         return {"train_loss": float(self.loss) / n} if n else {}
@@ -168,22 +177,22 @@ class Trainer:
 
     def __init__(
         self,
-        model,
-        criterion,
-        metrics,
-        optimizer,
-        lr_scheduler,
-        text_encoder,
-        spec,
-        device,
-        train_loader,
-        eval_loaders,
-        run_dir,
-        writer,
-        dist_info=None,
-        decoders=None,
-        callbacks=(),
-    ):
+        model: torch.nn.Module,
+        criterion: torch.nn.Module,
+        metrics: list,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: LRScheduler | None,
+        text_encoder: BaseTextEncoder,
+        spec: RunSpec,
+        device: torch.device,
+        train_loader: DataLoader,
+        eval_loaders: Mapping[str, DataLoader],
+        run_dir: str | os.PathLike,
+        writer: Writer,
+        dist_info: DistInfo | None = None,
+        decoders: Mapping[str, Any] | None = None,
+        callbacks: Iterable[Any] = (),
+    ) -> None:
         self.model, self.criterion, self.metrics = model, criterion, metrics
         self.raw_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.dist = dist_info or DistInfo(device=device)
@@ -235,7 +244,7 @@ class Trainer:
         self.callbacks = list(callbacks)
 
     # ---- checkpoints ------------------------------------------------------------------
-    def state(self, rng_states):
+    def state(self, rng_states: list) -> dict[str, Any]:
         return {
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -255,16 +264,16 @@ class Trainer:
             **self._stream_state(),
         }
 
-    def _stream_state(self):
+    def _stream_state(self) -> dict[str, Any]:
         """A streamed training split's plan (seed, processes, workers, shards), checked when a run resumes."""
         sampler = epoch_sampler(self.train_loader)
         return {"data_stream": sampler.state_dict()} if hasattr(sampler, "state_dict") else {}
 
-    def save(self, name):
+    def save(self, name: str) -> Path:
         """Called on every rank (the RNG states of all ranks are gathered); rank 0 writes."""
         return self.checkpoints.write(self.state, name)
 
-    def resume(self, path):
+    def resume(self, path: str | os.PathLike) -> None:
         state = load_checkpoint(path)
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -281,7 +290,7 @@ class Trainer:
         set_rng_state(per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else state["rng"])
         logger.info("resumed from %s: epoch %d, step %d", path, self.epoch, self.step)
 
-    def _resume_schedule(self, saved):
+    def _resume_schedule(self, saved: dict[str, Any]) -> None:
         """The saved schedule, unless the run's length changed (``trainer.epochs`` or ``len_epoch`` raised
         on resume): a schedule planned for the whole run (OneCycleLR, WarmupLR's decay) is then rebuilt for
         the new number of steps and continued at the current step, at the rate the new plan has there."""
@@ -301,7 +310,7 @@ class Trainer:
         )
 
     # ---- data -------------------------------------------------------------------------
-    def _train_stream(self):
+    def _train_stream(self) -> Iterator[dict]:
         """Endless batches; (data_epoch, data_batch) says where, so a resume continues exactly."""
         sampler = epoch_sampler(self.train_loader)
         base_seed = self.spec.seed
@@ -320,7 +329,7 @@ class Trainer:
             self.data_epoch, self.data_batch = self.data_epoch + 1, 0
 
     # ---- signals ----------------------------------------------------------------------
-    def _on_signal(self, signum, frame):
+    def _on_signal(self, signum: int, frame: object) -> None:
         if self._stop_signal is not None:  # second signal: stop now
             raise KeyboardInterrupt
         self._stop_signal = signum
@@ -329,7 +338,7 @@ class Trainer:
         )
 
     # ---- training ---------------------------------------------------------------------
-    def train(self):
+    def train(self) -> None:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             return self._train()
@@ -337,7 +346,7 @@ class Trainer:
             for s, h in handlers.items():
                 signal.signal(s, h)
 
-    def _train(self):
+    def _train(self) -> None:
         stream = self._train_stream()
         while self.epoch < self.epochs:
             epoch = self.epoch + 1
@@ -362,7 +371,7 @@ class Trainer:
                 break
         self._report_skips()
 
-    def _report_skips(self):
+    def _report_skips(self) -> None:
         if self.skipped_steps:
             logger.warning("%d optimiser steps were skipped for non-finite loss or gradients", self.skipped_steps)
         if self.runner.oom_batches:
@@ -370,7 +379,7 @@ class Trainer:
         if self.load_failures:
             logger.warning("%d audio files failed to load and were replaced by the next file", self.load_failures)
 
-    def _update_monitor(self, logs):
+    def _update_monitor(self, logs: Mapping[str, float]) -> bool:
         if self.mode == "off":
             return False
         if self.monitor_key not in logs:
@@ -385,7 +394,7 @@ class Trainer:
             self.not_improved += 1
         return improved
 
-    def _train_epoch(self, epoch, stream):
+    def _train_epoch(self, epoch: int, stream: Iterator[dict]) -> dict[str, float] | None:
         """One epoch of ``len_epoch`` batches. The host never waits for the device between logging steps:
         losses, skip counts and the gradient norm stay device tensors until a logging step reads them."""
         self.model.train()
@@ -439,7 +448,7 @@ class Trainer:
         self._check_skips()
         return whole.epoch_loss()
 
-    def _warn_infeasible(self, infeasible, utterances):
+    def _warn_infeasible(self, infeasible: float, utterances: float) -> None:
         """Once per run: utterances whose transcripts need more output frames than the model gives."""
         if infeasible and not self._warned_infeasible:
             self._warned_infeasible = True
@@ -454,26 +463,28 @@ class Trainer:
                 type(self.raw_model).__name__,
             )
 
-    def _stop_requested(self):
+    def _stop_requested(self) -> bool:
         """A signal asked to stop (on any rank, under torchrun)."""
         stop = self._stop_signal is not None
         return any_rank(stop, self.device) if self.dist.enabled else stop
 
-    def _count_load_failures(self, batch):
+    def _count_load_failures(self, batch: Mapping[str, Any]) -> None:
         failures = batch.get("load_failures") or []
         self.load_failures += len(failures)
 
-    def _forward_backward(self, batch, sync=True):
+    def _forward_backward(
+        self, batch: Mapping, sync: bool = True
+    ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
         """Forward and backward of one batch (:meth:`StepRunner.forward_backward`)."""
         return self.runner.forward_backward(batch, sync)
 
-    def _optimizer_step(self, loss_ok):
+    def _optimizer_step(self, loss_ok: torch.Tensor) -> torch.Tensor:
         """The optimiser step (:meth:`StepRunner.optimizer_step`); returns the gradient norm (a device tensor)."""
         grad_norm = self.runner.optimizer_step(loss_ok)
         self.step += 1
         return grad_norm
 
-    def _check_skips(self):
+    def _check_skips(self) -> None:
         """Read the device's skip counters (at logging steps and epoch ends): warn about the skipped steps
         and stop the run after ``max_nonfinite_steps`` in a row."""
         skips, longest = self.runner.read_skips()
@@ -489,19 +500,19 @@ class Trainer:
                 f"resume with: python train.py -r {path}"
             )
 
-    def _notify(self, event, *args):
+    def _notify(self, event: str, *args: Any) -> None:
         for callback in self.callbacks:
             hook = getattr(callback, event, None)
             if hook is not None:
                 hook(self, *args)
 
-    def _log_train(self, epoch, batch, outputs, window):
+    def _log_train(self, epoch: int, batch: Mapping[str, Any], outputs: Mapping, window: TrainWindow) -> None:
         if not self.dist.is_main:
             return
         media = self._log_train_window(epoch, batch, outputs, window)
         self._notify("on_log", media)
 
-    def _log_train_window(self, epoch, batch, outputs, window):
+    def _log_train_window(self, epoch: int, batch: Mapping[str, Any], outputs: Mapping, window: TrainWindow) -> bool:
         """Log a training window; returns whether media (spectrogram, audio, predictions) went too."""
         if outputs is None:  # the logged batch was skipped (out of memory)
             self.writer.log_scalars(self.step, "train", {**window, "epoch": epoch})
@@ -550,7 +561,7 @@ class Trainer:
             return True
         return False
 
-    def _log_alignment(self, split, batch, outputs, text):
+    def _log_alignment(self, split: str, batch: Mapping[str, Any], outputs: Mapping, text: str) -> None:
         """The first utterance of the evaluation: its spectrogram with the greedy words at their aligned times."""
         words = align_batch(self.raw_model, batch["audio_length"], outputs, [text], self.text_encoder, self.sample_rate)
         audio = batch["audio"][0, : int(batch["audio_length"][0])].float().cpu()
@@ -559,43 +570,45 @@ class Trainer:
         )
         self.writer.log_figure(self.step, split, "alignment", figure)
 
-    def evaluate(self, split, loader):
+    def evaluate(self, split: str, loader: DataLoader) -> dict[str, float]:
         """Loss and every metric over the whole split (corpus-level, not per-batch averages)."""
         for m in self.metrics:
             m.reset()
-        total_loss, n_batches, rows, skipped, pictured = 0.0, 0, [], 0, False
-        for batch, outputs, hyps, loss in predict(
+        rows, pictured = [], []
+
+        def on_batch(batch: dict, outputs: dict | None, hyps: dict[str, list]) -> None:
+            if not pictured and outputs is not None and self.writer.media:
+                self._log_alignment(split, batch, outputs, hyps["argmax"][0])
+                pictured.append(True)
+            if len(rows) < self.max_predictions:
+                rows.extend(
+                    [
+                        {
+                            "target": t,
+                            **{f"pred_{d}": hyps[d][i] for d in self.decoders},
+                            "WER": calc_wer(t, hyps["argmax"][i]),
+                            "CER": calc_cer(t, hyps["argmax"][i]),
+                        }
+                        for i, t in enumerate(batch["text"])
+                    ][: self.max_predictions - len(rows)]
+                )
+
+        tally = score_split(
             self.raw_model,
             loader,
             self.text_encoder,
             self.decoders,
             self.device,
-            self.runner.amp,
-            self.criterion,
+            self.metrics,
+            amp=self.runner.amp,
+            criterion=self.criterion,
             desc=f"eval {split}",
             beam_subset=self.beam_subset,
-        ):
-            skipped += len(batch.get("skipped", ()))
-            if not pictured and outputs is not None and self.writer.media:
-                self._log_alignment(split, batch, outputs, hyps["argmax"][0])
-                pictured = True
-            for m in self.metrics:
-                m.update(batch["text"], hyps[m.decoder])
-            if loss is not None and math.isfinite(loss):
-                total_loss += loss
-                n_batches += 1
-            if len(rows) < self.max_predictions:
-                rows += [
-                    {
-                        "target": t,
-                        **{f"pred_{d}": hyps[d][i] for d in self.decoders},
-                        "WER": calc_wer(t, hyps["argmax"][i]),
-                        "CER": calc_cer(t, hyps["argmax"][i]),
-                    }
-                    for i, t in enumerate(batch["text"])
-                ][: self.max_predictions - len(rows)]
+            on_batch=on_batch,
+        )
         sums = all_reduce_sum(
-            [total_loss, n_batches, skipped, *[x for m in self.metrics for x in m.sums()]], self.device
+            [tally.loss_sum, tally.loss_batches, len(tally.skipped), *[x for m in self.metrics for x in m.sums()]],
+            self.device,
         )
         total_loss, n_batches, skipped = sums[0], sums[1], int(sums[2])
         for i, m in enumerate(self.metrics):

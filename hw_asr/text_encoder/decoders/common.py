@@ -1,11 +1,14 @@
 """What the beam decoders share: the n-best interface, exact CTC label scores, word boundaries of a vocabulary."""
 
+from collections.abc import Sequence
+
 import numpy as np
+import torch
 
-from hw_asr.text_encoder.base import BLANK_INDEX
+from hw_asr.text_encoder.base import BLANK_INDEX, BaseTextEncoder
 
 
-def ctc_label_logp(log_probs, label):
+def ctc_label_logp(log_probs: np.ndarray, label: Sequence[int]) -> float:
     """Exact ln P(label | log_probs) by the CTC forward algorithm (numpy, blank = 0)."""
     lp = np.asarray(log_probs, dtype=np.float64)
     ext = [BLANK_INDEX]
@@ -27,7 +30,7 @@ def ctc_label_logp(log_probs, label):
     return float(np.logaddexp(alpha[-1], alpha[-2]) if len(ext) > 1 else alpha[-1])
 
 
-def _word_boundaries(encoder):
+def _word_boundaries(encoder: BaseTextEncoder) -> tuple[set[int], bool]:
     """Which tokens complete the previous word: the space (chars) or pieces starting with ``▁`` (BPE)."""
     vocab = encoder.vocab
     if " " in vocab:
@@ -39,6 +42,6 @@ class NBestDecoder:
     """What the n-best decoders share: ``decoder(log_probs [T, V], length) -> [(text, score), ...]``
     is theirs; a batch decodes to each utterance's best text."""
 
-    def decode_batch(self, log_probs, lengths):
+    def decode_batch(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         lp = log_probs.detach().float().cpu().numpy()
         return [self(lp[i], int(n))[0][0] for i, n in enumerate(lengths.tolist())]

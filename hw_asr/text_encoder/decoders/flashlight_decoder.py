@@ -1,8 +1,10 @@
 """flashlight-text's lexicon and lexicon-free beam decoders behind our decoder interface."""
 
+import os
+
 import numpy as np
 
-from hw_asr.text_encoder.base import BLANK_INDEX
+from hw_asr.text_encoder.base import BLANK_INDEX, BaseTextEncoder
 from hw_asr.text_encoder.decoders.common import NBestDecoder, _word_boundaries
 from hw_asr.text_encoder.decoders.language_model import lm_vocabulary
 
@@ -18,17 +20,17 @@ class FlashlightDecoder(NBestDecoder):
 
     def __init__(
         self,
-        text_encoder,
-        beam_size=50,
-        lm_path=None,
-        lexicon_words=None,
-        alpha=0.5,
-        beta=1.0,
-        token_top_k=20,
-        beam_threshold=25.0,
-        unk_score=float("-inf"),
-        sil_score=0.0,
-    ):
+        text_encoder: BaseTextEncoder,
+        beam_size: int = 50,
+        lm_path: str | os.PathLike | None = None,
+        lexicon_words: str | os.PathLike | None = None,
+        alpha: float = 0.5,
+        beta: float = 1.0,
+        token_top_k: int = 20,
+        beam_threshold: float = 25.0,
+        unk_score: float = float("-inf"),
+        sil_score: float = 0.0,
+    ) -> None:
         from flashlight.lib.text.decoder import (
             CriterionType,
             LexiconDecoder,
@@ -93,7 +95,7 @@ class FlashlightDecoder(NBestDecoder):
             self.decoder = LexiconFreeDecoder(opts, ZeroLM(), self.sil, self.blank, [])
             self.lexicon = False
 
-    def _spell(self, word):
+    def _spell(self, word: str) -> list[int] | None:
         if self.separator == " ":
             ids = []
             for ch in word:
@@ -104,7 +106,7 @@ class FlashlightDecoder(NBestDecoder):
         ids = self.encoder.encode(word)
         return ids if ids else None
 
-    def __call__(self, log_probs, length=None):
+    def __call__(self, log_probs: np.ndarray, length: int | None = None) -> list[tuple[str, float]]:
         import torch
 
         lp = torch.as_tensor(

@@ -10,25 +10,25 @@ LN10 = math.log(10.0)
 class KenLMWordLM:
     """Word n-gram LM (ARPA or KenLM binary) as natural-log probabilities of word sequences."""
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike) -> None:
         import kenlm
 
         self.path = str(path)
         self.model = kenlm.Model(self.path)
         self.score = lru_cache(maxsize=200_000)(self._score)
 
-    def _score(self, words, final=False):
+    def _score(self, words: tuple[str, ...], final: bool = False) -> float:
         """ln P(words) from the sentence start; ``final`` adds the end of sentence."""
         return self.model.score(" ".join(words), bos=True, eos=final) * LN10
 
 
-def read_words(path):
+def read_words(path: str | os.PathLike) -> list[str]:
     """Non-empty lines of a word list, stripped."""
     with open(path, encoding="utf-8") as f:
         return [w.strip() for w in f if w.strip()]
 
 
-def lm_vocabulary(lm_path, required=True):
+def lm_vocabulary(lm_path: str | os.PathLike, required: bool = True) -> list[str] | None:
     """The words of a KenLM model: ``<lm>.unigrams.txt`` beside it (written by
     ``build_lm``), else the ARPA's 1-grams. Without either: an error, or None when not
     ``required``."""

@@ -1,8 +1,10 @@
 """Our CTC prefix beam search, with an optional KenLM word LM and hot phrases."""
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from hw_asr.text_encoder.base import BLANK_INDEX
+from hw_asr.text_encoder.base import BLANK_INDEX, BaseTextEncoder
 from hw_asr.text_encoder.decoders.common import NBestDecoder, _word_boundaries, ctc_label_logp
 from hw_asr.text_encoder.decoders.hot_phrases import HotPhrases
 from hw_asr.text_encoder.decoders.language_model import KenLMWordLM
@@ -33,18 +35,18 @@ class PrefixBeamSearchDecoder(NBestDecoder):
 
     def __init__(
         self,
-        text_encoder,
-        beam_size=50,
-        token_top_k=20,
-        token_min_logp=-12.0,
-        lm=None,
-        alpha=0.5,
-        beta=1.0,
-        n_best=1,
-        max_extensions=None,
-        hotwords=None,
-        hotword_weight=10.0,
-    ):
+        text_encoder: BaseTextEncoder,
+        beam_size: int = 50,
+        token_top_k: int = 20,
+        token_min_logp: float = -12.0,
+        lm: str | KenLMWordLM | None = None,
+        alpha: float = 0.5,
+        beta: float = 1.0,
+        n_best: int = 1,
+        max_extensions: int | None = None,
+        hotwords: Sequence[str] | None = None,
+        hotword_weight: float = 10.0,
+    ) -> None:
         self.encoder = text_encoder
         self.beam_size, self.token_top_k, self.token_min_logp = beam_size, token_top_k, token_min_logp
         # extensions considered per frame before merging (None: 2 x beam_size; 0: all)
@@ -55,7 +57,7 @@ class PrefixBeamSearchDecoder(NBestDecoder):
         self.hot = HotPhrases(hotwords or [], hotword_weight, text_encoder.normalize)
 
     # ---- language model of a prefix ------------------------------------------------------
-    def _extend_words(self, state, token):
+    def _extend_words(self, state: tuple[tuple[str, ...], str], token: int) -> tuple[tuple[str, ...], str]:
         """(completed words, partial word) after appending ``token``: O(1) per extension."""
         words, partial = state
         piece = self.encoder.vocab[token]
@@ -67,7 +69,7 @@ class PrefixBeamSearchDecoder(NBestDecoder):
             partial = partial + piece
         return words, partial
 
-    def _lm_score(self, state, final=False):
+    def _lm_score(self, state: tuple[tuple[str, ...], str], final: bool = False) -> float:
         if self.lm is None:
             return 0.0
         words, partial = state
@@ -77,7 +79,7 @@ class PrefixBeamSearchDecoder(NBestDecoder):
         return self.alpha * lm + self.beta * len(words)
 
     # ---- search --------------------------------------------------------------------------
-    def search(self, log_probs, length=None):
+    def search(self, log_probs: np.ndarray, length: int | None = None) -> list[tuple[tuple[int, ...], float, float]]:
         """Label sequences of the final beam, best first: ``[(token ids, ln p_ctc, score), ...]``
         where score adds the LM terms."""
         lp = np.asarray(log_probs, dtype=np.float64)[: length if length is not None else len(log_probs)]
@@ -100,7 +102,7 @@ class PrefixBeamSearchDecoder(NBestDecoder):
             extra = np.array([lm_score[p] for p in prefixes]) if use_lm or hot is not None else None
             new = {}
 
-            def add(prefix, b, nb):
+            def add(prefix: tuple[int, ...], b: float, nb: float) -> None:
                 if prefix in new:
                     old = new[prefix]
                     old[0], old[1] = np.logaddexp(old[0], b), np.logaddexp(old[1], nb)
@@ -167,7 +169,7 @@ class PrefixBeamSearchDecoder(NBestDecoder):
             results.append((prefix, ctc, score))
         return sorted(results, key=lambda r: r[2], reverse=True)
 
-    def __call__(self, log_probs, length=None):
+    def __call__(self, log_probs: np.ndarray, length: int | None = None) -> list[tuple[str, float]]:
         """n-best ``[(text, score), ...]``."""
         merged = {}
         for prefix, _, score in self.search(log_probs, length):

@@ -1,8 +1,12 @@
 """pyctcdecode's beam search (with a KenLM LM and hot words) behind our decoder interface."""
 
-import numpy as np
+import os
+from collections.abc import Sequence
 
-from hw_asr.text_encoder.base import BLANK_INDEX
+import numpy as np
+import torch
+
+from hw_asr.text_encoder.base import BLANK_INDEX, BaseTextEncoder
 from hw_asr.text_encoder.decoders.language_model import lm_vocabulary, read_words
 
 
@@ -18,17 +22,17 @@ class PyCTCDecodeDecoder:
 
     def __init__(
         self,
-        text_encoder,
-        beam_size=50,
-        lm_path=None,
-        unigrams_path=None,
-        alpha=0.5,
-        beta=1.0,
-        num_processes=1,
-        token_min_logp=-12.0,
-        hotwords=None,
-        hotword_weight=10.0,
-    ):
+        text_encoder: BaseTextEncoder,
+        beam_size: int = 50,
+        lm_path: str | os.PathLike | None = None,
+        unigrams_path: str | os.PathLike | None = None,
+        alpha: float = 0.5,
+        beta: float = 1.0,
+        num_processes: int = 1,
+        token_min_logp: float = -12.0,
+        hotwords: Sequence[str] | None = None,
+        hotword_weight: float = 10.0,
+    ) -> None:
         from pyctcdecode import build_ctcdecoder
 
         self.encoder = text_encoder
@@ -45,12 +49,12 @@ class PyCTCDecodeDecoder:
         if hot:
             self.options.update(hotwords=hot, hotword_weight=hotword_weight)
 
-    def __call__(self, log_probs, length=None):
+    def __call__(self, log_probs: np.ndarray, length: int | None = None) -> list[tuple[str, float]]:
         lp = np.asarray(log_probs, dtype=np.float32)[: length if length is not None else len(log_probs)]
         beams = self.decoder.decode_beams(lp, **self.options)
         return [(" ".join(b[0].split()), float(b[-1])) for b in beams]
 
-    def decode_batch(self, log_probs, lengths):
+    def decode_batch(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         lp = log_probs.detach().float().cpu().numpy()
         items = [lp[i, :n] for i, n in enumerate(lengths.tolist())]
         if self.num_processes > 1 and len(items) > 1:

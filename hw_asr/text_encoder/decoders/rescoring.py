@@ -1,8 +1,14 @@
 """N-best rescoring of a beam decoder's hypotheses with a neural causal LM."""
 
+import os
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 
 from hw_asr.config import resolve
+from hw_asr.text_encoder.base import BaseTextEncoder
 from hw_asr.text_encoder.decoders.common import NBestDecoder
 
 
@@ -10,7 +16,7 @@ class CausalLMRescorer:
     """Scores texts with a neural causal LM (a Hugging Face model in a local folder,
     loaded without network): ``ln P(text)`` summed over its tokens after a start token."""
 
-    def __init__(self, model_path, device="cpu", batch_size=16):
+    def __init__(self, model_path: str | os.PathLike, device: str = "cpu", batch_size: int = 16) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
@@ -21,7 +27,7 @@ class CausalLMRescorer:
             raise ValueError(f"{model_path}: the tokenizer has neither a bos nor an eos token to start from")
         self.start = start
 
-    def log_probs(self, texts):
+    def log_probs(self, texts: Sequence[str]) -> list[float]:
         import torch
 
         out = []
@@ -46,7 +52,16 @@ class NBestRescoringDecoder(NBestDecoder):
     ``lm_path``: a local Hugging Face causal LM folder (needs ``transformers``).
     """
 
-    def __init__(self, text_encoder, decoder, lm_path, weight=0.5, length_bonus=0.0, n_best=10, device="cpu"):
+    def __init__(
+        self,
+        text_encoder: BaseTextEncoder,
+        decoder: Mapping[str, Any],
+        lm_path: str | CausalLMRescorer,
+        weight: float = 0.5,
+        length_bonus: float = 0.0,
+        n_best: int = 10,
+        device: str = "cpu",
+    ) -> None:
         args = dict(decoder.get("args") or {})
         if decoder.get("type") == "PrefixBeamSearchDecoder":
             args.setdefault("n_best", n_best)
@@ -59,7 +74,7 @@ class NBestRescoringDecoder(NBestDecoder):
         self.rescorer = CausalLMRescorer(lm_path, device) if isinstance(lm_path, str) else lm_path
         self.weight, self.length_bonus, self.n_best = weight, length_bonus, n_best
 
-    def rescore(self, nbest):
+    def rescore(self, nbest: list[tuple[str, float]]) -> list[tuple[str, float]]:
         nbest = nbest[: self.n_best]
         lm = self.rescorer.log_probs([text for text, _ in nbest])
         rescored = [
@@ -68,5 +83,5 @@ class NBestRescoringDecoder(NBestDecoder):
         ]
         return sorted(rescored, key=lambda r: r[1], reverse=True)
 
-    def __call__(self, log_probs, length=None):
+    def __call__(self, log_probs: np.ndarray, length: int | None = None) -> list[tuple[str, float]]:
         return self.rescore(self.base(log_probs, length))
