@@ -25,10 +25,14 @@ by default those of the member's own checkpoint config.
 import argparse
 import json
 import logging
+import os
 import random
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from torch import Tensor
 
 from hw_asr.checkpoint import CheckpointError
 from hw_asr.config import ConfigError, apply_overrides, check_known_keys, load_config
@@ -64,7 +68,7 @@ CONFIDENCE_GRID = {
 }
 
 
-def manifest_paths(path, limit, seed):
+def manifest_paths(path: str | os.PathLike, limit: int | None, seed: int) -> list[str]:
     """Audio paths of a manifest, a seeded random subset of at most ``limit``."""
     rows, skipped = read_manifest(path)
     report_skipped(str(path), skipped)
@@ -94,7 +98,7 @@ BUILD_KEYS = {
 MEMBER_KEYS = {"model", "training_manifest", "dev_manifest", "name", "decoders"}
 
 
-def validate(cfg) -> None:
+def validate(cfg: Mapping[str, Any]) -> None:
     check_known_keys(cfg, BUILD_KEYS, "config")
     members = cfg.get("ensemble")
     if not isinstance(members, list) or len(members) < 2:
@@ -115,7 +119,9 @@ def validate(cfg) -> None:
         raise ConfigError(str(e)) from None
 
 
-def collect(members, manifests, limit, seed, batch_size):
+def collect(
+    members: Sequence[Member], manifests: Sequence[str | os.PathLike], limit: int | None, seed: int, batch_size: int
+) -> tuple[list[list[Tensor]], np.ndarray]:
     """Log-probs ``[m][n]`` of every member on the union of the manifests, and the labels
     (the index of the manifest each utterance came from)."""
     paths, labels = [], []
@@ -126,7 +132,13 @@ def collect(members, manifests, limit, seed, batch_size):
     return members_log_probs(members, paths, batch_size), np.array(labels)
 
 
-def search_confidence(train_lp, train_y, dev_lp, dev_y, grid=None):
+def search_confidence(
+    train_lp: Sequence[Sequence[Tensor]],
+    train_y: np.ndarray,
+    dev_lp: Sequence[Sequence[Tensor]],
+    dev_y: np.ndarray,
+    grid: Mapping[str, Sequence] | None = None,
+) -> tuple[tuple[dict[str, Any], float, float] | None, list[dict]]:
     """Confidence settings x temperature with the best dev accuracy of a default selector."""
     grid = grid or CONFIDENCE_GRID
     best, table = None, []
@@ -149,7 +161,7 @@ def search_confidence(train_lp, train_y, dev_lp, dev_y, grid=None):
     return best, table
 
 
-def build(cfg):
+def build(cfg: Mapping[str, Any]) -> ConfidenceEnsemble:
     validate(cfg)
     seed, batch_size = cfg.get("seed", 0), cfg.get("batch_size", 8)
     device = pick_device(cfg.get("device", "cpu"))
@@ -203,7 +215,7 @@ def build(cfg):
     return ensemble
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> ConfidenceEnsemble:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True)
     parser.add_argument("overrides", nargs="*")

@@ -30,8 +30,11 @@ Configs written with the older key ``measure_cfg`` are read with a warning
 import copy
 import math
 import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from hw_asr.text_encoder.base import BLANK_INDEX
 
@@ -43,7 +46,7 @@ DEFAULT_METHOD = {"name": "entropy", "entropy_type": "renyi", "alpha": 0.25, "en
 DEFAULT_CONFIDENCE = {"exclude_blank": True, "aggregation": "mean", "method_cfg": DEFAULT_METHOD}
 
 
-def migrate_confidence(cfg, where="confidence"):
+def migrate_confidence(cfg: Mapping[str, Any], where: str = "confidence") -> tuple[dict[str, Any], bool]:
     """A copy of ``cfg`` with the old key ``measure_cfg`` renamed to ``method_cfg``;
     returns ``(cfg, changed)``."""
     cfg = copy.deepcopy(cfg) if cfg is not None else {}
@@ -55,7 +58,7 @@ def migrate_confidence(cfg, where="confidence"):
     return cfg, True
 
 
-def confidence_settings(cfg=None, where="confidence"):
+def confidence_settings(cfg: Mapping[str, Any] | None = None, where: str = "confidence") -> dict[str, Any]:
     """Validated settings with defaults filled in; ``measure_cfg`` is accepted with a warning."""
     cfg, changed = migrate_confidence(cfg, where)
     if changed:
@@ -94,7 +97,7 @@ def confidence_settings(cfg=None, where="confidence"):
     return out
 
 
-def _entropy(log_p, entropy_type, alpha):
+def _entropy(log_p: Tensor, entropy_type: str, alpha: float) -> tuple[Tensor, float]:
     """Entropy over the last dim and that of the uniform distribution over V tokens."""
     V = log_p.shape[-1]
     if entropy_type == "gibbs":
@@ -106,7 +109,7 @@ def _entropy(log_p, entropy_type, alpha):
     return power_sum.log() / (1.0 - alpha), math.log(V)
 
 
-def frame_confidence(log_probs, method_cfg):
+def frame_confidence(log_probs: Tensor, method_cfg: Mapping[str, Any]) -> Tensor:
     """Per-frame confidence in [0, 1] from log-probabilities ``[..., V]``."""
     method = {**DEFAULT_METHOD, **(method_cfg or {})}
     V, alpha = log_probs.shape[-1], float(method["alpha"])
@@ -123,7 +126,7 @@ def frame_confidence(log_probs, method_cfg):
     return conf.clamp(0.0, 1.0).float()
 
 
-def aggregate(values, aggregation):
+def aggregate(values: Tensor, aggregation: str) -> Tensor:
     if aggregation == "mean":
         return values.mean()
     if aggregation == "min":
@@ -133,12 +136,14 @@ def aggregate(values, aggregation):
     return values.prod()
 
 
-def utterance_confidence(log_probs, settings=None, temperature=1.0):
+def utterance_confidence(
+    log_probs: Tensor, settings: Mapping[str, Any] | None = None, temperature: float = 1.0
+) -> float:
     """Confidence of one utterance from its frame log-probs ``[T, V]`` (real frames only)."""
     return _utterance_confidence(log_probs, confidence_settings(settings), temperature)
 
 
-def _utterance_confidence(log_probs, settings, temperature):
+def _utterance_confidence(log_probs: Tensor, settings: Mapping[str, Any], temperature: float) -> float:
     """:func:`utterance_confidence` with already validated settings."""
     if log_probs.dim() != 2 or log_probs.shape[0] == 0:
         raise ValueError(f"expected non-empty [T, V] log-probs, got shape {tuple(log_probs.shape)}")
@@ -153,7 +158,9 @@ def _utterance_confidence(log_probs, settings, temperature):
     return float(aggregate(frame_confidence(log_probs, settings["method_cfg"]), settings["aggregation"]))
 
 
-def confidence_features(per_model_log_probs, settings, temperature=1.0):
+def confidence_features(
+    per_model_log_probs: Sequence[Sequence[Tensor]], settings: Mapping[str, Any], temperature: float = 1.0
+) -> Tensor:
     """``[N, M]`` features: for each utterance, the confidence of each of the M models.
     ``per_model_log_probs[m][n]`` is model m's ``[T, V]`` log-probs of utterance n."""
     settings = confidence_settings(settings)

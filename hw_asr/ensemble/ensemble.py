@@ -13,10 +13,14 @@ with ``torch.load(weights_only=True)``; no code is pickled.
 """
 
 import logging
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from hw_asr.audio import find_audio_files, load_audio, resample
 from hw_asr.builder import build_decoders, build_model
@@ -36,7 +40,15 @@ VERSION = 1
 class Member:
     """One trained model with its text encoder and optional beam/LM decoders."""
 
-    def __init__(self, name, model_state, config, encoder_state, decoders_cfg=None, device="cpu") -> None:
+    def __init__(
+        self,
+        name: str,
+        model_state: Mapping[str, Tensor],
+        config: Mapping[str, Any],
+        encoder_state: Mapping[str, Any],
+        decoders_cfg: Mapping[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.name, self.config, self.device = name, config, torch.device(device)
         self.encoder_state, self.decoders_cfg = encoder_state, decoders_cfg or {}
         self.encoder = text_encoder_from_state(encoder_state)
@@ -47,7 +59,13 @@ class Member:
         self.decoders = build_decoders({"decoders": self.decoders_cfg}, self.encoder, None)
 
     @classmethod
-    def from_checkpoint(cls, path, name=None, decoders_cfg=None, device="cpu"):
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        name: str | None = None,
+        decoders_cfg: Mapping[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> "Member":
         state = load_checkpoint(path)
         if decoders_cfg is None:
             decoders_cfg = state["config"].get("decoders") or {}
@@ -60,7 +78,7 @@ class Member:
             device,
         )
 
-    def state(self):
+    def state(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -70,7 +88,7 @@ class Member:
         }
 
     @torch.no_grad()
-    def log_probs(self, waves, batch_size=8):
+    def log_probs(self, waves: Sequence[Tensor], batch_size: int = 8) -> list[Tensor]:
         """Frame log-probs ``[T_i, V]`` (CPU, real frames only) for each float32 waveform,
         in input order; batches group utterances of similar length to save padding."""
         order = sorted(range(len(waves)), key=lambda i: waves[i].numel())
@@ -88,7 +106,7 @@ class Member:
                 out[i] = lp[k, : max(1, int(lp_len[k]))]
         return out
 
-    def decode(self, log_probs, decoder="argmax"):
+    def decode(self, log_probs: Sequence[Tensor], decoder: str = "argmax") -> list[str]:
         """Transcripts of a list of ``[T, V]`` log-probs with the named decoder."""
         lengths = torch.tensor([lp.shape[0] for lp in log_probs])
         padded = torch.nn.utils.rnn.pad_sequence(log_probs, batch_first=True)
@@ -107,14 +125,23 @@ class Member:
 class Selector:
     """Standard scaling + logistic regression, evaluated with numpy from stored arrays."""
 
-    def __init__(self, mean, scale, coef, intercept, classes, mode="multinomial", params=None) -> None:
+    def __init__(
+        self,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        coef: np.ndarray,
+        intercept: np.ndarray,
+        classes: Sequence[int] | np.ndarray,
+        mode: str = "multinomial",
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         self.mean, self.scale = np.asarray(mean, float), np.asarray(scale, float)
         self.coef, self.intercept = np.atleast_2d(np.asarray(coef, float)), np.atleast_1d(np.asarray(intercept, float))
         self.classes = np.asarray(classes, int)
         self.mode, self.params = mode, params or {}
 
     @classmethod
-    def from_sklearn(cls, pipeline, mode, params=None):
+    def from_sklearn(cls, pipeline: Any, mode: str, params: Mapping[str, Any] | None = None) -> "Selector":
         scaler, clf = pipeline[0], pipeline[-1]
         if mode == "ovr" and hasattr(clf, "estimators_"):
             coef = np.vstack([e.coef_ for e in clf.estimators_])
@@ -123,7 +150,7 @@ class Selector:
             coef, intercept = clf.coef_, clf.intercept_
         return cls(scaler.mean_, scaler.scale_, coef, intercept, clf.classes_, mode, params)
 
-    def predict_proba(self, features):
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
         z = (np.asarray(features, float) - self.mean) / self.scale
         scores = z @ self.coef.T + self.intercept
         if scores.shape[1] == 1:  # two classes: one logistic unit
@@ -136,10 +163,10 @@ class Selector:
         p = 1.0 / (1.0 + np.exp(-scores))
         return p / p.sum(1, keepdims=True)
 
-    def predict(self, features):
+    def predict(self, features: np.ndarray) -> np.ndarray:
         return self.classes[self.predict_proba(features).argmax(1)]
 
-    def state(self):
+    def state(self) -> dict[str, Any]:
         return {
             "mean": torch.from_numpy(self.mean),
             "scale": torch.from_numpy(self.scale),
@@ -151,7 +178,7 @@ class Selector:
         }
 
     @classmethod
-    def from_state(cls, s):
+    def from_state(cls, s: Mapping[str, Any]) -> "Selector":
         return cls(
             s["mean"].numpy(),
             s["scale"].numpy(),
@@ -163,7 +190,14 @@ class Selector:
         )
 
 
-def fit_selector(features, labels, C=1.0, class_weight="balanced", mode="multinomial", seed=0):
+def fit_selector(
+    features: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    C: float = 1.0,
+    class_weight: str | None = "balanced",
+    mode: str = "multinomial",
+    seed: int = 0,
+) -> Selector:
     """Fit StandardScaler + LogisticRegression (``mode`` multinomial or one-vs-rest)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
@@ -186,7 +220,9 @@ SELECTOR_GRID = {
 }
 
 
-def tune_selector(train_x, train_y, dev_x, dev_y, grid=None):
+def tune_selector(
+    train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev_y: np.ndarray, grid: Sequence[float] | None = None
+) -> tuple[Selector, float, list]:
     """The selector with the best dev accuracy over ``grid`` (ties: the earlier setting);
     returns ``(selector, dev_accuracy, table)``."""
     grid = grid or SELECTOR_GRID
@@ -204,7 +240,9 @@ def tune_selector(train_x, train_y, dev_x, dev_y, grid=None):
 
 # ---------------------------------------------------------------------------------------
 # inputs
-def load_waveform(item, sample_rate, source_rate=None):
+def load_waveform(
+    item: str | Path | np.ndarray | Tensor | tuple, sample_rate: int, source_rate: int | None = None
+) -> Tensor:
     """A float32 ``[T]`` tensor at ``sample_rate`` from a path, a numpy array or a tensor.
     In-memory audio is taken to be at ``source_rate`` (default ``sample_rate``) unless
     given as an ``(array, rate)`` pair."""
@@ -221,7 +259,7 @@ def load_waveform(item, sample_rate, source_rate=None):
     return torch.from_numpy(resample(wave.numpy(), rate, sample_rate))
 
 
-def expand_inputs(inputs):
+def expand_inputs(inputs: str | Path | Sequence[str | Path | np.ndarray | Tensor | tuple]) -> tuple[list, list[str]]:
     """Paths, a directory (audio files inside, recursively), a ``.jsonl`` manifest, or
     in-memory waveforms -> ``(items, names)``."""
     if isinstance(inputs, (str, Path)):
@@ -247,7 +285,9 @@ def expand_inputs(inputs):
     return items, names
 
 
-def members_log_probs(members, items, batch_size=8):
+def members_log_probs(
+    members: Sequence[Member], items: Sequence[str | Path | np.ndarray | Tensor | tuple], batch_size: int = 8
+) -> list[list[Tensor]]:
     """``[m][n]`` log-probs of every member for every input; waveforms are loaded once per
     sample rate (in-memory audio is taken to be at the first member's rate)."""
     waves_by_rate, out = {}, []
@@ -260,13 +300,20 @@ def members_log_probs(members, items, batch_size=8):
 
 # ---------------------------------------------------------------------------------------
 class ConfidenceEnsemble:
-    def __init__(self, members, selector, confidence, temperature=1.0, info=None) -> None:
+    def __init__(
+        self,
+        members: Sequence[Member],
+        selector: Selector,
+        confidence: Mapping[str, Any],
+        temperature: float = 1.0,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
         self.members, self.selector = members, selector
         self.confidence, self.temperature = confidence_settings(confidence), float(temperature)
         self.info = info or {}
 
     # ---- persistence ----
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         save_checkpoint(
             {
                 "format": FORMAT,
@@ -281,11 +328,13 @@ class ConfidenceEnsemble:
         )
 
     @classmethod
-    def load(cls, path, device="cpu"):
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "ConfidenceEnsemble":
         return cls.from_state(load_ensemble_state(path), device, path)
 
     @classmethod
-    def from_state(cls, state, device="cpu", where="ensemble"):
+    def from_state(
+        cls, state: Mapping[str, Any], device: str | torch.device = "cpu", where: str = "ensemble"
+    ) -> "ConfidenceEnsemble":
         """From the dict :func:`load_ensemble_state` returns."""
         members = [
             Member(m["name"], m["model"], m["config"], m["text_encoder"], m.get("decoders"), device)
@@ -308,19 +357,27 @@ class ConfidenceEnsemble:
         )
 
     # ---- inference ----
-    def member_log_probs(self, items, batch_size=8):
+    def member_log_probs(
+        self, items: Sequence[str | Path | np.ndarray | Tensor | tuple], batch_size: int = 8
+    ) -> list[list[Tensor]]:
         return members_log_probs(self.members, items, batch_size)
 
-    def features(self, per_model_log_probs):
+    def features(self, per_model_log_probs: Sequence[Sequence[Tensor]]) -> np.ndarray:
         return confidence_features(per_model_log_probs, self.confidence, self.temperature).numpy()
 
-    def route(self, per_model_log_probs):
+    def route(self, per_model_log_probs: Sequence[Sequence[Tensor]]) -> tuple[Tensor, np.ndarray, np.ndarray]:
         """``(features [N, M], selector probabilities [N, M], chosen member index [N])``."""
         feats = self.features(per_model_log_probs)
         probs = self.selector.predict_proba(feats)
         return feats, probs, self.selector.classes[probs.argmax(1)]
 
-    def transcribe(self, inputs, decoder="argmax", batch_size=8, return_all=False):
+    def transcribe(
+        self,
+        inputs: str | Path | Sequence[str | Path | np.ndarray | Tensor | tuple],
+        decoder: str | Sequence[str] = "argmax",
+        batch_size: int = 8,
+        return_all: bool = False,
+    ) -> list[dict[str, Any]]:
         """Route and transcribe. ``inputs``: paths, a directory, a manifest, or waveforms
         (numpy/tensor at the first member's sample rate, or ``(array, rate)`` pairs).
         Returns one dict per utterance: ``text``, ``model`` (name), ``model_index``,
@@ -340,7 +397,13 @@ class ConfidenceEnsemble:
                     r["member_texts"] = {m: t[decoder] for m, t in r["member_texts"].items()}
         return results
 
-    def route_and_decode(self, items, decoders=("argmax",), batch_size=8, return_all=False):
+    def route_and_decode(
+        self,
+        items: Sequence[str | Path | np.ndarray | Tensor | tuple],
+        decoders: Sequence[str] = ("argmax",),
+        batch_size: int = 8,
+        return_all: bool = False,
+    ) -> list[dict[str, Any]]:
         """As :meth:`transcribe` for already expanded items; ``text`` maps each decoder to a transcript."""
         if not items:
             return []
@@ -367,7 +430,7 @@ class ConfidenceEnsemble:
         return results
 
 
-def check_ensemble_state(state, where):
+def check_ensemble_state(state: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``state`` if it is an ensemble dict this version reads; a clear error otherwise."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{where}: not a confidence-ensemble file (no format {FORMAT!r})")
@@ -379,6 +442,6 @@ def check_ensemble_state(state, where):
     return state
 
 
-def load_ensemble_state(path):
+def load_ensemble_state(path: str | os.PathLike) -> dict[str, Any]:
     """The raw ensemble dict, loaded safely (``weights_only``)."""
     return check_ensemble_state(safe_torch_load(path), path)
