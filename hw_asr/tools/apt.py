@@ -5,13 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 
 
-def missing_packages(packages):
+def missing_packages(packages: Sequence[str]) -> list[str]:
     return [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
 
 
-def apt_install(packages, why) -> None:
+def apt_install(packages: Sequence[str], why: str) -> None:
     """Make sure ``packages`` are installed; exit with the command to run when that is not possible."""
     missing = missing_packages(packages) if shutil.which("dpkg") else list(packages)
     if not missing:

@@ -19,8 +19,11 @@ weights with ``trainer.init_weights``.
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,7 +33,7 @@ from hw_asr.schema import TrainerConfig, parse_monitor
 logger = logging.getLogger(__name__)
 
 
-def epoch_scores(run_dir, monitor):
+def epoch_scores(run_dir: str | os.PathLike, monitor: str) -> tuple[dict[int, float], str]:
     """``{epoch: monitored value}`` from the run's ``metrics.jsonl`` and the direction (min or max)."""
     mode, key = parse_monitor(monitor)
     if mode == "off":
@@ -46,7 +49,9 @@ def epoch_scores(run_dir, monitor):
     return scores, mode
 
 
-def select(run_dir, last=None, best=None, monitor=None):
+def select(
+    run_dir: str | os.PathLike, last: int | None = None, best: int | None = None, monitor: str = None
+) -> list[Path]:
     """The checkpoint paths ``--last``/``--best`` name, oldest first."""
     found = epoch_checkpoints(run_dir)
     if not found:
@@ -74,7 +79,7 @@ def select(run_dir, last=None, best=None, monitor=None):
     return [found[e] for e in epochs]
 
 
-def average(paths):
+def average(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """The averaged checkpoint of ``paths`` (oldest first; the last one is the newest)."""
     if not paths:
         raise ValueError("no checkpoints to average")
@@ -101,7 +106,7 @@ def average(paths):
     }
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", help="a run folder (with --last or --best), or checkpoint files")
     which = parser.add_mutually_exclusive_group()

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hw_asr.datasets.base_dataset import cache_dir
@@ -47,11 +48,11 @@ APT_PACKAGES = [
 TOOLS = ("lmplz", "build_binary")
 
 
-def kenlm_bin_dir():
+def kenlm_bin_dir() -> Path:
     return cache_dir() / "kenlm" / "bin"
 
 
-def find_tool(name):
+def find_tool(name: str) -> Path | None:
     found = shutil.which(name)
     if found:
         return Path(found)
@@ -65,7 +66,7 @@ def install_build_deps() -> None:
     apt_install(APT_PACKAGES, "building KenLM")
 
 
-def ensure_kenlm_tools():
+def ensure_kenlm_tools() -> dict[str, Path]:
     """Paths of lmplz and build_binary, building them once if needed."""
     if all(find_tool(t) for t in TOOLS):
         return {t: find_tool(t) for t in TOOLS}
@@ -98,7 +99,9 @@ def ensure_kenlm_tools():
     return {t: find_tool(t) for t in TOOLS}
 
 
-def prepare_text(paths, out, normalize=True):
+def prepare_text(
+    paths: Sequence[str | os.PathLike], out: str | os.PathLike, normalize: bool = True
+) -> tuple[int, set[str]]:
     """One sentence per line, normalised; returns (lines, vocabulary)."""
     vocab, n = set(), 0
     with open(out, "w", encoding="utf-8") as f:
@@ -113,7 +116,7 @@ def prepare_text(paths, out, normalize=True):
     return n, vocab
 
 
-def arpa_to_binary(arpa, binary, tools=None):
+def arpa_to_binary(arpa: str | os.PathLike, binary: str | os.PathLike, tools: Mapping[str, Path] = None) -> Path:
     """KenLM's ``build_binary`` on ``arpa``, written to ``binary`` through ``<binary>.part``."""
     tools = tools or ensure_kenlm_tools()
     part = Path(f"{binary}.part")
@@ -126,7 +129,14 @@ def arpa_to_binary(arpa, binary, tools=None):
     return Path(binary)
 
 
-def build_lm(texts, out, order=4, prune=(), normalize=True, memory="20%"):
+def build_lm(
+    texts: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    order: int = 4,
+    prune: Sequence[int] = (),
+    normalize: bool = True,
+    memory: str = "20%",
+) -> tuple[Path, Path, Path]:
     tools = ensure_kenlm_tools()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +161,7 @@ def build_lm(texts, out, order=4, prune=(), normalize=True, memory="20%"):
     return arpa, binary, unigrams
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", nargs="*", default=[], help="text files, one sentence per line")
     parser.add_argument("--order", type=int, default=4, choices=range(2, 7))

@@ -15,9 +15,12 @@ with a warning and counted; the manifest is written last, in one piece.
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
@@ -33,7 +36,9 @@ logger = logging.getLogger(__name__)
 FORMATS = {"opus": ("OGG", "OPUS", ".ogg"), "flac": ("FLAC", "PCM_16", ".flac"), "wav": ("WAV", "PCM_16", ".wav")}
 
 
-def decoded_rows(rows, sample_rate, skipped, desc):
+def decoded_rows(
+    rows: Sequence[dict], sample_rate: int, skipped: list, desc: str
+) -> Iterator[tuple[dict, np.ndarray, str]]:
     """``(row, audio, name)`` for every readable row: its audio at ``sample_rate`` and a name from its file's
     stem, unique among the rows. An unreadable row is left out with a warning and appended to ``skipped``."""
     names = set()
@@ -51,7 +56,7 @@ def decoded_rows(rows, sample_rate, skipped, desc):
         yield row, audio, name
 
 
-def export(rows, out_dir, sample_rate, fmt="opus"):
+def export(rows: Sequence[dict], out_dir: str | os.PathLike, sample_rate: int, fmt: str = "opus") -> tuple[int, list]:
     """Re-encode ``rows`` (dicts with ``path``, ``text``) into ``out_dir``; returns ``(written, skipped)``."""
     container, subtype, ext = FORMATS[fmt]
     out_dir = Path(out_dir)
@@ -66,7 +71,7 @@ def export(rows, out_dir, sample_rate, fmt="opus"):
     return len(lines), skipped
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True)
     parser.add_argument("--split", default="train", help="the data split to export (default: train)")

@@ -17,6 +17,7 @@ Recurrent models (DeepSpeech2) are refused with the reason.
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,7 +31,13 @@ from hw_asr.schema import sample_rate as config_sample_rate
 logger = logging.getLogger(__name__)
 
 
-def max_difference(model, onnx_model, sample_rate, seconds=(3.1, 0.7, 1.9), seed=0):
+def max_difference(
+    model: torch.nn.Module,
+    onnx_model: OnnxCTCModel,
+    sample_rate: int,
+    seconds: Sequence[float] = (3.1, 0.7, 1.9),
+    seed: int = 0,
+) -> float:
     """Largest absolute difference between the two models' log-probs over the real frames of a random
     batch (and whether the output lengths agree)."""
     audio, lengths = random_batch([int(s * sample_rate) for s in seconds], seed)
@@ -45,7 +52,7 @@ def max_difference(model, onnx_model, sample_rate, seconds=(3.1, 0.7, 1.9), seed
     )
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-r", "--resume", required=True, help="checkpoint (.pth) or run folder (its model_best.pth)")
     parser.add_argument("-o", "--output", help="the .onnx file (default: next to the checkpoint, .onnx suffix)")

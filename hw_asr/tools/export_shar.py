@@ -18,10 +18,14 @@ import argparse
 import io
 import json
 import logging
+import os
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import soundfile as sf
 
 from hw_asr.builder import build_dataset, build_text_encoder
@@ -39,7 +43,9 @@ logger = logging.getLogger(__name__)
 FORMATS = ("flac", "opus")
 
 
-def source_rows(source, split="train", overrides=()):
+def source_rows(
+    source: str | os.PathLike, split: str = "train", overrides: Sequence[str] = ()
+) -> tuple[list[dict], int]:
     """``(rows, sample_rate)``: the utterances (``path``, ``text``, ``duration``) of a config's split, a
     manifest or a LibriSpeech part folder."""
     path = Path(source)
@@ -59,7 +65,7 @@ def source_rows(source, split="train", overrides=()):
     return ManifestDataset(manifest_path=str(path)).index, 16000
 
 
-def _cut(key, audio, sample_rate, text, source):
+def _cut(key: str, audio: np.ndarray, sample_rate: int, text: str, source: str) -> Any:
     """A Lhotse cut holding ``audio`` in memory (float WAV bytes: exact) with its transcript."""
     from lhotse import MonoCut, Recording, SupervisionSegment
 
@@ -73,7 +79,15 @@ def _cut(key, audio, sample_rate, text, source):
     return MonoCut(id=key, start=0.0, duration=duration, channel=0, recording=recording, supervisions=[supervision])
 
 
-def export(rows, out_dir, sample_rate=16000, shard_size=1000, fmt="flac", seed=0, shuffle=True):
+def export(
+    rows: Sequence[dict],
+    out_dir: str | os.PathLike,
+    sample_rate: int = 16000,
+    shard_size: int = 1000,
+    fmt: str = "flac",
+    seed: int = 0,
+    shuffle: bool = True,
+) -> tuple[dict, list]:
     """Write ``rows`` as shards in ``out_dir``; returns ``(index, skipped)``."""
     from lhotse.shar import SharWriter
 
@@ -114,7 +128,7 @@ def export(rows, out_dir, sample_rate=16000, shard_size=1000, fmt="flac", seed=0
     return index, skipped
 
 
-def write_index(out_dir, shards, **extra):
+def write_index(out_dir: str | os.PathLike, shards: Sequence[dict], **extra: Any) -> dict:
     index = {
         "format": INDEX_FORMAT,
         "version": 1,
@@ -127,7 +141,7 @@ def write_index(out_dir, shards, **extra):
     return index
 
 
-def index_folder(folder):
+def index_folder(folder: str | os.PathLike) -> dict:
     """Write ``shar_index.json`` for a Shar folder written by Lhotse itself (reads its cut manifests)."""
     from lhotse.lazy import LazyJsonlIterator
 
@@ -154,7 +168,7 @@ def index_folder(folder):
     return write_index(folder, shards)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", nargs="?", help="a config (.json), a manifest (.jsonl) or a LibriSpeech part folder")
     parser.add_argument("--split", default="train", help="the config's data split to export (default: train)")

@@ -21,21 +21,25 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from hw_asr.text_encoder.base import BaseTextEncoder
 from hw_asr.tools.apt import apt_install
 
 PACKAGES = {"bible": "bible-kjv", "fortunes": "fortunes", "gcide": "dict-gcide", "fortunes-ru": "fortunes-ru"}
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 
 
-def bible_lines():
+def bible_lines() -> Iterator[str]:
     out = subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         yield line.split(" ", 1)[1] if " " in line else line  # drop the "Ge1:1" reference
 
 
-def fortunes_lines(folder="/usr/share/games/fortunes", drop_attribution=False):
+def fortunes_lines(
+    folder: str | os.PathLike = "/usr/share/games/fortunes", drop_attribution: bool = False
+) -> Iterator[str]:
     """One line per fortune of the files in ``folder``; optionally without "-- Author" lines."""
     for path in sorted(Path(folder).glob("*")):
         if path.suffix in (".dat", ".u8") or path.is_dir():
@@ -46,7 +50,7 @@ def fortunes_lines(folder="/usr/share/games/fortunes", drop_attribution=False):
             yield " ".join(block.split())
 
 
-def gcide_lines():
+def gcide_lines() -> Iterator[str]:
     text = gzip.open("/usr/share/dictd/gcide.dict.dz", "rt", encoding="utf-8", errors="replace").read()
     for paragraph in text.split("\n\n"):
         paragraph = re.sub(r"\\[^\\]*\\", " ", paragraph)  # pronunciations \Ab*di"ca\
@@ -63,13 +67,13 @@ READERS = {
 }
 
 
-def source_lines(source):
+def source_lines(source: str) -> Iterable[str]:
     """Raw text lines of a Debian text package (installed first when missing)."""
     apt_install([PACKAGES[source]], f"the text source {source!r}")
     return READERS[source]()
 
 
-def transcript_lines(config_path, split="train"):
+def transcript_lines(config_path: str | os.PathLike, split: str = "train") -> Iterator[str]:
     from hw_asr.builder import build_dataset
     from hw_asr.config import load_config
 
@@ -81,7 +85,7 @@ def transcript_lines(config_path, split="train"):
             yield row["text"]
 
 
-def excluded_texts(manifests, encoder):
+def excluded_texts(manifests: Sequence[str | os.PathLike], encoder: BaseTextEncoder) -> set[str]:
     """Normalised transcripts of manifests that must stay out of the LM (dev/test sets)."""
     import json
 
@@ -93,7 +97,7 @@ def excluded_texts(manifests, encoder):
     return texts
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     from hw_asr.text_encoder import CTCCharTextEncoder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

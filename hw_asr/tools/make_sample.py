@@ -9,10 +9,12 @@ speed, resampled to 16 kHz and stored as 16-bit FLAC with a JSON-lines manifest.
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import soundfile as sf
@@ -42,13 +44,13 @@ VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp"]
 SPEEDS = [150, 165, 140, 175]
 
 
-def synthesize(text, voice, speed, out_wav) -> None:
+def synthesize(text: str, voice: str, speed: float, out_wav: str | os.PathLike) -> None:
     subprocess.run(
         ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out_wav), text], check=True, capture_output=True
     )
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data" / "sample"))
     args = parser.parse_args(argv)

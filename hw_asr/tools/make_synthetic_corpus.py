@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -42,6 +43,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from hw_asr.files import atomic_write_text
+from hw_asr.text_encoder.base import BaseTextEncoder
 from hw_asr.tools import make_lm_corpus
 from hw_asr.tools.apt import apt_install
 
@@ -87,7 +89,7 @@ TEXT_SOURCES = ["bible", "fortunes", "fortunes-ru"]  # of make_lm_corpus's sourc
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
-def check_engines(voices, install=True) -> None:
+def check_engines(voices: Sequence[str], install: bool = True) -> None:
     """Make sure every engine the voices need is there; exit listing what is missing."""
     engines = sorted({parse_voice(v)[0] for v in voices})
     missing = [e for e in engines if shutil.which(ENGINES[e][0]) is None]
@@ -103,18 +105,18 @@ def check_engines(voices, install=True) -> None:
         )
 
 
-def parse_voice(spec):
+def parse_voice(spec: str) -> tuple[str, str]:
     engine, sep, voice = spec.partition(":")
     if not sep or engine not in ENGINES or not voice:
         raise ValueError(f"voice {spec!r} must be 'engine:voice' with engine one of {sorted(ENGINES)}")
     return engine, voice
 
 
-def voice_slug(spec):
+def voice_slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", spec).strip("_")
 
 
-def select_sentences(lines, encoder, min_words, max_words):
+def select_sentences(lines: Iterable[str], encoder: BaseTextEncoder, min_words: int, max_words: int) -> list[str]:
     """Unique normalised sentences within the length range and the alphabet, in first-seen order."""
     seen, out = set(), []
     for line in lines:
@@ -128,7 +130,7 @@ def select_sentences(lines, encoder, min_words, max_words):
     return out
 
 
-def synthesize(engine, voice, text, speed, pitch, out_wav):
+def synthesize(engine: str, voice: str, text: str, speed: float, pitch: float, out_wav: str | os.PathLike) -> float:
     """Write ``text`` spoken by ``engine:voice`` to ``out_wav``; returns the pitch shift still
     to apply in semitones (engines other than espeak-ng cannot shift pitch themselves)."""
     if engine == "espeak":
@@ -180,7 +182,7 @@ def synthesize(engine, voice, text, speed, pitch, out_wav):
     return remaining
 
 
-def render(job):
+def render(job: dict) -> dict | str:
     """Synthesise one utterance to FLAC (atomically); returns its manifest row, or an error string."""
     import torch
 
@@ -218,7 +220,16 @@ def render(job):
     }
 
 
-def plan(sentences, voices, held_out, per_voice, speed, pitch, seed, root):
+def plan(
+    sentences: Sequence[str],
+    voices: Sequence[str],
+    held_out: Sequence[str],
+    per_voice: int,
+    speed: float,
+    pitch: float,
+    seed: int,
+    root: str | os.PathLike,
+) -> list[dict]:
     """Jobs for every (voice, sentence). ``held_out`` maps voices to ``"test"`` or ``"dev"``
     (the rest are ``"train"``); each split reads sentences no other split sees."""
     rng = random.Random(seed)
@@ -254,7 +265,7 @@ def plan(sentences, voices, held_out, per_voice, speed, pitch, seed, root):
     return jobs
 
 
-def default_test_voices(voices):
+def default_test_voices(voices: Sequence[str]) -> list[str]:
     """About a fifth of the voices, spread over the engines, at least one."""
     n = max(1, round(len(voices) / 5))
     by_engine = {}
@@ -271,7 +282,7 @@ def default_test_voices(voices):
     return picked or voices[-1:]
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--language", choices=sorted(DEFAULT_VOICES), default="en")
@@ -323,7 +334,7 @@ def main(argv=None):
 
     encoder = CTCCharTextEncoder(args.language)
 
-    def lines():
+    def lines() -> Iterator[str]:
         for path in args.text:
             yield from Path(path).read_text(encoding="utf-8").splitlines()
         for source in sources:

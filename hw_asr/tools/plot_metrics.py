@@ -6,11 +6,13 @@ python -m hw_asr.tools.plot_metrics checkpoints/<run>/metrics.jsonl [-o curves.p
 import argparse
 import json
 import math
+import os
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def read_series(path):
+def read_series(path: str | os.PathLike) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """``{metric: {split: [(step, value), ...]}}`` from a metrics.jsonl."""
     series = defaultdict(lambda: defaultdict(list))
     for line in Path(path).read_text(encoding="utf-8").splitlines():
@@ -25,7 +27,7 @@ def read_series(path):
     return series
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", help="path to metrics.jsonl")
     parser.add_argument("-o", "--output", help="PNG path (default: curves.png beside the metrics)")

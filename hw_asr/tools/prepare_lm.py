@@ -14,6 +14,7 @@ with ``--force``.
 import argparse
 import gzip
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,12 +24,14 @@ from hw_asr.tools.build_lm import arpa_to_binary
 SPECIAL = {"<s>", "</s>", "<unk>"}
 
 
-def _replace(part, final):
+def _replace(part: str | os.PathLike, final: str | os.PathLike) -> Path:
     os.replace(part, final)
     return Path(final)
 
 
-def lowercase_arpa(src, out_arpa, out_unigrams):
+def lowercase_arpa(
+    src: str | os.PathLike, out_arpa: str | os.PathLike, out_unigrams: str | os.PathLike
+) -> tuple[Path, Path]:
     """Stream ``src`` (.arpa or .arpa.gz) into a lower-cased ARPA and its 1-gram vocabulary."""
     src, out_arpa, out_unigrams = Path(src), Path(out_arpa), Path(out_unigrams)
     out_arpa.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +73,9 @@ def lowercase_arpa(src, out_arpa, out_unigrams):
     return _replace(part, out_arpa), _replace(unigram_part, out_unigrams), len(words)
 
 
-def prepare(src, out, binary=True, force=False):
+def prepare(
+    src: str | os.PathLike, out: str | os.PathLike, binary: bool = True, force: bool = False
+) -> tuple[Path, Path, Path | None]:
     out = Path(out)
     arpa, unigrams, binary_path = Path(f"{out}.arpa"), Path(f"{out}.unigrams.txt"), Path(f"{out}.bin")
     if force or not (arpa.is_file() and unigrams.is_file()):
@@ -84,7 +89,7 @@ def prepare(src, out, binary=True, force=False):
     return arpa, unigrams, binary_path if binary else None
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("arpa", help="ARPA model, plain or .gz")
     parser.add_argument("--out", required=True, help="output prefix")

@@ -22,7 +22,9 @@ import argparse
 import collections
 import json
 import logging
+import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jiwer
@@ -109,7 +111,9 @@ def wer_by_length(rows: list[dict], decoder: str, bins: int = 5) -> list[dict]:
     return out
 
 
-def _bar_chart(path, groups, series, title, ylabel) -> None:
+def _bar_chart(
+    path: str | os.PathLike, groups: Sequence[str], series: Mapping[str, Sequence[float]], title: str, ylabel: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,7 +144,7 @@ class Aligner:
         self.model, self.encoder, config = load_model(checkpoint)
         self.sample_rate = config_sample_rate(config)
 
-    def words(self, audio, text):
+    def words(self, audio: np.ndarray, text: str) -> list[dict] | None:
         import torch
 
         from hw_asr.alignment import align_batch
@@ -152,7 +156,7 @@ class Aligner:
         return align_batch(self.model, length, out, [text], self.encoder, self.sample_rate)[0]
 
 
-def make_report(result_path, out_dir, worst=5, align=True) -> Path:
+def make_report(result_path: str | os.PathLike, out_dir: str | os.PathLike, worst: int = 5, align: bool = True) -> Path:
     """Write ``out_dir/README.md`` and its pictures; returns the page's path."""
     import matplotlib
 
@@ -260,7 +264,7 @@ def make_report(result_path, out_dir, worst=5, align=True) -> Path:
     return path
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("result", help="a test.py result JSON")
     parser.add_argument("-o", "--output", required=True, help="folder for README.md and the PNGs")

@@ -23,9 +23,12 @@ a sample rate below 8 kHz (422). Other sample rates are resampled to the model's
 import argparse
 import io
 import logging
+import os
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +39,7 @@ from hw_asr.builder import build_decoders, config_sample_rate, load_model
 from hw_asr.checkpoint import find_checkpoint
 from hw_asr.config import ConfigError, apply_overrides
 from hw_asr.inference import decode_batch
+from hw_asr.text_encoder.base import BaseTextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +68,14 @@ class Transcriber:
     """
 
     def __init__(
-        self, model, encoder, decoders, sample_rate, max_seconds=60.0, name="model", timestamps_of=None
+        self,
+        model: Any,
+        encoder: BaseTextEncoder,
+        decoders: Mapping[str, Any],
+        sample_rate: int,
+        max_seconds: float = 60.0,
+        name: str = "model",
+        timestamps_of: str | None = None,
     ) -> None:
         self.model, self.encoder, self.decoders = model, encoder, dict(decoders)
         self.sample_rate, self.max_seconds, self.name = sample_rate, max_seconds, name
@@ -108,7 +119,14 @@ class Transcriber:
         return {**row, "duration": round(duration, 3), "sample_rate": rate}
 
 
-def load_transcriber(source, runtime_checkpoint=None, decoders="all", overrides=(), threads=None, max_seconds=60.0):
+def load_transcriber(
+    source: str | os.PathLike,
+    runtime_checkpoint: str | os.PathLike | None = None,
+    decoders: str = "all",
+    overrides: Sequence[str] = (),
+    threads: int | None = None,
+    max_seconds: float = 60.0,
+) -> Transcriber:
     """A :class:`Transcriber` for a checkpoint, a run folder or an ONNX export (see the module docstring)."""
     source = Path(source)
     onnx = source.suffix == ".onnx"
@@ -143,7 +161,7 @@ def load_transcriber(source, runtime_checkpoint=None, decoders="all", overrides=
     return Transcriber(model, encoder, built, config_sample_rate(config), max_seconds, name)
 
 
-def create_app(transcriber: Transcriber):
+def create_app(transcriber: Transcriber) -> Any:
     """The FastAPI application serving ``transcriber``."""
     from fastapi import FastAPI, File, HTTPException, UploadFile
     from fastapi.concurrency import run_in_threadpool
@@ -153,11 +171,11 @@ def create_app(transcriber: Transcriber):
     page = PAGE.read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse)
-    def index():
+    def index() -> str:
         return page
 
     @app.get("/health")
-    def health():
+    def health() -> dict[str, Any]:
         return {
             "model": transcriber.name,
             "decoders": list(transcriber.decoders),
@@ -166,7 +184,7 @@ def create_app(transcriber: Transcriber):
         }
 
     @app.post("/transcribe")
-    async def transcribe(file: UploadFile = File(...)):
+    async def transcribe(file: UploadFile = File(...)) -> dict[str, Any]:
         data = await file.read()
         try:
             return await run_in_threadpool(transcriber.transcribe, data, file.filename or "upload")
@@ -177,7 +195,7 @@ def create_app(transcriber: Transcriber):
     return app
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-r", "--resume", required=True, help="a checkpoint, a run folder or an .onnx export")
     parser.add_argument("--checkpoint", default=None, help="for an .onnx export: the checkpoint it came from")

@@ -10,6 +10,8 @@ put in a config. Transcripts are normalised exactly as the encoder will see them
 import argparse
 import json
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 from hw_asr.builder import build_dataset
 from hw_asr.config import apply_overrides, load_config
@@ -17,7 +19,7 @@ from hw_asr.datasets.base_dataset import dataset_parts
 from hw_asr.text_encoder import SentencePieceTextEncoder
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True)
     parser.add_argument("--split", default="train")

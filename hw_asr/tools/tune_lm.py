@@ -15,7 +15,10 @@ import argparse
 import itertools
 import json
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -23,9 +26,10 @@ from hw_asr.builder import build_dataloader, build_dataset, build_decoders, load
 from hw_asr.config import apply_overrides, write_config
 from hw_asr.inference import predict
 from hw_asr.metric import CERMetric, WERMetric
+from hw_asr.text_encoder.base import BaseTextEncoder
 
 
-def parse_slice(text):
+def parse_slice(text: str | None) -> slice:
     """``"START:STOP"`` (either may be empty) -> ``slice``; ``None`` -> everything."""
     if text is None:
         return slice(None)
@@ -36,7 +40,15 @@ def parse_slice(text):
     return slice(start, stop)
 
 
-def collect_log_probs(model, encoder, config, split, device, limit=None, part=None):
+def collect_log_probs(
+    model: torch.nn.Module,
+    encoder: BaseTextEncoder,
+    config: Mapping[str, Any],
+    split: str,
+    device: torch.device,
+    limit: int | None = None,
+    part: str | None = None,
+) -> list[tuple[np.ndarray, str]]:
     """``[(log_probs [T, V] float32 numpy, reference text), ...]`` for a split.
 
     ``part`` (a ``slice``) selects utterances in the order of their audio paths, so that
@@ -57,7 +69,7 @@ def collect_log_probs(model, encoder, config, split, device, limit=None, part=No
     return [(lp, text) for _, lp, text in items[part or slice(None)]]
 
 
-def score(decoder, items, progress=True):
+def score(decoder: Any, items: Sequence[tuple[np.ndarray, str]], progress: bool = True) -> tuple[float, float]:
     """Corpus WER and CER of ``decoder`` (log-probs -> n-best) over ``(log_probs, reference)`` items."""
     wer, cer = WERMetric(), CERMetric()
     hyps = [decoder(lp)[0][0] for lp, _ in tqdm(items, leave=False, desc="decode", disable=not progress)]
@@ -67,7 +79,7 @@ def score(decoder, items, progress=True):
     return wer.result(), cer.result()
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> tuple[float, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-r", "--resume", required=True)
     parser.add_argument("--decoder", required=True, help="name under 'decoders' in the config")
