@@ -37,9 +37,10 @@ from hw_asr.inference import allow_tf32
 from hw_asr.logger import Writer, attach_log_file, setup_logging
 from hw_asr.schema import RunSpec
 from hw_asr.text_encoder import text_encoder_from_state
+from hw_asr.trainer.checkpoints import load_matching_weights
 from hw_asr.trainer.distributed import DistInfo, broadcast_object, sync_batchnorm
 from hw_asr.trainer.host_memory import configure as configure_host_memory
-from hw_asr.trainer.trainer import Trainer, load_matching_weights
+from hw_asr.trainer.trainer import Trainer
 
 logger = logging.getLogger("train")
 

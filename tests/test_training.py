@@ -13,7 +13,8 @@ from hw_asr.config import ConfigError, load_config
 from hw_asr.inference import allow_tf32
 from hw_asr.text_encoder import CTCCharTextEncoder
 from hw_asr.tools import plot_metrics
-from hw_asr.trainer.trainer import Trainer, load_matching_weights
+from hw_asr.trainer.checkpoints import load_matching_weights
+from hw_asr.trainer.trainer import Trainer
 from tests.conftest import REPO, SAMPLE_MANIFEST
 
 TINY = [
@@ -413,7 +414,7 @@ def test_tensorboard_writes_the_same_scalars_and_the_media_into_event_files(tmp_
 
 
 def test_train_window_counts_finite_losses_and_reduces_to_the_logged_numbers():
-    from hw_asr.trainer.trainer import TrainWindow
+    from hw_asr.trainer.window import TrainWindow
 
     window = TrainWindow(torch.device("cpu"))
     window.add_batch(audio_seconds=12.0, wait_seconds=0.0)

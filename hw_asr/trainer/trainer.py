@@ -17,7 +17,6 @@ from tqdm import tqdm
 from hw_asr.alignment import align_batch
 from hw_asr.batch_sampler.stream import epoch_sampler
 from hw_asr.checkpoint import (
-    compare_weights,
     load_checkpoint,
     set_rng_state,
 )
@@ -31,6 +30,7 @@ from hw_asr.text_encoder.base import BaseTextEncoder
 from hw_asr.trainer.checkpoints import BEST, INTERRUPTED, CheckpointManager
 from hw_asr.trainer.distributed import DistInfo, all_reduce_sum, any_rank
 from hw_asr.trainer.step import StepRunner
+from hw_asr.trainer.window import TrainWindow
 from hw_asr.visual import alignment_figure
 
 logger = logging.getLogger(__name__)
@@ -47,117 +47,6 @@ def continue_schedule(scheduler: LRScheduler, step: int) -> None:
     scheduler.last_epoch = step - 1
     scheduler._step_count = max(scheduler._step_count, 2)  # past the first call: torch's order check is done
     scheduler.step()
-
-
-def is_counter(name: str) -> bool:
-    """Bookkeeping buffers (BatchNorm's step counter) that hold no learned value."""
-    return name.endswith("num_batches_tracked")
-
-
-def load_matching_weights(
-    model: torch.nn.Module, path: str | os.PathLike, arch: str | None = None
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Copy every tensor of ``path``'s model whose name and shape match; report the rest.
-
-    Counters (BatchNorm's ``num_batches_tracked``) are copied but not counted as weights. Loading
-    fewer than half of the model's weights is a warning naming both architectures (``arch``: this
-    model's ``arch.type``): the checkpoint is most likely of another architecture."""
-    checkpoint = load_checkpoint(path)
-    state = checkpoint["model"]
-    own = model.state_dict()
-    missing, unexpected, reshaped = compare_weights(own, state)
-    rejected = set(unexpected) | set(reshaped)
-    loaded = {k: v for k, v in state.items() if k not in rejected}
-    skipped = sorted(k for k in missing + reshaped if not is_counter(k))
-    model.load_state_dict(loaded, strict=False)
-    n_loaded = sum(not is_counter(k) for k in loaded)
-    n_weights = sum(not is_counter(k) for k in own)
-    listed = f": {', '.join(skipped[:20])}{', ...' if len(skipped) > 20 else ''}" if skipped else ""
-    if n_loaded * 2 < n_weights:
-        trained_as = (checkpoint.get("config") or {}).get("arch", {}).get("type", "?")
-        logger.warning(
-            "init_weights %s: loaded only %d of this model's %d weight tensors, kept %d freshly "
-            "initialised: the checkpoint is a %s, this model a %s%s",
-            path,
-            n_loaded,
-            n_weights,
-            len(skipped),
-            trained_as,
-            arch or "?",
-            listed,
-        )
-    else:
-        logger.info(
-            "init_weights %s: loaded %d of %d weight tensors, kept %d freshly initialised%s",
-            path,
-            n_loaded,
-            n_weights,
-            len(skipped),
-            listed,
-        )
-    return loaded, skipped
-
-
-class TrainWindow:
-    """What the training logs are made of, accumulated over a window of batches (since the last logging
-    step, or the epoch). Losses and counts stay device tensors until :meth:`reduce` reads them, once per
-    logging step; :meth:`reduce` sums over the ranks."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        zero = torch.zeros((), device=self.device)
-        self.loss, self.losses, self.infeasible = zero.clone(), zero.clone(), zero.clone()
-        self.audio, self.wait, self.batches, self.utterances = 0.0, 0.0, 0, 0
-        self.start = time.perf_counter()
-
-    def add_batch(self, audio_seconds: float, wait_seconds: float) -> None:
-        self.audio += audio_seconds
-        self.wait += wait_seconds
-        self.batches += 1
-
-    def add_loss(self, loss: torch.Tensor, finite: torch.Tensor) -> None:
-        """A batch's loss (a device scalar); ``finite``: whether it counts (a device bool)."""
-        self.loss = self.loss + torch.where(finite, loss, torch.zeros_like(loss))
-        self.losses = self.losses + finite
-
-    def add_infeasible(self, infeasible: torch.Tensor) -> None:
-        """Per utterance of a batch, whether CTC cannot align it (a device bool tensor; see ctc_infeasible)."""
-        self.infeasible = self.infeasible + infeasible.sum()
-        self.utterances += len(infeasible)
-
-    def reduce(self, world_size: int) -> dict[str, float]:
-        """The window's train logs over all ranks: mean loss, speeds (``batches_per_s`` on each rank,
-        audio over all ranks), the mean share of time waiting for data, the share of utterances CTC cannot
-        align; plus the counts ``infeasible`` and ``utterances``."""
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        loss_sum, loss_n, audio, wait_share, infeasible, utterances = all_reduce_sum(
-            [
-                float(self.loss),
-                float(self.losses),
-                self.audio,
-                self.wait / elapsed,
-                float(self.infeasible),
-                self.utterances,
-            ],
-            self.device,
-        )
-        return {
-            "loss": loss_sum / max(loss_n, 1),
-            "batches_per_s": self.batches / elapsed,
-            "audio_s_per_s": audio / elapsed,
-            "data_wait_share": wait_share / world_size,
-            "ctc_infeasible_share": infeasible / max(utterances, 1),
-            "infeasible": infeasible,
-            "utterances": utterances,
-        }
-
-    def epoch_loss(self) -> dict[str, float]:
-        """``{"train_loss": mean}`` over this rank's finite losses (empty if none)."""
-        n = int(self.losses)
-        return {"train_loss": float(self.loss) / n} if n else {}
 
 
 class Trainer:
