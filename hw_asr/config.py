@@ -265,7 +265,8 @@ class Block:
 
     def build(self, *args: Any, **extra: Any) -> Any:
         """The object: ``cls(*args, **block args, **extra)``. ``extra`` are arguments the framework supplies
-        (the text encoder of a dataset, ...); the config may not set them too."""
+        (the text encoder of a dataset, ...); the config may not set them too. A value the class refuses
+        (its ValueError) is a ConfigError naming the block."""
         clash = set(self.args) & set(extra)
         if clash:
             raise ConfigError(f"{self.where}.args: {sorted(clash)} are set by the framework, remove them")
@@ -283,7 +284,12 @@ class Block:
                 raise ConfigError(
                     f"{self.where}.args: {e} for {self.type_name} (accepts: {', '.join(accepted)})"
                 ) from None
-        return self.cls(*args, **kwargs)
+        try:
+            return self.cls(*args, **kwargs)
+        except ConfigError:
+            raise
+        except ValueError as e:  # a value the class refuses (a negative learning rate, an unknown mode, ...)
+            raise ConfigError(f"{self.where}.args ({self.type_name}): {e}") from e
 
 
 def _is_block(value: Any) -> bool:

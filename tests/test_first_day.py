@@ -354,6 +354,12 @@ def test_bad_values_are_config_errors_before_any_data_is_read(tmp_path, monkeypa
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_value_a_class_refuses_is_a_config_error_naming_the_block(tmp_path):
+    with pytest.raises(ConfigError, match=r"optimizer.args \(Adam\): Invalid learning rate: -1"):
+        run_train(tmp_path / "runs", *TINY, "optimizer.type=Adam", "optimizer.args={}", "optimizer.args.lr=-1")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_init_weights_from_another_architecture_warns_and_counts_no_counters(tmp_path):
     source = run_train(
         tmp_path / "a",
