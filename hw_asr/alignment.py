@@ -22,7 +22,7 @@ from hw_asr.text_encoder.base import BLANK_INDEX, BaseTextEncoder
 
 def viterbi_align(
     log_probs: torch.Tensor, targets: Sequence[int], blank: int = BLANK_INDEX
-) -> tuple[list[int] | None, float]:
+) -> tuple[torch.Tensor | None, float]:
     """Best CTC alignment of ``targets`` (token ids, no blanks) to ``log_probs [T, V]``.
 
     Returns ``(token_of_frame [T], score)``: for each frame the index into ``targets`` of the token it

@@ -11,7 +11,7 @@ import soxr
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 
-def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
+def resample(audio: np.ndarray, in_rate: float, out_rate: float) -> np.ndarray:
     """``audio`` (numpy, 1-D) from ``in_rate`` to ``out_rate`` Hz with soxr, as contiguous float32."""
     out = audio if in_rate == out_rate else soxr.resample(audio, in_rate, out_rate, quality="HQ")
     return np.ascontiguousarray(out, dtype=np.float32)

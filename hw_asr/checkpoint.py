@@ -38,7 +38,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
         os.close(dir_fd)
 
 
-def epoch_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+def epoch_checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
     """``{epoch: path}`` of a run folder's periodic ``checkpoint-epoch<K>.pth`` files."""
     found = {}
     for path in Path(run_dir).glob("checkpoint-epoch*.pth"):

@@ -15,7 +15,7 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def batch_samples(batch: dict[str, Any]) -> int:
+def batch_samples(batch: Mapping[str, Any]) -> int:
     """Audio samples in a batch, from the host's numbers (``num_samples`` from collate_fn, else the
     lengths while they are still on the host): reading it never waits for a GPU."""
     return batch["num_samples"] if "num_samples" in batch else int(batch["audio_length"].sum())

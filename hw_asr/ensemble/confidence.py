@@ -46,7 +46,7 @@ DEFAULT_METHOD = {"name": "entropy", "entropy_type": "renyi", "alpha": 0.25, "en
 DEFAULT_CONFIDENCE = {"exclude_blank": True, "aggregation": "mean", "method_cfg": DEFAULT_METHOD}
 
 
-def migrate_confidence(cfg: Mapping[str, Any], where: str = "confidence") -> tuple[dict[str, Any], bool]:
+def migrate_confidence(cfg: Mapping[str, Any] | None, where: str = "confidence") -> tuple[dict[str, Any], bool]:
     """A copy of ``cfg`` with the old key ``measure_cfg`` renamed to ``method_cfg``;
     returns ``(cfg, changed)``."""
     cfg = copy.deepcopy(cfg) if cfg is not None else {}

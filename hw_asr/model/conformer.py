@@ -216,7 +216,7 @@ class ConformerLayer(nn.Module):
         self,
         dim: int,
         heads: int,
-        ffn_units: int | None,
+        ffn_units: int,
         conv_kernel: int,
         pos_encoding: str,
         conv_norm: str,
@@ -318,7 +318,7 @@ class Conformer(CTCModel):
         branch_init: float = 0.1,
         frontend: nn.Module | None = None,
         spec_augment: nn.Module | None = None,
-        ff_mult: float | None = None,
+        ff_mult: int | None = None,
         kernel: int | None = None,
     ) -> None:
         super().__init__(n_tokens, frontend, spec_augment)

@@ -15,7 +15,7 @@ from hw_asr.model.base_model import CTCModel, lengths_to_mask, masked_apply
 from hw_asr.model.rnn import MaskedBiRNN
 
 
-def _conv_out(size: Tensor, kernel: int, stride: int, padding: int) -> Tensor:
+def _conv_out(size: int | Tensor, kernel: int, stride: int, padding: int) -> int | Tensor:
     return (size + 2 * padding - kernel) // stride + 1
 
 

@@ -170,7 +170,7 @@ class SpectrogramFrontend(STFTFrontend):
         n_fft: int = 320,
         win_length: int = 320,
         hop_length: int = 160,
-        window: str | Tensor = "hamming",
+        window: str = "hamming",
         normalize: str | None = "per_utterance",
         center: bool = True,
         pad_mode: str = "constant",

@@ -49,7 +49,7 @@ class SpecAugment(nn.Module):
 
     @staticmethod
     def _band_mask(
-        n_masks: int, max_width: float, limit: Tensor, size: int, batch: int, device: torch.device
+        n_masks: int, max_width: float | Tensor, limit: Tensor, size: int, batch: int, device: torch.device
     ) -> Tensor:
         """``[B, size]`` bool: union of ``n_masks`` random bands inside ``[0, limit)``."""
         positions = torch.arange(size, device=device).view(1, 1, size)

@@ -50,7 +50,7 @@ def epoch_scores(run_dir: str | os.PathLike, monitor: str) -> tuple[dict[int, fl
 
 
 def select(
-    run_dir: str | os.PathLike, last: int | None = None, best: int | None = None, monitor: str = None
+    run_dir: str | os.PathLike, last: int | None = None, best: int | None = None, monitor: str | None = None
 ) -> list[Path]:
     """The checkpoint paths ``--last``/``--best`` name, oldest first."""
     found = epoch_checkpoints(run_dir)

@@ -116,7 +116,7 @@ def prepare_text(
     return n, vocab
 
 
-def arpa_to_binary(arpa: str | os.PathLike, binary: str | os.PathLike, tools: Mapping[str, Path] = None) -> Path:
+def arpa_to_binary(arpa: str | os.PathLike, binary: str | os.PathLike, tools: Mapping[str, Path] | None = None) -> Path:
     """KenLM's ``build_binary`` on ``arpa``, written to ``binary`` through ``<binary>.part``."""
     tools = tools or ensure_kenlm_tools()
     part = Path(f"{binary}.part")
