@@ -58,6 +58,8 @@ def test_loss_bar_is_the_unigram_entropy_of_the_training_tokens(tmp_path):
 def test_presets_resolve_to_their_mini_librispeech_recipe_and_unknown_names_fail_early():
     assert plateau.recipe_for("conformer_s").name == "conformer_s_mini_librispeech.json"
     assert plateau.recipe_for("quartznet_15x5").name == "quartznet_15x5_mini_librispeech.json"
+    for preset in ("fastconformer_s", "fastconformer_m", "fastconformer_l"):
+        assert plateau.recipe_for(preset).name == f"{preset}_mini_librispeech.json"
     with pytest.raises(SystemExit, match="no mini LibriSpeech recipe"):
         plateau.recipe_for("ebranchformer_golos")
     with pytest.raises(SystemExit, match="no recipe 'nonesuch'"):
