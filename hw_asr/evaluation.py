@@ -166,7 +166,7 @@ def evaluate(
     for split, loader in loaders.items():
         scores.skip(split, index_skips(loader.dataset, split))
 
-        def add_rows(batch: dict, outputs: dict | None, hyps: dict[str, list], split: str = split) -> None:
+        def add_rows(batch: dict, outputs: dict | None, hyps: dict[str, list]) -> None:
             extra = None
             if timestamps_of and outputs is not None:
                 extra = word_rows(model, batch, outputs, hyps[timestamps_of], encoder, sample_rate)

@@ -101,10 +101,6 @@ class SplitTally:
     loss_batches: int = 0
     skipped: list = field(default_factory=list)
 
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / max(self.loss_batches, 1)
-
 
 def score_split(
     model: torch.nn.Module,

@@ -463,12 +463,14 @@ class Trainer:
         """Loss and every metric over the whole split (corpus-level, not per-batch averages)."""
         for m in self.metrics:
             m.reset()
-        rows, pictured = [], []
+        rows: list[dict] = []
+        pictured = False
 
         def on_batch(batch: dict, outputs: dict | None, hyps: dict[str, list]) -> None:
+            nonlocal pictured
             if not pictured and outputs is not None and self.writer.media:
                 self._log_alignment(split, batch, outputs, hyps["argmax"][0])
-                pictured.append(True)
+                pictured = True
             if len(rows) < self.max_predictions:
                 rows.extend(
                     [
