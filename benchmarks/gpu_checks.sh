@@ -13,11 +13,17 @@
 #              under bf16, counted by the dispatch counter and by CUDA itself (benchmarks/step_anatomy.py);
 #   learning   benchmarks/learning.py: the four main recipes, LEARNING_BUDGET s each (default 90),
 #              on mini LibriSpeech re-encoded as Ogg/Opus in data/opus/ and the
-#              sub-word model in data/spm/ (README, "Does a recipe learn?").
-# Not by default (parts named on the command line only): syncs, learning.
+#              sub-word model in data/spm/ (README, "Does a recipe learn?");
+#   plateau    benchmarks/plateau.py on the same data: the first step at which each preset leaves CTC's
+#              blank plateau, 300 steps of 120 s batches, dev CER every 50; PLATEAU_PRESETS names them
+#              (default: the presets not yet measured on the CPU, Conformer-M/L, FastConformer-M/L,
+#              QuartzNet 15x5), PLATEAU_BUDGET caps each (default 100 s), PLATEAU_OVERRIDES adds key=value
+#              overrides (arch.args.branch_init=1.0 gives the "before" rows).
+# Not by default (parts named on the command line only): syncs, learning, plateau.
 # A part that fails is reported and the next one still runs; the exit status is the
 # number of failed parts. OUT_DIR (default gpu_checks/) receives at most five files:
-# summary.md (everything printed, appended to by every run), the precision JSONs, demo.log and learning.json.
+# summary.md (everything printed, appended to by every run), the precision JSONs, demo.log, learning.json
+# and plateau.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu_checks}
@@ -72,9 +78,10 @@ syncs() {
         --batch 8 --seconds 16 --steps 3 --no-graph-breaks --no-casts
 }
 
-learning() {
-    local m train=data/opus/train-clean-5/manifest.jsonl dev=data/opus/dev-clean-5/manifest.jsonl
-    for m in "$train" "$dev" data/spm/mini_librispeech_bpe128.model; do
+mini_librispeech_data() {  # the Opus manifests and the sub-word model that learning and plateau train on
+    local m
+    for m in data/opus/train-clean-5/manifest.jsonl data/opus/dev-clean-5/manifest.jsonl \
+        data/spm/mini_librispeech_bpe128.model; do
         if [ ! -f "$m" ]; then
             echo "no $m: write data/opus with python -m hw_asr.tools.export_manifest and data/spm with" \
                 "python -m hw_asr.tools.train_sentencepiece on a machine with mini LibriSpeech (README," \
@@ -82,16 +89,30 @@ learning() {
             return 1
         fi
     done
+}
+
+learning() {
+    mini_librispeech_data || return
     "$py" benchmarks/learning.py --device cuda --budget-s "${LEARNING_BUDGET:-90}" --steps 400 \
         --recipes deepspeech2 conformer_xs fastconformer_s quartznet_5x5 \
-        --train "$train" --dev "$dev" \
+        --train data/opus/train-clean-5/manifest.jsonl --dev data/opus/dev-clean-5/manifest.jsonl \
         --output "$out/learning.json" data.train.num_workers=4
+}
+
+plateau() {
+    mini_librispeech_data || return
+    # shellcheck disable=SC2086
+    "$py" benchmarks/plateau.py --device cuda --budget-s "${PLATEAU_BUDGET:-100}" --steps 300 --eval-every 50 \
+        --presets ${PLATEAU_PRESETS:-conformer_m conformer_l fastconformer_m fastconformer_l quartznet_15x5} \
+        --train data/opus/train-clean-5/manifest.jsonl --dev data/opus/dev-clean-5/manifest.jsonl \
+        --output "$out/plateau.json" data.train.batch_sampler.args.max_batch_seconds=120 \
+        data.train.num_workers=8 ${PLATEAU_OVERRIDES:-}
 }
 
 for part in "${parts[@]}"; do
     case $part in
-        precision | attention | demo | memory | syncs | learning) ;;
-        *) echo "unknown part '$part' (precision, attention, demo, memory, syncs, learning)"; exit 2 ;;
+        precision | attention | demo | memory | syncs | learning | plateau) ;;
+        *) echo "unknown part '$part' (precision, attention, demo, memory, syncs, learning, plateau)"; exit 2 ;;
     esac
 done
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv

@@ -245,5 +245,5 @@ def test_gpu_checks_refuses_an_unknown_part_before_it_touches_the_gpu(tmp_path):
         timeout=60,
     )
     assert run.returncode == 2
-    assert "unknown part 'warp'" in run.stdout and "learning" in run.stdout
+    assert "unknown part 'warp'" in run.stdout and "learning" in run.stdout and "plateau" in run.stdout
     assert "nvidia-smi" not in run.stdout + run.stderr  # refused before any GPU work started
