@@ -31,8 +31,9 @@ def _replace(part: str | os.PathLike, final: str | os.PathLike) -> Path:
 
 def lowercase_arpa(
     src: str | os.PathLike, out_arpa: str | os.PathLike, out_unigrams: str | os.PathLike
-) -> tuple[Path, Path]:
-    """Stream ``src`` (.arpa or .arpa.gz) into a lower-cased ARPA and its 1-gram vocabulary."""
+) -> tuple[Path, Path, int]:
+    """Stream ``src`` (.arpa or .arpa.gz) into a lower-cased ARPA and its 1-gram vocabulary; returns both
+    paths and the number of words."""
     src, out_arpa, out_unigrams = Path(src), Path(out_arpa), Path(out_unigrams)
     out_arpa.parent.mkdir(parents=True, exist_ok=True)
     words, section, seen_data = [], None, False

@@ -395,13 +395,17 @@ class Trainer:
             if hook is not None:
                 hook(self, *args)
 
-    def _log_train(self, epoch: int, batch: Mapping[str, Any], outputs: Mapping, window: TrainWindow) -> None:
+    def _log_train(
+        self, epoch: int, batch: Mapping[str, Any], outputs: Mapping | None, window: Mapping[str, float]
+    ) -> None:
         if not self.dist.is_main:
             return
         media = self._log_train_window(epoch, batch, outputs, window)
         self._notify("on_log", media)
 
-    def _log_train_window(self, epoch: int, batch: Mapping[str, Any], outputs: Mapping, window: TrainWindow) -> bool:
+    def _log_train_window(
+        self, epoch: int, batch: Mapping[str, Any], outputs: Mapping | None, window: Mapping[str, float]
+    ) -> bool:
         """Log a training window; returns whether media (spectrogram, audio, predictions) went too."""
         if outputs is None:  # the logged batch was skipped (out of memory)
             self.writer.log_scalars(self.step, "train", {**window, "epoch": epoch})
