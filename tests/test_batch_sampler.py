@@ -188,3 +188,33 @@ def test_length_grid_gives_few_shapes_and_collate_pads_to_it():
     assert batch["audio"][0, 16000:].abs().sum() == 0  # padding is zeros
     with pytest.raises(ValueError, match="length_grid must be a ratio"):
         LengthBucketSampler(FakeDataset(d), max_batch_seconds=100, length_grid=3)
+
+
+def test_sorta_grad_orders_the_first_passes_from_short_to_long_then_shuffles():
+    ds = FakeDataset(durations(120, seed=3))
+    longest = [ds.index[i]["duration"] for i in range(len(ds))]
+
+    def batch_maxima(sampler, epoch):
+        sampler.set_epoch(epoch)
+        return [max(longest[i] for i in b) for b in sampler]
+
+    sampler = LengthBucketSampler(ds, max_batch_seconds=60, num_buckets=120, sorta_grad_epochs=2, seed=1)
+    for epoch in (0, 1):  # one utterance per bucket: the pass is in exact order of length
+        maxima = batch_maxima(sampler, epoch)
+        assert maxima == sorted(maxima) and len(maxima) > 10
+    later = batch_maxima(sampler, 2)
+    assert later != sorted(later) and sorted(later) == batch_maxima(sampler, 0)  # same batches, shuffled
+    default = LengthBucketSampler(ds, max_batch_seconds=60, num_buckets=120, seed=1)
+    assert batch_maxima(default, 0) != sorted(batch_maxima(default, 0))
+    # the sorted pass is resumable and sharded like any other
+    sampler.set_epoch(0, start_batch=3)
+    assert [max(longest[i] for i in b) for b in sampler] == batch_maxima(sampler, 0)[3:]
+    ranks = [LengthBucketSampler(ds, max_batch_seconds=60, sorta_grad_epochs=1, rank=r, world_size=2) for r in (0, 1)]
+    seen = [i for s in ranks for i in epoch_indices(s, 0)]
+    assert len(seen) == len(set(seen))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1"])
+def test_sorta_grad_epochs_must_be_a_whole_number(bad):
+    with pytest.raises(ValueError, match="sorta_grad_epochs"):
+        LengthBucketSampler(FakeDataset([1.0, 2.0]), batch_size=1, sorta_grad_epochs=bad)

@@ -313,7 +313,8 @@ def test_train_py_reports_a_download_error_in_one_line(tmp_path):
         f"'trainer.save_dir={tmp_path}', 'data.train.datasets.0.args.data_dir={tmp_path}/none']\n"
         "import runpy\nrunpy.run_path('train.py', run_name='__main__')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)  # generous: a loaded machine is slow to import torch
+    # a generous timeout: on a loaded machine importing torch alone can take minutes
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: could not download")
 

@@ -109,6 +109,11 @@ class LengthBucketSampler(_EpochSampler):
     epoch has a few dozen input shapes instead of one per batch: static shapes for
     ``cudnn.benchmark``, CUDA graphs and compiled steps, for at most ``ratio - 1`` more
     padding per batch.
+
+    ``sorta_grad_epochs`` (SortaGrad, Amodei et al. 2016, "Deep Speech 2", arXiv:1512.02595, section 3.1):
+    in the first that many passes over the data the batches come from short to long instead of in a shuffled
+    order (utterances within a bucket are still shuffled), so that the model meets the easy, short
+    alignments first. 0 (the default) shuffles from the first pass.
     """
 
     def __init__(
@@ -122,10 +127,14 @@ class LengthBucketSampler(_EpochSampler):
         rank: int | None = None,
         world_size: int | None = None,
         length_grid: float | None = None,
+        sorta_grad_epochs: int = 0,
     ) -> None:
         super().__init__(seed, rank, world_size)
         if (max_batch_seconds is None) == (batch_size is None):
             raise ValueError("give exactly one of max_batch_seconds or batch_size")
+        if isinstance(sorta_grad_epochs, bool) or not isinstance(sorta_grad_epochs, int) or sorta_grad_epochs < 0:
+            raise ValueError(f"sorta_grad_epochs must be a whole number >= 0, got {sorta_grad_epochs!r}")
+        self.sorta_grad_epochs = sorta_grad_epochs
         if length_grid is not None and not (isinstance(length_grid, (int, float)) and 1 < length_grid <= 2):
             raise ValueError(f"length_grid must be a ratio in (1, 2], such as 1.05, got {length_grid!r}")
         self.length_grid = length_grid
@@ -176,7 +185,7 @@ class LengthBucketSampler(_EpochSampler):
                 rng.shuffle(bucket)
             order += bucket
         batches = self._fill(order)
-        if self.shuffle:
+        if self.shuffle and self.epoch >= self.sorta_grad_epochs:
             rng.shuffle(batches)
         return batches
 
