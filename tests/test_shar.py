@@ -101,6 +101,31 @@ def test_length_grid_pads_batches_to_grid_points(shar):
         assert len(batch) * grid_length(longest, 1.2) <= 7
 
 
+def test_sorta_grad_sends_each_buffer_from_short_to_long_in_its_first_epochs(shar):
+    ds = SharDataset(str(shar))
+    every = StreamBucketSampler(ds, batch_size=1, shuffle=False)
+    duration = {utterance_id(it): it["duration"] for b in every for it in b}
+
+    def maxima(sampler, epoch, start=0):
+        return [max(duration[u] for u in batch) for batch in epoch_ids(sampler, epoch, start)]
+
+    # one buffer holds the whole sample: the first pass is in exact order of length
+    sampler = StreamBucketSampler(ds, batch_size=2, buffer_size=100, seed=4, sorta_grad_epochs=1)
+    first, later = maxima(sampler, 0), maxima(sampler, 1)
+    assert len(first) == 8 and first == sorted(first)
+    assert later != sorted(later) and sorted(later) == first  # the same batches, shuffled
+    default = StreamBucketSampler(ds, batch_size=2, buffer_size=100, seed=4)
+    assert maxima(default, 0) != sorted(maxima(default, 0))
+    assert maxima(sampler, 0, start=3) == first[3:]  # resumable like any other epoch
+    # smaller buffers: short to long within each buffer of 4 utterances (2 batches)
+    small = StreamBucketSampler(ds, batch_size=2, buffer_size=4, seed=4, sorta_grad_epochs=1)
+    pairs = maxima(small, 0)
+    assert all(a <= b for a, b in zip(pairs[::2], pairs[1::2]))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="sorta_grad_epochs"):
+            StreamBucketSampler(ds, batch_size=2, sorta_grad_epochs=bad)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_mid_epoch_gives_the_remaining_batches(shar, workers):
     ds = SharDataset(str(shar))

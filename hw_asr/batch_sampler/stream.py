@@ -46,6 +46,12 @@ class StreamBucketSampler(IterableDataset):
     ``LengthBucketSampler``; ``buffer_size`` (utterances sorted together, per worker); ``fill`` (the share
     of ``max_batch_seconds`` a batch is planned to hold); ``shuffle`` (shard and batch order per epoch; off:
     the export order, every epoch the same).
+
+    ``sorta_grad_epochs`` (SortaGrad, Amodei et al. 2016, "Deep Speech 2", arXiv:1512.02595, section 3.1): in
+    the first that many epochs each buffer's batches leave from short to long instead of shuffled. A stream
+    has no global order of length, so the order is by length within each buffer (``buffer_size`` utterances
+    of one worker): the pass goes short-to-long and starts again at every buffer. The shards' order is still
+    shuffled. 0 (the default) shuffles from the first epoch.
     """
 
     streams = True
@@ -62,6 +68,7 @@ class StreamBucketSampler(IterableDataset):
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        sorta_grad_epochs: int = 0,
     ) -> None:
         if not getattr(dataset, "streaming", False):
             raise ValueError(
@@ -76,6 +83,9 @@ class StreamBucketSampler(IterableDataset):
             raise ValueError(f"fill must be in (0, 1], got {fill!r}")
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
+        if isinstance(sorta_grad_epochs, bool) or not isinstance(sorta_grad_epochs, int) or sorta_grad_epochs < 0:
+            raise ValueError(f"sorta_grad_epochs must be a whole number >= 0, got {sorta_grad_epochs!r}")
+        self.sorta_grad_epochs = sorta_grad_epochs
         self.dataset = dataset
         self.max_batch_seconds, self.batch_size = max_batch_seconds, batch_size
         self.length_grid = length_grid
@@ -225,7 +235,8 @@ class StreamBucketSampler(IterableDataset):
             yield from self._cut(buffer, rng)
 
     def _cut(self, entries: list, rng: random.Random) -> list[list]:
-        """The buffer sorted by duration, cut into batches in order, the batches in a shuffled order."""
+        """The buffer sorted by duration, cut into batches in order, the batches in a shuffled order (from short
+        to long in a SortaGrad epoch)."""
         batches, batch, longest = [], [], 0.0
         for entry in sorted(entries, key=lambda e: (e.duration, e.id)):
             if batch and self._full(batch, longest, entry.duration):
@@ -235,7 +246,7 @@ class StreamBucketSampler(IterableDataset):
             longest = max(longest, entry.duration)
         if batch:
             batches.append(batch)
-        if self.shuffle:
+        if self.shuffle and self.epoch >= self.sorta_grad_epochs:
             rng.shuffle(batches)
         return batches
 
