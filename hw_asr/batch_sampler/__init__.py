@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from hw_asr.batch_sampler.common import grid_length, world
+from hw_asr.batch_sampler.common import check_batching, grid_length, world
 from hw_asr.batch_sampler.stream import StreamBucketSampler
 from hw_asr.datasets.base_dataset import dataset_parts
 
@@ -130,13 +130,8 @@ class LengthBucketSampler(_EpochSampler):
         sorta_grad_epochs: int = 0,
     ) -> None:
         super().__init__(seed, rank, world_size)
-        if (max_batch_seconds is None) == (batch_size is None):
-            raise ValueError("give exactly one of max_batch_seconds or batch_size")
-        if isinstance(sorta_grad_epochs, bool) or not isinstance(sorta_grad_epochs, int) or sorta_grad_epochs < 0:
-            raise ValueError(f"sorta_grad_epochs must be a whole number >= 0, got {sorta_grad_epochs!r}")
+        check_batching(max_batch_seconds, batch_size, length_grid, sorta_grad_epochs)
         self.sorta_grad_epochs = sorta_grad_epochs
-        if length_grid is not None and not (isinstance(length_grid, (int, float)) and 1 < length_grid <= 2):
-            raise ValueError(f"length_grid must be a ratio in (1, 2], such as 1.05, got {length_grid!r}")
         self.length_grid = length_grid
         self.durations = dataset_durations(dataset)
         if not self.durations:

@@ -33,7 +33,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from hw_asr.batch_sampler.common import grid_length, world
+from hw_asr.batch_sampler.common import check_batching, grid_length, world
 from hw_asr.datasets.shar_dataset import SharDataset, ShardError
 
 logger = logging.getLogger(__name__)
@@ -75,16 +75,11 @@ class StreamBucketSampler(IterableDataset):
                 f"StreamBucketSampler batches a streamed dataset such as SharDataset, not {type(dataset).__name__}; "
                 f"use LengthBucketSampler for it"
             )
-        if (max_batch_seconds is None) == (batch_size is None):
-            raise ValueError("give exactly one of max_batch_seconds or batch_size")
-        if length_grid is not None and not (isinstance(length_grid, (int, float)) and 1 < length_grid <= 2):
-            raise ValueError(f"length_grid must be a ratio in (1, 2], such as 1.05, got {length_grid!r}")
+        check_batching(max_batch_seconds, batch_size, length_grid, sorta_grad_epochs)
         if not 0 < fill <= 1:
             raise ValueError(f"fill must be in (0, 1], got {fill!r}")
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
-        if isinstance(sorta_grad_epochs, bool) or not isinstance(sorta_grad_epochs, int) or sorta_grad_epochs < 0:
-            raise ValueError(f"sorta_grad_epochs must be a whole number >= 0, got {sorta_grad_epochs!r}")
         self.sorta_grad_epochs = sorta_grad_epochs
         self.dataset = dataset
         self.max_batch_seconds, self.batch_size = max_batch_seconds, batch_size
