@@ -206,3 +206,45 @@ def test_lm_corpus_excludes_held_out_sentences_and_keeps_the_alphabet(tmp_path):
         ["--sources", "--text", str(text), "--language", "ru", "--exclude", str(held_out), "-o", str(out)]
     )
     assert out.read_text(encoding="utf-8").splitlines() == ["елка стоит в лесу", "кот спит на окне"]
+
+
+def test_lm_corpus_takes_config_overrides_and_refuses_unknown_sources(tmp_path, capsys):
+    from hw_asr.tools import make_lm_corpus
+
+    out = tmp_path / "corpus.txt"
+    # an override given after --sources is still an override, not a source
+    make_lm_corpus.main(
+        [
+            "-c",
+            "configs/one_batch_test.json",
+            "--sources",
+            "transcripts",
+            "data.train.datasets.0.args.limit=2",
+            "--transcript-repeat",
+            "1",
+            "-o",
+            str(out),
+        ]
+    )
+    two = out.read_text(encoding="utf-8").splitlines()
+    make_lm_corpus.main(
+        [
+            "-c",
+            "configs/one_batch_test.json",
+            "data.train.datasets.0.args.limit=3",
+            "--sources",
+            "transcripts",
+            "--transcript-repeat",
+            "1",
+            "-o",
+            str(out),
+        ]
+    )
+    three = out.read_text(encoding="utf-8").splitlines()
+    assert len(two) == 2 and len(three) == 3 and three[:2] == two
+    with pytest.raises(SystemExit):
+        make_lm_corpus.main(["--sources", "bibel", "-o", str(out)])
+    assert "unknown source(s) bibel" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        make_lm_corpus.main(["--sources", "--text", str(out), "-o", str(out), "data.x=1"])
+    assert "need -c CONFIG" in capsys.readouterr().err

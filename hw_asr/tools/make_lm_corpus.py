@@ -2,7 +2,11 @@
 public-domain English from Debian packages. Never reads evaluation splits.
 
     python -m hw_asr.tools.make_lm_corpus -c configs/deepspeech2_mini_librispeech.json \\
+        [data.train.datasets.0.args.data_dir=../shared/data/mini-librispeech ...] \\
         --sources transcripts bible fortunes gcide -o data/lm/mini_librispeech_corpus.txt
+
+``key=value`` overrides change the config as they do for ``train.py`` (e.g. where its train split's
+data is); put them before ``--sources``/``--text``/``--exclude`` or after ``--``.
 
 Sources: ``transcripts`` (the ``train`` split of the config), ``bible`` (King James
 Bible, Debian ``bible-kjv``), ``fortunes`` (Debian ``fortunes``), ``gcide`` (the GNU
@@ -73,14 +77,17 @@ def source_lines(source: str) -> Iterable[str]:
     return READERS[source]()
 
 
-def transcript_lines(config_path: str | os.PathLike, split: str = "train") -> Iterator[str]:
+def transcript_lines(
+    config_path: str | os.PathLike, split: str = "train", overrides: Sequence[str] = ()
+) -> Iterator[str]:
     from hw_asr.builder import build_dataset
-    from hw_asr.config import load_config
+    from hw_asr.config import apply_overrides, load_config
+    from hw_asr.datasets.base_dataset import dataset_parts
 
     if split != "train":
         sys.exit("only the train split's transcripts may go into the LM")
-    dataset = build_dataset(load_config(config_path), split, None)
-    for part in getattr(dataset, "datasets", [dataset]):
+    dataset = build_dataset(apply_overrides(load_config(config_path), list(overrides)), split, None)
+    for part in dataset_parts(dataset):
         for row in part.index:
             yield row["text"]
 
@@ -102,8 +109,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", help="config whose train split's transcripts are used")
+    sources = ["transcripts", *READERS]
     parser.add_argument(
-        "--sources", nargs="*", default=["transcripts", "bible", "fortunes", "gcide"], choices=["transcripts", *READERS]
+        "--sources",
+        nargs="*",
+        default=["transcripts", "bible", "fortunes", "gcide"],
+        help=f"any of {', '.join(sources)}",
     )
     parser.add_argument("--text", nargs="*", default=[], help="more text files, one sentence or paragraph per line")
     parser.add_argument(
@@ -122,9 +133,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="write each training transcript this many times (in-domain weight)",
     )
     parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the config, as for train.py")
     args = parser.parse_args(argv)
+    # "--sources bible key=value" hands the override to --sources: a source never contains "="
+    args.overrides += [s for s in args.sources if "=" in s]
+    args.sources = [s for s in args.sources if "=" not in s]
+    unknown = [s for s in args.sources if s not in sources]
+    if unknown:
+        parser.error(f"unknown source(s) {', '.join(unknown)}; choose from {', '.join(sources)}")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        parser.error(f"overrides must be key=value, got {', '.join(bad)}")
     if "transcripts" in args.sources and not args.config:
         parser.error("the transcripts source needs -c CONFIG")
+    if args.overrides and not args.config:
+        parser.error("key=value overrides need -c CONFIG")
     encoder = CTCCharTextEncoder(args.language)
     excluded = excluded_texts(args.exclude, encoder)
     out = Path(args.output)
@@ -134,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         for source in [*args.sources, *args.text]:
             if source == "transcripts":
-                lines = (t for t in transcript_lines(args.config) for _ in range(args.transcript_repeat))
+                texts = transcript_lines(args.config, overrides=args.overrides)
+                lines = (t for t in texts for _ in range(args.transcript_repeat))
             elif source in READERS:
                 lines = source_lines(source)
             else:
