@@ -248,3 +248,11 @@ def test_lm_corpus_takes_config_overrides_and_refuses_unknown_sources(tmp_path, 
     with pytest.raises(SystemExit):
         make_lm_corpus.main(["--sources", "--text", str(out), "-o", str(out), "data.x=1"])
     assert "need -c CONFIG" in capsys.readouterr().err
+    # a malformed override stops the run before anything is written
+    fresh = tmp_path / "fresh" / "corpus.txt"
+    with pytest.raises(SystemExit):
+        make_lm_corpus.main(
+            ["-c", "configs/one_batch_test.json", "--sources", "transcripts", "-o", str(fresh), "limit"]
+        )
+    assert "'limit' must look like key.path=value" in capsys.readouterr().err
+    assert not fresh.parent.exists()

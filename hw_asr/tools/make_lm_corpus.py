@@ -27,6 +27,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from hw_asr.text_encoder.base import BaseTextEncoder
 from hw_asr.tools.apt import apt_install
@@ -77,16 +78,15 @@ def source_lines(source: str) -> Iterable[str]:
     return READERS[source]()
 
 
-def transcript_lines(
-    config_path: str | os.PathLike, split: str = "train", overrides: Sequence[str] = ()
-) -> Iterator[str]:
+def transcript_lines(config: dict[str, Any] | str | os.PathLike, split: str = "train") -> Iterator[str]:
+    """Transcripts of ``split`` of a config (a loaded one, or the path of one)."""
     from hw_asr.builder import build_dataset
-    from hw_asr.config import apply_overrides, load_config
+    from hw_asr.config import load_config
     from hw_asr.datasets.base_dataset import dataset_parts
 
     if split != "train":
         sys.exit("only the train split's transcripts may go into the LM")
-    dataset = build_dataset(apply_overrides(load_config(config_path), list(overrides)), split, None)
+    dataset = build_dataset(config if isinstance(config, dict) else load_config(config), split, None)
     for part in dataset_parts(dataset):
         for row in part.index:
             yield row["text"]
@@ -105,6 +105,7 @@ def excluded_texts(manifests: Sequence[str | os.PathLike], encoder: BaseTextEnco
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from hw_asr.config import ConfigError, apply_overrides, load_config
     from hw_asr.text_encoder import CTCCharTextEncoder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,13 +142,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = [s for s in args.sources if s not in sources]
     if unknown:
         parser.error(f"unknown source(s) {', '.join(unknown)}; choose from {', '.join(sources)}")
-    bad = [o for o in args.overrides if "=" not in o]
-    if bad:
-        parser.error(f"overrides must be key=value, got {', '.join(bad)}")
     if "transcripts" in args.sources and not args.config:
         parser.error("the transcripts source needs -c CONFIG")
     if args.overrides and not args.config:
         parser.error("key=value overrides need -c CONFIG")
+    config = None
+    if args.config:
+        try:  # before the output is opened: a bad override stops the run here
+            config = apply_overrides(load_config(args.config), args.overrides)
+        except ConfigError as e:
+            parser.error(str(e))
     encoder = CTCCharTextEncoder(args.language)
     excluded = excluded_texts(args.exclude, encoder)
     out = Path(args.output)
@@ -157,8 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         for source in [*args.sources, *args.text]:
             if source == "transcripts":
-                texts = transcript_lines(args.config, overrides=args.overrides)
-                lines = (t for t in texts for _ in range(args.transcript_repeat))
+                lines = (t for t in transcript_lines(config) for _ in range(args.transcript_repeat))
             elif source in READERS:
                 lines = source_lines(source)
             else:
