@@ -10,8 +10,12 @@ with its data replaced by ``--train`` / ``--dev`` and its schedule planned for `
 steps (``trainer.len_epoch`` = ``--epoch-steps``, a dev evaluation after each epoch). When the budget
 runs out first, the run gets SIGINT: it finishes its step and writes ``checkpoint-interrupted.pth``
 (the budget counts the whole process: start-up, training and the per-epoch evaluations). The last
-checkpoint is then scored greedily on ``--dev`` by ``test.py``. One table, one row per recipe:
-steps, audio trained on, the last logged train loss, dev WER/CER, median training audio-s/s.
+checkpoint is then scored greedily on ``--dev`` by ``test.py``. With ``--follow-budget`` the run also gets
+``trainer.time_budget_s`` = ``--budget-s`` minus ``--reserve-s`` (start-up and the last evaluation): its
+schedule keeps up with the clock, so a machine slower than the plan still finishes the warm-up and decay,
+and the run ends itself with an evaluation and a checkpoint (SIGINT at ``--budget-s`` stays as a backstop).
+One table, one row per recipe: steps, audio trained on, the last logged train loss, dev WER/CER, median
+training audio-s/s.
 
 Recipes: a config path, or a name: ``configs/<name>_mini_librispeech.json``, else
 ``configs/recipes/<name>.json`` (``deepspeech2`` is the mini LibriSpeech baseline recipe).
@@ -178,6 +182,8 @@ def run_recipe(name, args, out_dir):
     ]
     if args.device.startswith("cuda"):
         overrides.append(f"trainer.amp={args.amp}")
+    if args.follow_budget:
+        overrides.append(f"trainer.time_budget_s={args.budget_s - args.reserve_s}")
     overrides += args.overrides
     device = [] if args.device == "auto" else ["-d", args.device]
     cmd = [sys.executable, "train.py", "-c", str(recipe), *device, *overrides]
@@ -268,7 +274,17 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=400, help="optimiser steps the schedule is planned for")
     parser.add_argument("--epoch-steps", type=int, default=50, help="steps between dev evaluations")
     parser.add_argument("--keep-last", type=int, default=1, help="periodic checkpoints kept (to average them)")
+    parser.add_argument(
+        "--follow-budget",
+        action="store_true",
+        help="give the run trainer.time_budget_s (budget minus --reserve-s): its schedule keeps up with the clock",
+    )
+    parser.add_argument(
+        "--reserve-s", type=float, default=60.0, help="with --follow-budget: start-up and last evaluation, seconds"
+    )
     args = parser.parse_args(argv)
+    if args.follow_budget and not 0 <= args.reserve_s < args.budget_s:
+        parser.error(f"--reserve-s must be at least 0 and below --budget-s ({args.budget_s:g}), got {args.reserve_s:g}")
     out_dir = prepare_run(args, "learning")
     for name in args.recipes:
         recipe_path(name)  # every name resolves before the first run starts

@@ -120,7 +120,10 @@ class TrainerConfig:
     steps in a row before the run stops; 0 or null: never). Checkpoints: ``save_dir``, ``run_name``,
     ``save_period`` (epochs), ``keep_last`` (periodic checkpoints kept; 0 or null: all), ``monitor``
     ("off" or "min|max <split>_<metric>"), ``early_stop`` (epochs without improvement; 0 or null: never),
-    ``init_weights`` (a checkpoint whose matching weights start the run). Evaluation: ``beam_subset``
+    ``init_weights`` (a checkpoint whose matching weights start the run). Time: ``time_budget_s`` (wall-clock
+    seconds of training, evaluations included, over all resumes: a schedule planned over the run keeps up
+    with the clock on a slow machine, and the run stops with an evaluation and a checkpoint when the
+    budget is spent; null: no budget). Evaluation: ``beam_subset``
     (utterances the beam decoders see at validation; null: all). Machine: ``device`` (auto, cpu, cuda,
     cuda:N), ``keep_freed_memory`` (CPU allocator setting; null: on for the CPU).
     """
@@ -137,6 +140,7 @@ class TrainerConfig:
     max_predictions_logged: int = field(default=10, metadata=_count(0))
     beam_subset: int | None = field(default=None, metadata=_count(0, nullable=True))
     grad_norm_clip: float | None = None
+    time_budget_s: float | None = None
     amp: str = "fp32"
     monitor: str | None = "off"
     device: str = "auto"
@@ -163,6 +167,9 @@ class TrainerConfig:
         clip = block.get("grad_norm_clip")
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
             raise ConfigError(f"{where}.grad_norm_clip must be a positive number or null (no clipping), got {clip!r}")
+        budget = block.get("time_budget_s")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
+            raise ConfigError(f"{where}.time_budget_s must be a positive number of seconds or null, got {budget!r}")
         if block.get("amp", "fp32") not in AMP_MODES:
             raise ConfigError(f"{where}.amp must be one of {AMP_MODES}, got {block['amp']!r}")
         if block.get("visualize", "comet") not in VISUALIZE:

@@ -74,6 +74,27 @@ def test_audio_seen_adds_the_steps_after_the_last_logged_window():
     assert out["dev_cer_by_step"] == [(20, 0.5)]
 
 
+def test_follow_budget_hands_the_run_the_budget_less_the_reserve(tmp_path, monkeypatch, capsys):
+    class Started(Exception):
+        pass
+
+    def capture(cmd, budget_s, log_path):
+        raise Started(cmd)
+
+    monkeypatch.setattr(learning, "train_for_budget", capture)
+    common = ["--recipes", str(ONE_BATCH), "--train", str(SAMPLE), "--dev", str(SAMPLE), "--device", "cpu"]
+    common += ["--out-dir", str(tmp_path), "--budget-s", "600"]
+    with pytest.raises(Started) as plain:
+        learning.main(common)
+    assert not any(a.startswith("trainer.time_budget_s=") for a in plain.value.args[0])
+    with pytest.raises(Started) as follow:
+        learning.main([*common, "--follow-budget", "--reserve-s", "90"])
+    assert "trainer.time_budget_s=510.0" in follow.value.args[0]
+    with pytest.raises(SystemExit):
+        learning.main([*common, "--follow-budget", "--reserve-s", "600"])
+    assert "--reserve-s must be at least 0 and below --budget-s (600), got 600" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_learning_trains_scores_and_stops_at_the_budget(tmp_path, capsys):
     shutil.copy(ONE_BATCH, tmp_path / "recipe.json")

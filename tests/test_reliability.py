@@ -344,6 +344,7 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
         ("trainer.log_step=0", "trainer.log_step must be a whole number >= 1, got 0"),
         ("trainer.keep_last=true", "trainer.keep_last must be a whole number >= 0 or null, got True"),
         ("trainer.grad_norm_clip=-1", "trainer.grad_norm_clip must be a positive number or null"),
+        ("trainer.time_budget_s=0", "trainer.time_budget_s must be a positive number of seconds or null, got 0"),
         ("trainer.amp=bf61", "trainer.amp must be one of"),
         ("trainer.monitor=3", "trainer.monitor must be 'off' or"),
         ("trainer.device=gpu", "device 'gpu' is not a device: use auto, cpu, cuda or cuda:N"),

@@ -468,3 +468,66 @@ def test_step_runner_skips_a_nonfinite_step_and_counts_runs_of_skips():
     _, loss = runner.forward_backward({**batch, "scale": torch.tensor(1.0)})
     runner.optimizer_step(torch.isfinite(loss))
     assert runner.read_skips()[0] == 0 and not torch.equal(model.w.detach(), before)
+
+
+def ten_seconds_a_step(monkeypatch):
+    """The trainer's clock moves 10 s at each optimiser step and stands still otherwise."""
+    now = [0.0]
+    original = Trainer._optimizer_step
+
+    def step(self, finite):
+        now[0] += 10.0
+        return original(self, finite)
+
+    monkeypatch.setattr(Trainer, "_clock", staticmethod(lambda: now[0]))
+    monkeypatch.setattr(Trainer, "_optimizer_step", step)
+
+
+def one_cycle_rates(positions):
+    """OneCycleLR of TINY (max 0.01, 8 steps, 30% warm-up) at each position."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=8, pct_start=0.3)
+    rates = {0: opt.param_groups[0]["lr"]}
+    for p in range(1, max(positions) + 1):
+        opt.step()
+        sched.step()
+        rates[p] = opt.param_groups[0]["lr"]
+    return [rates[p] for p in positions]
+
+
+def train_rates(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["lr"] for r in rows if r["split"] == "train"}
+
+
+def test_time_budget_moves_the_schedule_on_with_the_clock(tmp_path, monkeypatch):
+    # TINY: 4 optimiser steps, a OneCycleLR planned for 8. At 10 s a step a 40 s budget is spent at step 4:
+    # the schedule sits at the budget's share (step k -> position 2k), up to the plan's last position (7).
+    ten_seconds_a_step(monkeypatch)
+    plain = train_rates(run_train(tmp_path / "plain", *TINY))
+    budget = train_rates(run_train(tmp_path / "budget", *TINY, "trainer.time_budget_s=40"))
+    assert plain == pytest.approx(dict(zip((2, 4), one_cycle_rates([2, 4]))))
+    assert budget == pytest.approx(dict(zip((2, 4), one_cycle_rates([4, 7]))))
+    assert budget[4] < 1e-5 < plain[4]  # the decay finished with the budget, not with the plan
+
+
+def test_time_budget_ends_the_epoch_evaluates_saves_and_resume_goes_on(tmp_path, monkeypatch):
+    # 3 epochs of 2 steps, 10 s a step, a 25 s budget: spent after step 3, the first step of epoch 2
+    ten_seconds_a_step(monkeypatch)
+    run_dir = run_train(tmp_path, *TINY, "trainer.epochs=3", "trainer.time_budget_s=25")
+    log = (run_dir / "train.log").read_text()
+    assert "the time budget of 25 s is spent at step 3: epoch 2 ends after 2 of 4 batches" in log
+    assert [r["epoch"] for r in epoch_rows(run_dir)] == [1, 2]  # the cut epoch was evaluated
+    assert all("val_WER (argmax)" in r for r in epoch_rows(run_dir))
+    state = load_checkpoint(run_dir / "checkpoint-epoch2.pth")
+    assert (state["step"], state["epoch"], state["epoch_batches"], state["elapsed_s"]) == (3, 2, 0, 30.0)
+    assert not (run_dir / "checkpoint-epoch3.pth").exists()
+    # resumed with a larger budget: the clock goes on from 30 s and the last epoch runs
+    run_train(tmp_path, "trainer.time_budget_s=1000", resume=run_dir / "checkpoint-epoch2.pth")
+    assert "time budget 1000 s (30 s already trained)" in (run_dir / "train.log").read_text()
+    state = load_checkpoint(run_dir / "checkpoint-epoch3.pth")
+    assert (state["step"], state["epoch"], state["elapsed_s"]) == (5, 3, 50.0)
+    # resumed with the budget already spent: nothing trains
+    run_train(tmp_path, "trainer.epochs=4", "trainer.time_budget_s=40", resume=run_dir / "checkpoint-epoch3.pth")
+    assert "the time budget of 40 s is spent: not starting epoch 4" in (run_dir / "train.log").read_text()
+    assert not (run_dir / "checkpoint-epoch4.pth").exists()

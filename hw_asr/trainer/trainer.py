@@ -64,6 +64,8 @@ class Trainer:
     on its shard, metrics are summed over ranks, and only rank 0 writes files.
     """
 
+    _clock = staticmethod(time.monotonic)  # what ``trainer.time_budget_s`` is measured with
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -119,6 +121,11 @@ class Trainer:
         )
         self.decoders = decoders or {"argmax": None}  # name -> decoder (builder.build_decoders)
         self.beam_subset = cfg.beam_subset
+        self.time_budget_s = cfg.time_budget_s
+        self._elapsed_before = 0.0  # seconds trained before this process started (a resumed run)
+        self._clock_start: float | None = None
+        self._budget_spent = False
+        self._elapsed_agreed = 0.0  # elapsed_s() as the ranks agreed on it at the last check
 
         self.step = 0  # optimiser steps done
         self.epoch = 0  # epochs completed
@@ -146,6 +153,7 @@ class Trainer:
             "data_batch": self.data_batch,
             "monitor_best": self.best,
             "not_improved": self.not_improved,
+            "elapsed_s": self.elapsed_s(),
             "config": self.spec.config,
             "text_encoder": self.text_encoder.state(),
             "rng": rng_states[0],
@@ -172,6 +180,7 @@ class Trainer:
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self._resume_schedule(state["lr_scheduler"])
         self.best = state["monitor_best"]
+        self._elapsed_before = float(state.get("elapsed_s", 0.0))  # absent from older checkpoints
         sampler = epoch_sampler(self.train_loader)
         if "data_stream" in state and hasattr(sampler, "check_resume"):
             sampler.check_resume(state["data_stream"])
@@ -236,14 +245,32 @@ class Trainer:
                 signal.signal(s, h)
 
     def _train(self) -> None:
+        self._clock_start = self._clock()
+        self._announce_time_budget()
+        self._place_schedule()
         stream = self._train_stream()
         while self.epoch < self.epochs:
+            if self._check_time_budget():
+                logger.info(
+                    "the time budget of %.0f s is spent: not starting epoch %d", self.time_budget_s, self.epoch + 1
+                )
+                break
             epoch = self.epoch + 1
             logs = self._train_epoch(epoch, stream)
             if logs is None:  # interrupted
                 path = self.save(INTERRUPTED)
                 logger.warning("stopped by signal; resume with: python train.py -r %s", path)
                 return
+            cut_short = self._budget_spent and self.epoch_batches < self.len_epoch
+            if cut_short:
+                logger.info(
+                    "the time budget of %.0f s is spent at step %d: epoch %d ends after %d of %d batches",
+                    self.time_budget_s,
+                    self.step,
+                    epoch,
+                    self.epoch_batches,
+                    self.len_epoch,
+                )
             for split, loader in self.eval_loaders.items():
                 logs.update(self.evaluate(split, loader))
             self.writer.log_scalars(self.step, "epoch", {"epoch": epoch, **logs})
@@ -251,10 +278,12 @@ class Trainer:
                 logger.info("    %-24s %s", k, f"{v:.4f}" if isinstance(v, float) else v)
             self.epoch, self.epoch_batches = epoch, 0
             improved = self._update_monitor(logs)
-            if epoch % self.save_period == 0 or epoch == self.epochs:
+            if epoch % self.save_period == 0 or epoch == self.epochs or self._budget_spent:
                 self.checkpoints.write_periodic(self.state, epoch)
             if improved:
                 self.save(BEST)
+            if cut_short:
+                break
             if self.not_improved >= self.early_stop:
                 logger.info("%s did not improve for %d epochs: early stop", self.monitor_key, self.not_improved)
                 break
@@ -297,9 +326,12 @@ class Trainer:
         )
         step_loss_ok = torch.ones((), dtype=torch.bool, device=self.device)  # every loss of the step was finite
         while self.epoch_batches < self.len_epoch:
-            if self.epoch_batches % self.accum == 0 and self._stop_requested():  # before a step begins
-                bar.close()
-                return None
+            if self.epoch_batches % self.accum == 0:  # before a step begins
+                if self._stop_requested():
+                    bar.close()
+                    return None
+                if self._budget_spent:
+                    break
             t0 = time.perf_counter()
             batch = next(stream)
             fetched = time.perf_counter() - t0
@@ -371,7 +403,80 @@ class Trainer:
         """The optimiser step (:meth:`StepRunner.optimizer_step`); returns the gradient norm (a device tensor)."""
         grad_norm = self.runner.optimizer_step(loss_ok)
         self.step += 1
+        if self.time_budget_s is not None:
+            self._check_time_budget()
+            self._follow_time_budget()
         return grad_norm
+
+    # ---- time budget ------------------------------------------------------------------
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds this run has trained, evaluations included, over all its resumes."""
+        if self._clock_start is None:
+            return self._elapsed_before
+        return self._elapsed_before + self._clock() - self._clock_start
+
+    def _planned_steps(self) -> int | None:
+        """The steps the schedule is planned for, when it has such a plan (OneCycleLR, WarmupLR with a decay)."""
+        return getattr(self.lr_scheduler, "total_steps", None) if self.lr_scheduler is not None else None
+
+    def _announce_time_budget(self) -> None:
+        if self.time_budget_s is None:
+            return
+        planned = self._planned_steps()
+        follows = (
+            f"the learning-rate schedule ({planned} steps) keeps up with the clock"
+            if planned
+            else "the learning-rate schedule has no planned length and follows the steps"
+        )
+        logger.info(
+            "time budget %.0f s (%.0f s already trained): %s; the run stops with an evaluation and a checkpoint "
+            "when the budget is spent",
+            self.time_budget_s,
+            self._elapsed_before,
+            follows,
+        )
+
+    def _check_time_budget(self) -> bool:
+        """Whether ``trainer.time_budget_s`` is spent (ranks agree on the mean of their clocks), also kept in
+        ``_budget_spent``; False without a budget."""
+        if self.time_budget_s is None:
+            return False
+        elapsed = self.elapsed_s()
+        if self.dist.enabled:
+            elapsed = all_reduce_sum([elapsed], self.device)[0] / self.dist.world_size
+        self._elapsed_agreed = elapsed
+        self._budget_spent = elapsed >= self.time_budget_s
+        return self._budget_spent
+
+    def _place_schedule(self) -> None:
+        """At the start of training: a planned schedule at the later of the steps done and the share of the
+        time budget spent. Without a budget that is the step (the position a normal run has anyway); a run
+        resumed with a larger budget goes back to its share of the new budget."""
+        planned = self._planned_steps()
+        if not planned:
+            return
+        position = self.step
+        if self.time_budget_s is not None:
+            self._check_time_budget()
+            position = max(position, self._budget_position(planned))
+        if position != self.lr_scheduler.last_epoch:
+            continue_schedule(self.lr_scheduler, position)
+
+    def _budget_position(self, planned: int) -> int:
+        """The schedule's position for the share of the budget spent; at most ``planned - 1``, the position of
+        a plan's last step (OneCycleLR's rate rises again past it)."""
+        return min(planned - 1, int(self._elapsed_agreed / self.time_budget_s * planned))
+
+    def _follow_time_budget(self) -> None:
+        """Move a schedule planned for ``total_steps`` on to the share of the time budget spent when that
+        share is ahead of its own position, so that a machine slower than planned still reaches the end of
+        the warm-up and the decay when the budget ends."""
+        planned = self._planned_steps()
+        if not planned:
+            return
+        target = self._budget_position(planned)
+        if target > self.lr_scheduler.last_epoch:
+            continue_schedule(self.lr_scheduler, target)
 
     def _check_skips(self) -> None:
         """Read the device's skip counters (at logging steps and epoch ends): warn about the skipped steps
