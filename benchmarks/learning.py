@@ -209,11 +209,13 @@ def run_recipe(name, args, out_dir):
     subprocess.run(test_cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     scores = json.loads(result_json.read_text())["splits"]["val"]["argmax"]
     done = steps_of(checkpoint)
+    planned = epochs * args.epoch_steps
+    stopped = stopped or (args.follow_budget and done < planned)  # the run's own time budget ended it
     return {
         "recipe": run_name,
         "config": str(recipe.relative_to(REPO) if recipe.is_relative_to(REPO) else recipe),
         "steps": done,
-        "planned_steps": epochs * args.epoch_steps,
+        "planned_steps": planned,
         "stopped_by_budget": stopped,
         "wall_s": wall,
         "dev_wer": scores["WER"],

@@ -117,3 +117,14 @@ def test_learning_trains_scores_and_stops_at_the_budget(tmp_path, capsys):
     assert cut["stopped_by_budget"] and 0 < cut["steps"] < 100000
     assert (tmp_path / "cut" / "recipe" / "checkpoint-interrupted.pth").is_file()
     assert 0 <= cut["dev_cer"] <= 1.5
+
+    own = learning.main(
+        ["--recipes", str(tmp_path / "recipe.json"), *common, "--budget-s", "40", "--steps", "100000"]
+        + ["--follow-budget", "--reserve-s", "20", "--out-dir", str(tmp_path / "own")]
+    )[0]
+    # the run's own 20 s budget ends it before the SIGINT at 40 s: an evaluated epoch checkpoint, no interruption
+    assert own["stopped_by_budget"] and 0 < own["steps"] < 100000
+    assert not (tmp_path / "own" / "recipe" / "checkpoint-interrupted.pth").exists()
+    log = (tmp_path / "own" / "recipe.train.log").read_text()
+    assert "the time budget of 20 s is spent" in log  # in an epoch, or as one ended
+    assert own["dev_cer_by_step"][-1][0] == own["steps"]  # the cut epoch was evaluated at its last step
