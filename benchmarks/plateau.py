@@ -140,6 +140,8 @@ def main(argv=None):
         device=args.device,
         amp=args.amp,
         overrides=args.overrides,
+        follow_budget=False,
+        reserve_s=0.0,
     )
     results = []
     for name, recipe in recipes.items():

@@ -66,6 +66,29 @@ def test_presets_resolve_to_their_mini_librispeech_recipe_and_unknown_names_fail
         plateau.recipe_for("nonesuch")
 
 
+def test_plateau_hands_learning_every_option_a_run_needs(tmp_path, monkeypatch):
+    # plateau.py runs each preset through learning.run_recipe with its own option set: that set must hold
+    # every option run_recipe reads, up to the training command (the training itself is the slow test below)
+    from benchmarks import learning
+
+    class Started(Exception):
+        pass
+
+    def capture(cmd, budget_s, log_path):
+        raise Started(cmd)
+
+    monkeypatch.setattr(learning, "train_for_budget", capture)
+    manifest = SAMPLE / "manifest.jsonl"
+    with pytest.raises(Started) as started:
+        plateau.main(
+            ["--presets", str(ONE_BATCH), "--train", str(manifest), "--dev", str(manifest), "--device", "cpu"]
+            + ["--steps", "8", "--eval-every", "4", "--out-dir", str(tmp_path)]
+        )
+    cmd = started.value.args[0]
+    assert "trainer.epochs=2" in cmd and "trainer.len_epoch=4" in cmd
+    assert not any(a.startswith("trainer.time_budget_s=") for a in cmd)
+
+
 @pytest.mark.slow
 def test_plateau_trains_each_preset_and_reads_its_exit_from_the_run(tmp_path, capsys):
     manifest = SAMPLE / "manifest.jsonl"
