@@ -116,6 +116,31 @@ def test_spec_augment_time_warp_only_in_training():
         SpecAugment(time_warp=-1)
 
 
+def test_spec_augment_schedule_starts_and_ramps_with_the_optimiser_step():
+    sa = SpecAugment(freq_masks=1, freq_width=20, time_masks=1, time_width=40, fill=-1.0, start_step=10, ramp_steps=9)
+    sa.train()
+    feats, lengths = torch.zeros(256, 40, 100), torch.full((256,), 100)
+
+    def widest(step):
+        sa.set_train_step(step)
+        masked = sa(feats, lengths) == -1.0
+        return int(masked.all(2).sum(1).max()), int(masked.all(1).sum(1).max())  # freq bins, frames
+
+    assert [sa.strength() for sa.train_step in (0, 9, 10, 14, 18, 19, 500)] == [0, 0, 0.1, 0.5, 0.9, 1.0, 1.0]
+    assert widest(0) == (0, 0) and widest(9) == (0, 0), "off before start_step"
+    freq, frames = widest(14)  # half the full widths: at most 10 bins and 20 frames
+    assert 0 < freq <= 10 and 0 < frames <= 20
+    freq, frames = widest(100)
+    assert freq > 10 and frames > 20, "full widths after the ramp"
+    sa.train_step = None  # no trainer: full strength, as before the schedule existed
+    assert sa.strength() == 1.0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="start_step"):
+            SpecAugment(start_step=bad)
+    with pytest.raises(ValueError, match="ramp_steps"):
+        SpecAugment(ramp_steps=-3)
+
+
 MODELS = [
     lambda: BaselineModel(29, hidden=32, frontend=LogMelFrontend(n_mels=32)),
     lambda: DeepSpeech2(

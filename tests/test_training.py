@@ -531,3 +531,25 @@ def test_time_budget_ends_the_epoch_evaluates_saves_and_resume_goes_on(tmp_path,
     run_train(tmp_path, "trainer.epochs=4", "trainer.time_budget_s=40", resume=run_dir / "checkpoint-epoch3.pth")
     assert "the time budget of 40 s is spent: not starting epoch 4" in (run_dir / "train.log").read_text()
     assert not (run_dir / "checkpoint-epoch4.pth").exists()
+
+
+def test_trainer_hands_spec_augment_the_optimiser_step_and_resume_goes_on(tmp_path, monkeypatch):
+    from hw_asr.model.spec_augment import SpecAugment
+
+    seen, forward = [], SpecAugment.forward
+
+    def record(self, feats, lengths):
+        if self.training:
+            seen.append((self.train_step, self.strength()))
+        return forward(self, feats, lengths)
+
+    monkeypatch.setattr(SpecAugment, "forward", record)
+    schedule = ["arch.args.spec_augment.start_step=2", "arch.args.spec_augment.ramp_steps=1"]
+    run_dir = run_train(tmp_path, *TINY, *schedule, "trainer.epochs=1")
+    # 2 batches per optimiser step: steps 0 and 1 masked nothing
+    assert seen == [(0, 0.0), (0, 0.0), (1, 0.0), (1, 0.0)]
+    seen.clear()
+    run_train(tmp_path, "trainer.epochs=2", resume=run_dir / "checkpoint-epoch1.pth")
+    assert seen == [(2, 0.5), (2, 0.5), (3, 1.0), (3, 1.0)], "the resumed run goes on from the saved step"
+    with pytest.raises(train_script.ConfigError, match="spec_augment.start_step must be a whole number"):
+        run_train(tmp_path, *TINY, "arch.args.spec_augment.start_step=-5")

@@ -138,6 +138,8 @@ class Trainer:
         self._stop_signal = None
         self._warned_infeasible = False
         self.callbacks = list(callbacks)
+        # modules scheduled by the optimiser step (SpecAugment's start_step / ramp_steps)
+        self._step_scheduled = [m for m in self.raw_model.modules() if callable(getattr(m, "set_train_step", None))]
 
     # ---- checkpoints ------------------------------------------------------------------
     def state(self, rng_states: list) -> dict[str, Any]:
@@ -340,6 +342,8 @@ class Trainer:
             window.add_batch(audio_seconds, time.perf_counter() - t0)
             self._notify("on_batch", batch, fetched)
             self._count_load_failures(batch)
+            for module in self._step_scheduled:
+                module.set_train_step(self.step)
             outputs, loss = self._forward_backward(batch, sync=(self.epoch_batches + 1) % self.accum == 0)
             if loss is not None:
                 finite = torch.isfinite(loss)
