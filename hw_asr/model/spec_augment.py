@@ -108,12 +108,12 @@ class SpecAugment(nn.Module):
         mask = torch.zeros(batch, n_feats, n_frames, dtype=torch.bool, device=feats.device)
         if self.freq_masks:
             limit = torch.full((batch,), n_feats, device=feats.device)
-            freq_width = int(self.freq_width * strength)
+            freq_width = self.freq_width * strength
             mask |= self._band_mask(self.freq_masks, freq_width, limit, n_feats, batch, feats.device)[:, :, None]
         if self.time_masks:
             if isinstance(self.time_width, float) and self.time_width < 1:
                 max_width = (lengths.float() * self.time_width * strength).floor().view(-1, 1, 1)
             else:
-                max_width = int(self.time_width * strength)
+                max_width = self.time_width * strength
             mask |= self._band_mask(self.time_masks, max_width, lengths, n_frames, batch, feats.device)[:, None, :]
         return feats.masked_fill(mask, self.fill)

@@ -334,6 +334,8 @@ class Trainer:
                     return None
                 if self._budget_spent:
                     break
+                for module in self._step_scheduled:
+                    module.set_train_step(self.step)
             t0 = time.perf_counter()
             batch = next(stream)
             fetched = time.perf_counter() - t0
@@ -342,8 +344,6 @@ class Trainer:
             window.add_batch(audio_seconds, time.perf_counter() - t0)
             self._notify("on_batch", batch, fetched)
             self._count_load_failures(batch)
-            for module in self._step_scheduled:
-                module.set_train_step(self.step)
             outputs, loss = self._forward_backward(batch, sync=(self.epoch_batches + 1) % self.accum == 0)
             if loss is not None:
                 finite = torch.isfinite(loss)
