@@ -1,0 +1,130 @@
+"""How alike the frames of an utterance are after every layer of a preset, at initialisation.
+
+    python benchmarks/frame_cosine.py --presets conformer_s quartznet_15x5 \\
+        --audio ../shared/data/mini-librispeech/LibriSpeech/train-clean-5 [--utterances 4] [key=value ...]
+
+For each utterance, the mean cosine similarity over all pairs of its (unpadded) frames, averaged over
+the utterances, after the subsampling and after every layer of the model's encoder stack (each item of
+its ``ModuleList`` children). A stack whose frames all point the same way (cosine near 1) gives the CTC
+head nothing to tell the frames apart by: the model starts on the blank plateau and has to undo the
+collapse first (BENCHMARKS.md, "Leaving the blank plateau"). The model runs in training mode (batch
+norm on the batch's statistics) with dropout and SpecAugment off, without gradients. ``key=value``
+overrides apply to the preset, e.g. ``arch.args.branch_init=1.0`` for PyTorch's default initialisation.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hw_asr.audio import load_audio  # noqa: E402
+from hw_asr.builder import build_model, build_text_encoder  # noqa: E402
+from hw_asr.config import apply_overrides, load_config  # noqa: E402
+
+ARCH_DIR = Path(__file__).resolve().parents[1] / "configs" / "arch"
+AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".opus", ".mp3")
+
+
+def audio_files(paths, n):
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise SystemExit(f"--audio: {p} is neither a file nor a folder")
+    if not files:
+        raise SystemExit(f"--audio: no audio files ({', '.join(AUDIO_SUFFIXES)}) under {', '.join(map(str, paths))}")
+    step = max(1, len(files) // n)  # spread over speakers rather than the first n files of one chapter
+    return files[::step][:n]
+
+
+def frame_cosine(x, lengths, time_dim):
+    """Mean over utterances of the mean pairwise cosine between the valid frames of ``x`` [B, ., .]."""
+    x = x.float().movedim(time_dim, 1)  # [B, T, C]
+    values = []
+    for b in range(x.shape[0]):
+        frames = nn.functional.normalize(x[b, : int(lengths[b])], dim=-1)
+        k = frames.shape[0]
+        if k < 2:
+            continue
+        sim = frames @ frames.T
+        values.append(((sim.sum() - sim.diagonal().sum()) / (k * k - k)).item())
+    return sum(values) / len(values)
+
+
+def layer_cosines(model, audio, audio_length):
+    """[(layer name, mean frame cosine)] for the subsampled input and every encoder layer."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    model.spec_augment = None
+    layers = [
+        (f"{name}.{i}", layer)
+        for name, child in model.named_children()
+        if isinstance(child, nn.ModuleList)
+        for i, layer in enumerate(child)
+    ]
+    if not layers:
+        raise SystemExit(f"{type(model).__name__} has no ModuleList of layers to look into")
+    outputs, inputs = {}, {}
+
+    def keep(name, store):
+        def hook(module, args, out):
+            t = out[0] if isinstance(out, tuple) else out
+            if store is inputs:
+                t = args[0]
+            store[name] = t.detach()
+
+        return hook
+
+    handles = [layer.register_forward_hook(keep(name, outputs)) for name, layer in layers]
+    handles.append(layers[0][1].register_forward_hook(keep("input", inputs)))
+    with torch.no_grad():
+        feats, lengths = model.features(audio, audio_length)
+        _, out_lengths, *_ = model.encode(feats, lengths)
+    for h in handles:
+        h.remove()
+    frames = int(out_lengths.max())
+    rows = []
+    for name, t in [("subsampled input", inputs["input"])] + [(n, outputs[n]) for n, _ in layers]:
+        if t.dim() != 3 or frames not in t.shape[1:]:
+            continue  # not a frame sequence at the output rate
+        time_dim = 1 if t.shape[1] == frames else 2
+        rows.append((name, frame_cosine(t, out_lengths, time_dim)))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", required=True, help="names of configs/arch presets")
+    parser.add_argument("--audio", nargs="+", required=True, help="audio files, or folders searched recursively")
+    parser.add_argument("--utterances", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("overrides", nargs="*", help="key.path=value applied to each preset")
+    args = parser.parse_args(argv)
+    files = audio_files(args.audio, args.utterances)
+    waves = [torch.from_numpy(load_audio(f)) for f in files]
+    audio_length = torch.tensor([len(w) for w in waves])
+    audio = torch.stack([nn.functional.pad(w, (0, int(audio_length.max()) - len(w))) for w in waves])
+    results = {}
+    for name in args.presets:
+        path = ARCH_DIR / f"{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"no preset {path}")
+        cfg = apply_overrides(load_config(path), args.overrides)
+        torch.manual_seed(args.seed)
+        model = build_model(cfg, n_tokens=len(build_text_encoder(cfg)))
+        rows = layer_cosines(model, audio, audio_length)
+        results[name] = rows
+        print(f"{name}: " + ", ".join(f"{n} {c:.2f}" for n, c in rows), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
