@@ -337,6 +337,39 @@ def test_quartznet_branch_init_starts_every_block_as_its_residual_path():
     torch.testing.assert_close(out, torch.relu(res))
 
 
+def test_quartznet_identity_residual_copies_channels_and_keeps_the_gradient_from_growing():
+    def quartznet(**kw):
+        torch.manual_seed(0)
+        return QuartzNet(29, blocks=15, repeat=1, frontend=LogMelFrontend(n_mels=32), **kw)
+
+    plain, ident = quartznet(), quartznet(identity_residual=True)
+    torch.testing.assert_close(ident.blocks[0].residual.conv.weight[:, :, 0], torch.eye(256))
+    widen = ident.blocks[6].residual.conv.weight[:, :, 0]  # 256 -> 512: channel j copies input j mod 256
+    assert widen.shape == (512, 256)
+    torch.testing.assert_close(widen, torch.cat([torch.eye(256), torch.eye(256)]))
+    # only the residual convolutions' initial values differ
+    assert plain.state_dict().keys() == ident.state_dict().keys()
+    for name, value in plain.state_dict().items():
+        if ".residual.conv." not in name:
+            torch.testing.assert_close(ident.state_dict()[name], value, msg=name)
+
+    def growth(model):
+        """Gradient norm at the first block's input over that at the last block's output."""
+        model.train()
+        torch.manual_seed(1)
+        x = torch.relu(torch.randn(4, 256, 60)).requires_grad_()
+        lengths = torch.full((4,), 60)
+        h = x
+        for block in model.blocks:
+            h, _ = block(h, lengths)
+        h.retain_grad()
+        (h * torch.randn_like(h)).sum().backward()
+        return (x.grad.norm() / h.grad.norm()).item()
+
+    assert growth(plain) > 5.0  # a plain chain of 15 random pointwise conv + batch norm + ReLU layers
+    assert growth(ident) < 2.0
+
+
 def test_a_checkpoint_from_before_branch_init_loads_and_gives_the_same_outputs(tmp_path):
     """Old configs have no ``branch_init`` (the model now starts at 0.1); the weights loaded override the init."""
     from hw_asr.builder import load_model

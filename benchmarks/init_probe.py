@@ -1,15 +1,24 @@
-"""How alike the frames of an utterance are after every layer of a preset, at initialisation.
+"""A preset's encoder stack at initialisation, layer by layer: how alike the frames are, how gradients grow.
 
-    python benchmarks/frame_cosine.py --presets conformer_s quartznet_15x5 \\
+    python benchmarks/init_probe.py --presets conformer_s quartznet_15x5 \\
         --audio ../shared/data/mini-librispeech/LibriSpeech/train-clean-5 [--utterances 4] [key=value ...]
 
-For each utterance, the mean cosine similarity over all pairs of its (unpadded) frames, averaged over
-the utterances, after the subsampling and after every layer of the model's encoder stack (each item of
-its ``ModuleList`` children). A stack whose frames all point the same way (cosine near 1) gives the CTC
-head nothing to tell the frames apart by: the model starts on the blank plateau and has to undo the
-collapse first (BENCHMARKS.md, "Leaving the blank plateau"). The model runs in training mode (batch
-norm on the batch's statistics) with dropout and SpecAugment off, without gradients. ``key=value``
-overrides apply to the preset, e.g. ``arch.args.branch_init=1.0`` for PyTorch's default initialisation.
+Two figures after the subsampling and after every layer of the encoder stack (each item of the model's
+``ModuleList`` children):
+
+* **cosine**: for each utterance, the mean cosine similarity over all pairs of its (unpadded) frames,
+  averaged over the utterances. A stack whose frames all point the same way (cosine near 1) gives the
+  CTC head nothing to tell the frames apart by: the model starts on the blank plateau and has to undo
+  the collapse first.
+* **grad**: the norm of the CTC loss's gradient with respect to the layer's output, divided by that at
+  the last layer's output. Figures far above 1 at the first layers mean the gradient grows on its way
+  back through the stack (a deep plain ReLU/batch-norm chain does this), so one learning rate cannot
+  suit the first and the last layers alike.
+
+(BENCHMARKS.md, "Leaving the blank plateau".) The model runs in training mode (batch norm on the
+batch's statistics) with dropout and SpecAugment off; the loss is CTC against random token sequences
+of a third of the output frames (seeded). ``key=value`` overrides apply to the preset, e.g.
+``arch.args.branch_init=1.0`` for PyTorch's default initialisation.
 """
 
 import argparse
@@ -57,8 +66,9 @@ def frame_cosine(x, lengths, time_dim):
     return sum(values) / len(values)
 
 
-def layer_cosines(model, audio, audio_length):
-    """[(layer name, mean frame cosine)] for the subsampled input and every encoder layer."""
+def probe_layers(model, audio, audio_length, seed=0):
+    """[(layer name, mean frame cosine, gradient norm / the last layer's)] for the subsampled input and
+    every encoder layer."""
     model.train()
     for m in model.modules():
         if isinstance(m, nn.Dropout):
@@ -79,25 +89,35 @@ def layer_cosines(model, audio, audio_length):
             t = out[0] if isinstance(out, tuple) else out
             if store is inputs:
                 t = args[0]
-            store[name] = t.detach()
+            if t.requires_grad:
+                t.retain_grad()
+            store[name] = t
 
         return hook
 
     handles = [layer.register_forward_hook(keep(name, outputs)) for name, layer in layers]
     handles.append(layers[0][1].register_forward_hook(keep("input", inputs)))
-    with torch.no_grad():
-        feats, lengths = model.features(audio, audio_length)
-        _, out_lengths, *_ = model.encode(feats, lengths)
+    feats, lengths = model.features(audio, audio_length)
+    logits, out_lengths, *_ = model.encode(feats, lengths)
     for h in handles:
         h.remove()
+    generator = torch.Generator().manual_seed(seed)
+    target_lengths = torch.clamp(out_lengths // 3, min=1)
+    targets = torch.randint(1, logits.shape[-1], (len(out_lengths), int(target_lengths.max())), generator=generator)
+    loss = nn.functional.ctc_loss(
+        logits.float().log_softmax(-1).transpose(0, 1), targets, out_lengths, target_lengths, zero_infinity=True
+    )
+    loss.backward()
     frames = int(out_lengths.max())
-    rows = []
+    seen = []
     for name, t in [("subsampled input", inputs["input"])] + [(n, outputs[n]) for n, _ in layers]:
         if t.dim() != 3 or frames not in t.shape[1:]:
             continue  # not a frame sequence at the output rate
         time_dim = 1 if t.shape[1] == frames else 2
-        rows.append((name, frame_cosine(t, out_lengths, time_dim)))
-    return rows
+        grad = t.grad.norm().item() if t.grad is not None else float("nan")
+        seen.append((name, frame_cosine(t.detach(), out_lengths, time_dim), grad))
+    last = seen[-1][2]
+    return [(name, cos, grad / last) for name, cos, grad in seen]
 
 
 def main(argv=None):
@@ -120,9 +140,10 @@ def main(argv=None):
         cfg = apply_overrides(load_config(path), args.overrides)
         torch.manual_seed(args.seed)
         model = build_model(cfg, n_tokens=len(build_text_encoder(cfg)))
-        rows = layer_cosines(model, audio, audio_length)
+        rows = probe_layers(model, audio, audio_length, seed=args.seed)
         results[name] = rows
-        print(f"{name}: " + ", ".join(f"{n} {c:.2f}" for n, c in rows), flush=True)
+        print(f"{name}: cosine " + ", ".join(f"{n} {c:.2f}" for n, c, _ in rows), flush=True)
+        print(f"{name}: grad " + ", ".join(f"{n} {g:.2f}" for n, _, g in rows), flush=True)
     return results
 
 
