@@ -123,7 +123,9 @@ def probe_layers(model, audio, audio_length, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", required=True, help="names of configs/arch presets")
-    parser.add_argument("--audio", nargs="+", required=True, help="audio files, or folders searched recursively")
+    parser.add_argument(
+        "--audio", action="append", required=True, help="an audio file, or a folder searched recursively; repeatable"
+    )
     parser.add_argument("--utterances", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="key.path=value applied to each preset")
