@@ -29,25 +29,24 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hw_asr.audio import load_audio  # noqa: E402
+from hw_asr.audio import AUDIO_EXTENSIONS, find_audio_files, load_audio  # noqa: E402
 from hw_asr.builder import build_model, build_text_encoder  # noqa: E402
 from hw_asr.config import apply_overrides, load_config  # noqa: E402
 
 ARCH_DIR = Path(__file__).resolve().parents[1] / "configs" / "arch"
-AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".opus", ".mp3")
 
 
 def audio_files(paths, n):
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES))
+            files.extend(find_audio_files(p))
         elif p.is_file():
             files.append(p)
         else:
             raise SystemExit(f"--audio: {p} is neither a file nor a folder")
     if not files:
-        raise SystemExit(f"--audio: no audio files ({', '.join(AUDIO_SUFFIXES)}) under {', '.join(map(str, paths))}")
+        raise SystemExit(f"--audio: no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {', '.join(map(str, paths))}")
     step = max(1, len(files) // n)  # spread over speakers rather than the first n files of one chapter
     return files[::step][:n]
 
