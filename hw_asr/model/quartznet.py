@@ -110,8 +110,9 @@ class QuartzNet(CTCModel):
     j a copy of input channel j mod the input width) instead of at random. With the branches at 0, the
     residual path is the whole network at initialisation: random pointwise convolutions, each followed by
     batch norm and ReLU, make it a plain deep ReLU network, whose gradient grows by about 1.2x per block
-    from the output back to the input (18x over QuartzNet 15x5's 15 blocks, 2.9x over 5x5's 5). The
-    identity keeps channels apart and the growth near 1x. Only the initialisation changes. (Default: False)
+    from the output back to the input (about 17x over QuartzNet 15x5's 15 blocks, 3x over 5x5's 5). The
+    identity keeps channels apart and the growth near 2x. Only the initialisation changes. It did not bring
+    QuartzNet 15x5 off the blank plateau sooner (BENCHMARKS.md), so the presets leave it off. (Default: False)
     """
 
     def __init__(
