@@ -81,21 +81,20 @@ def probe_layers(model, audio, audio_length, seed=0):
     ]
     if not layers:
         raise SystemExit(f"{type(model).__name__} has no ModuleList of layers to look into")
-    outputs, inputs = {}, {}
+    kept = {}  # name -> the tensor a layer received or returned, kept with its gradient
 
-    def keep(name, store):
-        def hook(module, args, out):
-            t = out[0] if isinstance(out, tuple) else out
-            if store is inputs:
-                t = args[0]
-            if t.requires_grad:
-                t.retain_grad()
-            store[name] = t
+    def keep(name, t):
+        if t.requires_grad:
+            t.retain_grad()
+        kept[name] = t
 
-        return hook
-
-    handles = [layer.register_forward_hook(keep(name, outputs)) for name, layer in layers]
-    handles.append(layers[0][1].register_forward_hook(keep("input", inputs)))
+    handles = [layers[0][1].register_forward_pre_hook(lambda module, args: keep("subsampled input", args[0]))]
+    handles += [
+        layer.register_forward_hook(
+            lambda module, args, out, name=name: keep(name, out[0] if isinstance(out, tuple) else out)
+        )
+        for name, layer in layers
+    ]
     feats, lengths = model.features(audio, audio_length)
     logits, out_lengths, *_ = model.encode(feats, lengths)
     for h in handles:
@@ -109,7 +108,8 @@ def probe_layers(model, audio, audio_length, seed=0):
     loss.backward()
     frames = int(out_lengths.max())
     seen = []
-    for name, t in [("subsampled input", inputs["input"])] + [(n, outputs[n]) for n, _ in layers]:
+    for name in ["subsampled input"] + [n for n, _ in layers]:
+        t = kept[name]
         if t.dim() != 3 or frames not in t.shape[1:]:
             continue  # not a frame sequence at the output rate
         time_dim = 1 if t.shape[1] == frames else 2
@@ -132,7 +132,7 @@ def main(argv=None):
     files = audio_files(args.audio, args.utterances)
     waves = [torch.from_numpy(load_audio(f)) for f in files]
     audio_length = torch.tensor([len(w) for w in waves])
-    audio = torch.stack([nn.functional.pad(w, (0, int(audio_length.max()) - len(w))) for w in waves])
+    audio = nn.utils.rnn.pad_sequence(waves, batch_first=True)
     results = {}
     for name in args.presets:
         path = ARCH_DIR / f"{name}.json"
