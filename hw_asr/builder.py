@@ -529,7 +529,8 @@ def validate_config(config: Mapping[str, Any]) -> RunSpec:
     tcfg = TrainerConfig.from_dict(config["trainer"])
     if tcfg.compile:
         compile_options(tcfg.compile)
-    for key in ("tf32", "sync_batchnorm"):  # keep_freed_memory: host_memory.configure, train.py's first step
+    # keep_freed_memory: host_memory.configure, train.py's first step
+    for key in ("tf32", "sync_batchnorm", "head_prior"):
         if not isinstance(getattr(tcfg, key), (bool, type(None))):
             raise ConfigError(f"trainer.{key} must be true, false or null, got {config['trainer'][key]!r}")
     if tcfg.init_weights and not Path(tcfg.init_weights).is_file():

@@ -35,6 +35,7 @@ from hw_asr.checkpoint import check_weights_fit
 from hw_asr.config import ConfigError, get_path, write_config
 from hw_asr.inference import allow_tf32
 from hw_asr.logger import Writer, attach_log_file, setup_logging
+from hw_asr.model.output_prior import ctc_output_prior, set_output_prior
 from hw_asr.schema import RunSpec
 from hw_asr.text_encoder import text_encoder_from_state
 from hw_asr.trainer.checkpoints import load_matching_weights
@@ -154,6 +155,11 @@ def build_training(
     logger.info("run folder: %s (%d process%s)", run_dir, dist_info.world_size, "es" * (dist_info.world_size > 1))
 
     logger.info("%s", model)
+    if tcfg.head_prior and not resume_state:  # before init_weights, whose head (if it fits) wins
+        try:
+            set_output_prior(model, ctc_output_prior(model, train_set, encoder, spec.sample_rate))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if tcfg.init_weights and not resume_state:
         load_matching_weights(model, tcfg.init_weights, arch=spec.arch.type_name)
     if tcfg.tf32 is not None:  # null: torch's default (TF32 convolutions, fp32 matrix products)

@@ -120,7 +120,9 @@ class TrainerConfig:
     steps in a row before the run stops; 0 or null: never). Checkpoints: ``save_dir``, ``run_name``,
     ``save_period`` (epochs), ``keep_last`` (periodic checkpoints kept; 0 or null: all), ``monitor``
     ("off" or "min|max <split>_<metric>"), ``early_stop`` (epochs without improvement; 0 or null: never),
-    ``init_weights`` (a checkpoint whose matching weights start the run). Time: ``time_budget_s`` (wall-clock
+    ``init_weights`` (a checkpoint whose matching weights start the run). Start: ``head_prior`` (a new run's
+    CTC output bias starts at the log of the blank plateau's output distribution, estimated from the training
+    split: see :mod:`hw_asr.model.output_prior`; default false). Time: ``time_budget_s`` (wall-clock
     seconds of training, evaluations included, over all resumes: a schedule planned over the run keeps up
     with the clock on a slow machine, and the run stops with an evaluation and a checkpoint when the
     budget is spent; null: no budget). Evaluation: ``beam_subset``
@@ -145,6 +147,7 @@ class TrainerConfig:
     monitor: str | None = "off"
     device: str = "auto"
     init_weights: str | None = None
+    head_prior: bool = False
     sync_batchnorm: bool = False
     compile: bool | str | dict = False
     tf32: bool | None = None

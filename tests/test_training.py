@@ -71,7 +71,14 @@ def test_compiled_training_saves_plain_weights_and_resumes_uncompiled(tmp_path, 
 
 
 @pytest.mark.parametrize(
-    "key,value", [("tf32", "1"), ("tf32", '"yes"'), ("sync_batchnorm", "2"), ("keep_freed_memory", '"auto"')]
+    "key,value",
+    [
+        ("tf32", "1"),
+        ("tf32", '"yes"'),
+        ("sync_batchnorm", "2"),
+        ("head_prior", '"yes"'),
+        ("keep_freed_memory", '"auto"'),
+    ],
 )
 def test_boolean_trainer_switches_refuse_other_values(tmp_path, key, value):
     with pytest.raises(train_script.ConfigError, match=f"trainer.{key} must be true, false or null"):
