@@ -68,7 +68,7 @@ def test_streamed_split_without_transcripts_is_refused_by_name():
             return iter(())
 
     encoder = CTCCharTextEncoder("en")
-    with pytest.raises(ValueError, match="Streamed streams its items"):
+    with pytest.raises(ValueError, match="Streamed streams its items and lists none"):
         ctc_output_prior(FramesModel(len(encoder)), Streamed(), encoder, 16000)
 
 

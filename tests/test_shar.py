@@ -294,3 +294,17 @@ def test_two_processes_from_shards_read_disjoint_utterances_and_resume_exactly(t
     assert result["utterances_on_both_ranks"] == 0
     assert min(result["utterances_per_rank"]) > 0
     assert result["resumed_equals_straight"]
+
+
+def test_shards_list_their_transcripts_without_audio_for_the_head_prior(shar, sample_rows):
+    from hw_asr.model.output_prior import ctc_output_prior
+    from hw_asr.text_encoder import CTCCharTextEncoder
+    from tests.test_output_prior import FramesModel, Indexed
+
+    rows = list(SharDataset(shar_dir=str(shar)).transcripts())
+    assert sorted(r["text"] for r in rows) == sorted(r["text"] for r in sample_rows)
+    assert sum(r["duration"] for r in rows) == pytest.approx(sum(r["duration"] for r in sample_rows), abs=0.01)
+    enc = CTCCharTextEncoder("en")
+    from_shards = ctc_output_prior(FramesModel(len(enc)), SharDataset(shar_dir=str(shar)), enc, 16000)
+    from_files = ctc_output_prior(FramesModel(len(enc)), Indexed(sample_rows), enc, 16000)
+    torch.testing.assert_close(from_shards, from_files, atol=1e-4, rtol=0)

@@ -207,6 +207,21 @@ class SharDataset(IterableDataset):
                 continue
             yield Entry(cut.id, text, float(cut.duration), source.source, where)
 
+    def transcripts(self) -> Iterator[dict[str, Any]]:
+        """``{"text", "duration"}`` of every usable utterance, from the shards' cut lists alone (no audio is
+        read): what a statistic of the training split's transcripts, such as ``trainer.head_prior``, needs."""
+        from lhotse.shar.readers.lazy import LazySharIterator
+
+        skipped: list[tuple[str, str]] = []
+        for shard in self.shards:
+            try:
+                for cut in LazySharIterator(fields={"cuts": [str(shard.cuts)]}):
+                    text = self._usable(cut, f"{shard.cuts}:{cut.id}", skipped)
+                    if text is not None:
+                        yield {"text": text, "duration": float(cut.duration)}
+            except Exception as e:  # gzip, JSON and Lhotse's own consistency errors
+                raise ShardError(f"{shard.cuts}: truncated or corrupt cut list ({type(e).__name__}: {e})") from None
+
     def load_entry(self, entry: Entry) -> dict[str, Any]:
         """The dataset item (docs/architecture.md) of an entry; raises AudioError naming it."""
         audio, sr = decode_audio(io.BytesIO(entry.data), name=entry.where)

@@ -49,20 +49,21 @@ def ctc_output_prior(
     min_blank: float = 0.1,
 ) -> torch.Tensor:
     """Probabilities ``[n_tokens]`` (blank at index 0) of the plateau's output, estimated from the
-    transcripts and durations of ``dataset`` (a dataset with an index, or a ConcatDataset of them)."""
+    transcripts and durations of ``dataset`` (a dataset with an index or with ``transcripts()``, or a
+    ConcatDataset of them)."""
     parts = dataset_parts(dataset)
-    missing = [type(p).__name__ for p in parts if not hasattr(p, "index")]
+    missing = [type(p).__name__ for p in parts if not hasattr(p, "index") and not hasattr(p, "transcripts")]
     if missing:
         raise ValueError(
             f"trainer.head_prior needs the training split's transcripts before training; {', '.join(missing)} "
-            "streams its items and has none. Set trainer.head_prior=false for this data."
+            "streams its items and lists none. Set trainer.head_prior=false for this data."
         )
     n_tokens = len(encoder)
     counts = torch.ones(n_tokens, dtype=torch.float64)
     counts[0] = 0.0
     seconds = 0.0
-    for part in parts:
-        for row in part.index:
+    for part in parts:  # a streamed dataset (SharDataset) lists them from its cut lists, without audio
+        for row in part.index if hasattr(part, "index") else part.transcripts():
             ids = encoder.encode(encoder.normalize(row["text"]))
             counts += torch.bincount(torch.as_tensor(ids, dtype=torch.long).flatten(), minlength=n_tokens)
             seconds += float(row["duration"])
