@@ -271,6 +271,8 @@ def test_every_config_builds(tmp_path):
         assert cfg["trainer"]["epochs"] > 0, path.name
         head_outputs = getattr(model.head, "out_channels", None) or model.head.out_features
         assert head_outputs == len(encoder), path.name
+        if cfg["trainer"].get("head_prior"):  # the prior is set on the head's bias
+            assert getattr(model.head, "bias", None) is not None, path.name
         for split, spec in cfg["data"].items():
             kinds = {d["type"] for d in spec["datasets"]}
             assert not ("golos" in path.name and kinds != {"GolosDataset"}), f"{path.name}: {split} is {kinds}"
