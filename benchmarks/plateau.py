@@ -23,7 +23,6 @@ excluded), so that a deeper, slower model can be compared with a shallow one bot
 """
 
 import argparse
-import collections
 import json
 import math
 import os
@@ -53,21 +52,17 @@ def unigram_entropy(recipe, train, overrides=()):
     text encoder's tokens: the CTC loss per token of a model whose output does not depend on the audio."""
     from hw_asr.builder import build_dataset, build_text_encoder
     from hw_asr.config import apply_overrides, load_config
-    from hw_asr.datasets.base_dataset import dataset_parts
+    from hw_asr.model.output_prior import transcript_counts
 
     config = load_config(str(recipe))
     block = learning.dataset_block(train)
     config = apply_overrides(config, [f"data.train.datasets={json.dumps([block])}", *overrides])
     encoder = build_text_encoder(config)
-    dataset = build_dataset(config, "train", None, train=False)
-    counts = collections.Counter()
-    for part in dataset_parts(dataset):
-        for row in part.index:
-            counts.update(int(i) for i in encoder.encode(encoder.normalize(row["text"])))
-    total = sum(counts.values())
+    counts, _ = transcript_counts(build_dataset(config, "train", None, train=False), encoder)
+    total = float(counts.sum())
     if not total:
         raise SystemExit(f"error: the training transcripts of {recipe} have no tokens")
-    return -sum(c / total * math.log(c / total) for c in counts.values())
+    return -sum(c / total * math.log(c / total) for c in counts.tolist() if c)
 
 
 def train_seconds(train_rows, step):

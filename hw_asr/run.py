@@ -142,6 +142,13 @@ def build_training(
     check_batches(spec, "train", train_loader, dist_info.world_size)
     eval_loaders = {s: build_dataloader(spec, s, build_dataset(spec, s, encoder)) for s in spec.eval_splits()}
     total_steps = tcfg.total_steps(len(train_loader))
+    # a new run's output bias at the plateau's distribution: before the run folder (its errors are the
+    # config's) and before init_weights, whose head (if it fits) wins
+    if tcfg.head_prior and not resume_state:
+        try:
+            set_output_prior(model, ctc_output_prior(model, train_set, encoder, spec.sample_rate))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     model = model.to(device)
     if tcfg.sync_batchnorm:
         model = sync_batchnorm(model, dist_info)  # before the optimiser is built
@@ -155,11 +162,6 @@ def build_training(
     logger.info("run folder: %s (%d process%s)", run_dir, dist_info.world_size, "es" * (dist_info.world_size > 1))
 
     logger.info("%s", model)
-    if tcfg.head_prior and not resume_state:  # before init_weights, whose head (if it fits) wins
-        try:
-            set_output_prior(model, ctc_output_prior(model, train_set, encoder, spec.sample_rate))
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
     if tcfg.init_weights and not resume_state:
         load_matching_weights(model, tcfg.init_weights, arch=spec.arch.type_name)
     if tcfg.tf32 is not None:  # null: torch's default (TF32 convolutions, fp32 matrix products)

@@ -92,3 +92,4 @@ def test_head_prior_on_a_model_without_output_bias_is_a_config_error(tmp_path):
             'arch.args={"conv_channels": 4, "rnn_hidden": 16, "rnn_layers": 1, "frontend": {"n_mels": 32}}',
             "trainer.head_prior=true",
         )
+    assert not list(tmp_path.rglob("config.json")), "refused before the run folder is made"

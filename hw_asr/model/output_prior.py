@@ -41,6 +41,28 @@ def output_frames_per_second(model: nn.Module, sample_rate: int, seconds: float 
     return float(out["log_probs_length"][0]) / seconds
 
 
+def transcript_counts(dataset: torch.utils.data.Dataset, encoder: BaseTextEncoder) -> tuple[torch.Tensor, float]:
+    """``(counts, seconds)``: how often each of the encoder's tokens occurs in the transcripts of ``dataset``
+    (float64 ``[len(encoder)]``, blank at 0) and the seconds of audio they cover. ``dataset``: a dataset
+    with an index or with ``transcripts()`` (a streamed one, which lists them without reading audio), or
+    a ConcatDataset of them."""
+    parts = dataset_parts(dataset)
+    missing = [type(p).__name__ for p in parts if not hasattr(p, "index") and not hasattr(p, "transcripts")]
+    if missing:
+        raise ValueError(
+            f"trainer.head_prior needs the training split's transcripts before training; {', '.join(missing)} "
+            "streams its items and lists none. Set trainer.head_prior=false for this data."
+        )
+    counts = torch.zeros(len(encoder), dtype=torch.float64)
+    seconds = 0.0
+    for part in parts:
+        for row in part.index if hasattr(part, "index") else part.transcripts():
+            ids = encoder.encode(encoder.normalize(row["text"]))
+            counts += torch.bincount(torch.as_tensor(ids, dtype=torch.long).flatten(), minlength=len(encoder))
+            seconds += float(row["duration"])
+    return counts, seconds
+
+
 def ctc_output_prior(
     model: nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -49,31 +71,15 @@ def ctc_output_prior(
     min_blank: float = 0.1,
 ) -> torch.Tensor:
     """Probabilities ``[n_tokens]`` (blank at index 0) of the plateau's output, estimated from the
-    transcripts and durations of ``dataset`` (a dataset with an index or with ``transcripts()``, or a
-    ConcatDataset of them)."""
-    parts = dataset_parts(dataset)
-    missing = [type(p).__name__ for p in parts if not hasattr(p, "index") and not hasattr(p, "transcripts")]
-    if missing:
-        raise ValueError(
-            f"trainer.head_prior needs the training split's transcripts before training; {', '.join(missing)} "
-            "streams its items and lists none. Set trainer.head_prior=false for this data."
-        )
-    n_tokens = len(encoder)
-    counts = torch.ones(n_tokens, dtype=torch.float64)
-    counts[0] = 0.0
-    seconds = 0.0
-    for part in parts:  # a streamed dataset (SharDataset) lists them from its cut lists, without audio
-        for row in part.index if hasattr(part, "index") else part.transcripts():
-            ids = encoder.encode(encoder.normalize(row["text"]))
-            counts += torch.bincount(torch.as_tensor(ids, dtype=torch.long).flatten(), minlength=n_tokens)
-            seconds += float(row["duration"])
+    transcripts and durations of ``dataset`` (as :func:`transcript_counts` reads them)."""
+    counts, seconds = transcript_counts(dataset, encoder)
     if seconds <= 0:
         raise ValueError("trainer.head_prior: the training split has no audio to estimate the prior from")
     frames = seconds * output_frames_per_second(model, sample_rate)
-    tokens = float(counts[1:].sum()) - (n_tokens - 1)  # the transcripts' own tokens, without the added ones
+    tokens = float(counts[1:].sum())
     blank = min(0.999, max(min_blank, 1.0 - tokens / frames))
-    prior = counts / counts[1:].sum() * (1.0 - blank)
-    prior[0] = blank
+    smoothed = counts[1:] + 1.0  # no token starts at probability 0
+    prior = torch.cat([torch.tensor([blank], dtype=torch.float64), smoothed / smoothed.sum() * (1.0 - blank)])
     logger.info(
         "head prior: blank %.3f (%.0f tokens over %.0f output frames); most frequent token %.3f",
         blank,
