@@ -25,14 +25,13 @@ process (allocator, caches) or the host, not in the weights.
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.pipeline import BareLoop, collect_batches  # noqa: E402
+from benchmarks.pipeline import BareLoop, collect_batches, run_arms  # noqa: E402
 from hw_asr.builder import build_dataset, build_text_encoder  # noqa: E402
 from hw_asr.config import apply_overrides, get_path, load_config  # noqa: E402
 from hw_asr.trainer.host_memory import configure as configure_host_memory  # noqa: E402
@@ -123,17 +122,8 @@ def main(argv=None):
         parser.error(f"--checkpoint: no such file: {args.checkpoint}")
     if args.child:
         return child(args.child, args.config, args.checkpoint, args.steps, args.overrides)
-    runs = {arm: [] for arm in ARMS}
-    for _ in range(args.repeats):
-        for arm in ARMS:
-            cmd = [sys.executable, __file__, "-c", args.config, "--checkpoint", args.checkpoint]
-            cmd += ["--steps", str(args.steps), "--child", arm, *args.overrides]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                sys.exit(f"the {arm} arm failed:\n{out.stderr[-2000:]}")
-            runs[arm].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    if len({json.dumps(r["shapes"]) for arm in ARMS for r in runs[arm]}) != 1:
-        sys.exit("the arms trained on different batches: the ratio would compare different work")
+    argv = ["-c", args.config, "--checkpoint", args.checkpoint, "--steps", str(args.steps)]
+    runs = run_arms(__file__, ARMS, args.repeats, argv, args.overrides)
     wall = {arm: statistics.median(r["wall"] for r in runs[arm]) for arm in ARMS}
     print(f"\n{args.checkpoint}: {args.steps} steps per arm ({args.steps - 1} timed), {args.repeats} rounds")
     print("| arm | wall s / step (each run) | median | subnormal share: optimiser state | activations |")

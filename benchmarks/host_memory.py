@@ -16,12 +16,11 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.pipeline import BareLoop, collect_batches  # noqa: E402
+from benchmarks.pipeline import BareLoop, collect_batches, run_arms  # noqa: E402
 from hw_asr.builder import build_dataset, build_text_encoder  # noqa: E402
 from hw_asr.config import apply_overrides, load_config  # noqa: E402
 from hw_asr.trainer.host_memory import keep_freed_memory  # noqa: E402
@@ -70,30 +69,7 @@ def main(argv=None):
         parser.error("--steps must be at least 2 (the first step is a warm-up and is not timed)")
     if args.child:
         return child(args.child, args.config, args.steps, args.overrides)
-    runs = {arm: [] for arm in ARMS}
-    for _ in range(args.repeats):
-        for arm in ARMS:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "-c",
-                    args.config,
-                    "--steps",
-                    str(args.steps),
-                    "--child",
-                    arm,
-                    *args.overrides,
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode:
-                sys.exit(f"the {arm} arm failed:\n{out.stderr[-2000:]}")
-            runs[arm].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    shapes = {json.dumps(r["shapes"]) for arm in ARMS for r in runs[arm]}
-    if len(shapes) != 1:
-        sys.exit("the arms trained on different batches: the ratio would compare different work")
+    runs = run_arms(__file__, ARMS, args.repeats, ["-c", args.config, "--steps", str(args.steps)], args.overrides)
     pairs = [s["wall"] / k["wall"] for s, k in zip(runs["system"], runs["keep"])]
     print(f"\n{args.config}: {args.steps} steps per arm ({args.steps - 1} timed), {args.repeats} pairs")
     print("| per timed step | system | keep |\n|---|---:|---:|")

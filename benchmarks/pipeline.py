@@ -37,9 +37,11 @@
 """
 
 import argparse
+import json
 import logging
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -229,6 +231,24 @@ def collect_batches(config, dataset, steps):
                 break
         data_epoch += 1
     return batches
+
+
+def run_arms(script, arms, repeats, argv, overrides):
+    """Each of ``arms`` in a fresh process (``script *argv --child ARM *overrides``), the arms alternating,
+    ``repeats`` rounds; each child prints its figures as a JSON last line with the ``shapes`` it trained on.
+    Returns ``{arm: [figures, ...]}``; stops with an error if a child failed or the arms trained on different
+    batches (a ratio over different batches measures nothing)."""
+    runs = {arm: [] for arm in arms}
+    for _ in range(repeats):
+        for arm in arms:
+            cmd = [sys.executable, str(script), *argv, "--child", arm, *overrides]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"the {arm} arm failed:\n{out.stderr[-2000:]}")
+            runs[arm].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if len({json.dumps(r["shapes"]) for arm in arms for r in runs[arm]}) != 1:
+        sys.exit("the arms trained on different batches: the ratio would compare different work")
+    return runs
 
 
 def main(argv=None):
