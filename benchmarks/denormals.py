@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.pipeline import BareLoop, collect_batches, run_arms  # noqa: E402
 from hw_asr.builder import build_dataset, build_text_encoder  # noqa: E402
+from hw_asr.checkpoint import safe_torch_load  # noqa: E402
 from hw_asr.config import apply_overrides, get_path, load_config  # noqa: E402
 from hw_asr.trainer.host_memory import configure as configure_host_memory  # noqa: E402
 
@@ -80,7 +81,7 @@ def child(arm, config_path, checkpoint, steps, overrides):
     batches = collect_batches(config, build_dataset(config, "train", encoder), steps)
     bare = BareLoop(config, encoder, config["trainer"].get("grad_norm_clip"))
     if arm != "fresh":
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = safe_torch_load(checkpoint)
         bare.model.load_state_dict(state["model"])
         bare.optimizer.load_state_dict(state["optimizer"])
         del state

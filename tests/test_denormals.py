@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hw_asr.checkpoint import safe_torch_load
 from tests.test_training import TINY, run_train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def test_benchmark_compares_the_three_arms_on_the_same_batches(tmp_path, capsys)
         assert 0 <= run["optimizer_subnormal_share"] <= 1 and 0 <= run["activation_subnormal_share"] <= 1
     assert result["runs"]["fresh"][0]["shapes"] == result["runs"]["trained"][0]["shapes"]
     # the trained arms go on from the checkpoint's optimiser, the fresh one starts at 0
-    done = torch.load(ckpt, map_location="cpu", weights_only=False)["step"]
+    done = safe_torch_load(ckpt)["step"]
     steps = {arm: result["runs"][arm][0]["optimizer_steps"] for arm in bench.ARMS}
     assert done > 0 and steps == {"fresh": 2, "trained": done + 2, "trained_flush": done + 2}
     out = capsys.readouterr().out
